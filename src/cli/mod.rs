@@ -1,0 +1,3 @@
+//! Command-line front end: thin wrappers over the library, one file per command group.
+
+pub mod data;

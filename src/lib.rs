@@ -1,0 +1,13 @@
+//! dermclass: train, evaluate and ship small, fast convolutional networks that classify
+//! dermoscopic skin-lesion images (ISIC 2018 Task 3 / HAM10000).
+//!
+//! Modules by concern: [`data`] (sources, splits, augmentation, loading), [`model`] (the
+//! mobile model zoo and its cost accounting), [`metrics`] (the ISIC metric and friends),
+//! [`train`], [`report`] and [`device`].
+
+pub mod data;
+pub mod device;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod train;
