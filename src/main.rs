@@ -1,4 +1,4 @@
-//! The `dermclass` command line.
+//! The `dermclass` command line: a thin layer over the library.
 
 mod cli;
 
@@ -14,13 +14,26 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// List every registered model family with its options.
+    Models,
+    /// Per-layer output shapes, parameters and multiply-adds of an architecture.
+    Summary(cli::model::SummaryArgs),
     #[command(flatten)]
     Data(cli::data::DataCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
+        Command::Models => {
+            cli::model::models();
+            Ok(())
+        }
+        Command::Summary(args) => cli::model::summary(args),
         Command::Data(cmd) => cmd.run(),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
     }
 }

@@ -1,3 +1,4 @@
 //! Command-line front end: thin wrappers over the library, one file per command group.
 
 pub mod data;
+pub mod model;

@@ -1,0 +1,289 @@
+//! Building blocks shared by the model families: convolution + batch norm + activation,
+//! the classifier head, channel shuffle, and channel rounding.
+//!
+//! Every block comes as a plain specification (`*Spec`) that both builds the burn module
+//! (`init`) and counts its cost (`count`), so the summary can never drift from the model.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
+};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, relu6};
+
+use super::ModelError;
+use super::cost::CostTable;
+
+/// Nonlinearity applied after a convolution's batch norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// No activation: the "linear bottleneck" of MobileNetV2.
+    #[default]
+    None,
+    /// max(0, x).
+    Relu,
+    /// min(max(0, x), 6), as in MobileNetV2.
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::None => x,
+            Activation::Relu => relu(x),
+            Activation::Relu6 => relu6(x),
+        }
+    }
+}
+
+/// Rounds `value` to the nearest multiple of `divisor` (at least `divisor`), never going
+/// more than 10% below `value`: the channel rule of MobileNetV2 (torchvision/TF-slim).
+pub fn make_divisible(value: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut rounded = (((value + d / 2.0) / d).floor() as usize * divisor).max(divisor);
+    if (rounded as f64) < 0.9 * value {
+        rounded += divisor;
+    }
+    rounded
+}
+
+/// Specification of a convolution (square kernel, "same"-style symmetric padding `k/2`,
+/// no bias) followed by batch norm and an activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvBnSpec {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size (square).
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Channel groups (`in_channels` for a depthwise convolution).
+    pub groups: usize,
+    /// Activation after batch norm.
+    pub activation: Activation,
+}
+
+impl ConvBnSpec {
+    /// A `kernel`x`kernel` convolution with stride 1, one group and no activation.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            groups: 1,
+            activation: Activation::None,
+        }
+    }
+
+    /// A 3x3 depthwise convolution over `channels`.
+    pub fn depthwise(channels: usize, stride: usize) -> Self {
+        Self::new(channels, channels, 3)
+            .stride(stride)
+            .groups(channels)
+    }
+
+    /// Sets the stride.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Sets the activation.
+    pub fn act(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    fn padding(&self) -> usize {
+        self.kernel / 2
+    }
+
+    /// Checks that the channel counts split evenly into the groups.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.groups == 0
+            || !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
+            return Err(ModelError::BadOption(format!(
+                "a convolution {} -> {} channels cannot be split into {} groups",
+                self.in_channels, self.out_channels, self.groups
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the module.
+    pub fn init(&self, device: &Device) -> ConvBn {
+        let p = self.padding();
+        let conv = Conv2dConfig::new([self.in_channels, self.out_channels], [self.kernel; 2])
+            .with_stride([self.stride; 2])
+            .with_groups(self.groups)
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(false)
+            .with_initializer(conv_initializer())
+            .init(device);
+        ConvBn {
+            conv,
+            norm: BatchNormConfig::new(self.out_channels).init(device),
+            activation: self.activation,
+        }
+    }
+
+    /// Counts the convolution and its batch norm under `name`.
+    pub fn count(&self, table: &mut CostTable, name: &str) -> Result<(), ModelError> {
+        debug_assert_eq!(table.shape().channels, self.in_channels, "at {name}");
+        table.scope(name, |t| {
+            t.conv(
+                "conv",
+                self.out_channels,
+                self.kernel,
+                self.stride,
+                self.padding(),
+                self.groups,
+                false,
+            )?;
+            t.batch_norm("bn");
+            Ok(())
+        })
+    }
+}
+
+/// He (Kaiming) normal initialisation over fan-out, as torchvision uses for these networks.
+pub fn conv_initializer() -> Initializer {
+    Initializer::KaimingNormal {
+        gain: std::f64::consts::SQRT_2,
+        fan_out_only: true,
+    }
+}
+
+/// Convolution, batch norm, activation.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    conv: Conv2d,
+    norm: BatchNorm,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl ConvBn {
+    /// Runs the block.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.activation
+            .apply(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+/// Specification of the classifier head: global average pool, optional dropout, linear.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadSpec {
+    /// Channels of the last feature map.
+    pub in_channels: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Dropout probability before the linear layer (0 disables it).
+    pub dropout: f64,
+}
+
+impl HeadSpec {
+    /// Builds the module.
+    pub fn init(&self, device: &Device) -> Head {
+        Head {
+            dropout: DropoutConfig::new(self.dropout).init(),
+            linear: LinearConfig::new(self.in_channels, self.classes)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                })
+                .init(device),
+        }
+    }
+
+    /// Counts the pooling and the linear layer.
+    pub fn count(&self, table: &mut CostTable) {
+        table.global_pool("avgpool");
+        table.linear("classifier", self.classes, true);
+    }
+}
+
+/// Global average pool, dropout, linear classifier.
+#[derive(Module, Debug)]
+pub struct Head {
+    dropout: Dropout,
+    linear: Linear,
+}
+
+impl Head {
+    /// Maps a `[batch, channels, h, w]` feature map to `[batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let [batch, channels, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
+        self.linear.forward(self.dropout.forward(pooled))
+    }
+}
+
+/// ShuffleNet's channel shuffle: view channels as `[groups, channels/groups]`, transpose,
+/// flatten, so that each group of the next grouped convolution sees every previous group.
+pub fn channel_shuffle(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    let [batch, channels, height, width] = x.dims();
+    debug_assert_eq!(channels % groups, 0);
+    x.reshape([batch, groups, channels / groups, height, width])
+        .swap_dims(1, 2)
+        .reshape([batch, channels, height, width])
+}
+
+/// The channel index that ends up at position `i` after [`channel_shuffle`]: position
+/// `i = k*groups + g` takes channel `g*(channels/groups) + k`.
+pub fn shuffled_source(i: usize, channels: usize, groups: usize) -> usize {
+    let per_group = channels / groups;
+    (i % groups) * per_group + i / groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_divisible_matches_torchvision() {
+        assert_eq!(make_divisible(32.0, 8), 32);
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16);
+        assert_eq!(make_divisible(16.0 * 0.35, 8), 8);
+        assert_eq!(make_divisible(24.0 * 0.75, 8), 24);
+        assert_eq!(make_divisible(32.0 * 1.4, 8), 48);
+        assert_eq!(make_divisible(1280.0 * 1.4, 8), 1792);
+        assert_eq!(make_divisible(12.0, 8), 16);
+    }
+
+    #[test]
+    fn channel_shuffle_matches_the_hand_written_permutation() {
+        let device = Device::default();
+        // 12 channels, 3 groups of 4: [0 1 2 3 | 4 5 6 7 | 8 9 10 11].
+        // Shuffled: take the first of each group, then the second, ...
+        let expected: [usize; 12] = [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11];
+        let values: Vec<f32> = (0..12 * 2).map(|v| v as f32).collect();
+        // Each channel holds a 1x2 map [c*2, c*2+1] so spatial positions are checked too.
+        let x = Tensor::<4>::from_data(TensorData::new(values, [1, 12, 1, 2]), &device);
+        let out: Vec<f32> = channel_shuffle(x, 3).into_data().try_to_vec().unwrap();
+        for (i, &src) in expected.iter().enumerate() {
+            assert_eq!(out[2 * i], (2 * src) as f32, "channel {i}");
+            assert_eq!(out[2 * i + 1], (2 * src + 1) as f32, "channel {i}");
+            assert_eq!(shuffled_source(i, 12, 3), src);
+        }
+    }
+
+    #[test]
+    fn groups_that_do_not_divide_are_rejected() {
+        let err = ConvBnSpec::new(10, 12, 1).groups(3).validate().unwrap_err();
+        assert!(err.to_string().contains("3 groups"), "{err}");
+    }
+}

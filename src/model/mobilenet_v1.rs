@@ -1,0 +1,114 @@
+//! MobileNetV1 (Howard et al. 2017): depthwise separable convolutions, and its "Conv
+//! MobileNet" twin with standard 3x3 convolutions in the same places, so the trick's saving
+//! can be measured.
+
+use burn::prelude::*;
+
+use super::ModelError;
+use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::cost::CostTable;
+
+/// The 13 (output channels, stride) pairs after the stem, from the paper's Table 1.
+const LAYERS: [(usize, usize); 13] = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+];
+
+/// Configuration of a MobileNetV1 (or its plain-convolution twin).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MobileNetV1Config {
+    /// Width multiplier alpha: every layer's channels are `floor(c * alpha)`.
+    pub alpha: f64,
+    /// `true`: depthwise 3x3 + pointwise 1x1 (MobileNet); `false`: one standard 3x3 conv.
+    pub separable: bool,
+    /// Number of output classes.
+    pub classes: usize,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+}
+
+impl MobileNetV1Config {
+    fn width(&self, channels: usize) -> usize {
+        ((channels as f64 * self.alpha).floor() as usize).max(1)
+    }
+
+    /// The convolutions in forward order: the stem, then per layer either a depthwise +
+    /// pointwise pair or a single standard 3x3 convolution.
+    pub fn convs(&self) -> Vec<ConvBnSpec> {
+        let mut channels = self.width(32);
+        let mut convs = vec![
+            ConvBnSpec::new(3, channels, 3)
+                .stride(2)
+                .act(Activation::Relu),
+        ];
+        for (out, stride) in LAYERS {
+            let out = self.width(out);
+            if self.separable {
+                convs.push(ConvBnSpec::depthwise(channels, stride).act(Activation::Relu));
+                convs.push(ConvBnSpec::new(channels, out, 1).act(Activation::Relu));
+            } else {
+                convs.push(
+                    ConvBnSpec::new(channels, out, 3)
+                        .stride(stride)
+                        .act(Activation::Relu),
+                );
+            }
+            channels = out;
+        }
+        convs
+    }
+
+    fn head(&self) -> HeadSpec {
+        HeadSpec {
+            in_channels: self.width(1024),
+            classes: self.classes,
+            dropout: self.dropout,
+        }
+    }
+
+    /// Builds the network.
+    pub fn init(&self, device: &Device) -> MobileNetV1 {
+        MobileNetV1 {
+            features: self.convs().iter().map(|c| c.init(device)).collect(),
+            head: self.head().init(device),
+        }
+    }
+
+    /// Counts every layer.
+    pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
+        table.scope("features", |t| {
+            self.convs()
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, conv)| conv.count(t, &i.to_string()))
+        })?;
+        self.head().count(table);
+        Ok(())
+    }
+}
+
+/// MobileNetV1 or its plain-convolution twin.
+#[derive(Module, Debug)]
+pub struct MobileNetV1 {
+    features: Vec<ConvBn>,
+    head: Head,
+}
+
+impl MobileNetV1 {
+    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
+        self.head.forward(x)
+    }
+}

@@ -1,0 +1,162 @@
+//! ResNet-50 (He et al. 2016) with bottleneck blocks, stride on the 3x3 convolution as in
+//! torchvision ("ResNet v1.5"): the classic reference the mobile tricks are measured against.
+
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use super::ModelError;
+use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::cost::CostTable;
+use super::stem::{Stem, StemSpec};
+
+/// Bottleneck blocks per stage for ResNet-50.
+const RESNET50_LAYERS: [usize; 4] = [3, 4, 6, 3];
+/// Output channels of a bottleneck are its width times this.
+const EXPANSION: usize = 4;
+
+/// Configuration of a ResNet-50.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Number of output classes.
+    pub classes: usize,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+}
+
+/// One bottleneck: 1x1 reduce, 3x3 (strided), 1x1 expand, plus a projection shortcut when
+/// the shape changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BottleneckSpec {
+    /// The three convolutions of the residual branch.
+    pub convs: [ConvBnSpec; 3],
+    /// 1x1 strided projection on the shortcut, when needed.
+    pub downsample: Option<ConvBnSpec>,
+}
+
+impl BottleneckSpec {
+    fn new(input: usize, width: usize, stride: usize) -> Self {
+        let output = width * EXPANSION;
+        Self {
+            convs: [
+                ConvBnSpec::new(input, width, 1).act(Activation::Relu),
+                ConvBnSpec::new(width, width, 3)
+                    .stride(stride)
+                    .act(Activation::Relu),
+                ConvBnSpec::new(width, output, 1),
+            ],
+            downsample: (stride != 1 || input != output)
+                .then(|| ConvBnSpec::new(input, output, 1).stride(stride)),
+        }
+    }
+
+    fn init(&self, device: &Device) -> Bottleneck {
+        Bottleneck {
+            convs: self.convs.iter().map(|c| c.init(device)).collect(),
+            downsample: self.downsample.map(|c| c.init(device)),
+        }
+    }
+
+    fn count(&self, table: &mut CostTable, name: &str) -> Result<(), ModelError> {
+        let input = table.shape();
+        table.scope(name, |t| {
+            for (i, conv) in self.convs.iter().enumerate() {
+                conv.count(t, &format!("conv{}", i + 1))?;
+            }
+            if let Some(down) = &self.downsample {
+                let out = t.shape();
+                t.set_shape(input);
+                down.count(t, "downsample")?;
+                debug_assert_eq!(out, t.shape());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Bottleneck residual block.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shortcut = match &self.downsample {
+            Some(down) => down.forward(x.clone()),
+            None => x.clone(),
+        };
+        let y = self.convs.iter().fold(x, |x, c| c.forward(x));
+        relu(y + shortcut)
+    }
+}
+
+impl ResNetConfig {
+    fn stem(&self) -> StemSpec {
+        StemSpec {
+            conv: ConvBnSpec::new(3, 64, 7).stride(2).act(Activation::Relu),
+        }
+    }
+
+    /// The bottleneck blocks in forward order.
+    pub fn blocks(&self) -> Vec<BottleneckSpec> {
+        let mut input = 64;
+        let mut blocks = Vec::new();
+        for (stage, repeats) in RESNET50_LAYERS.into_iter().enumerate() {
+            let width = 64 << stage;
+            for i in 0..repeats {
+                let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+                blocks.push(BottleneckSpec::new(input, width, stride));
+                input = width * EXPANSION;
+            }
+        }
+        blocks
+    }
+
+    fn head(&self) -> HeadSpec {
+        HeadSpec {
+            in_channels: 512 * EXPANSION,
+            classes: self.classes,
+            dropout: self.dropout,
+        }
+    }
+
+    /// Builds the network.
+    pub fn init(&self, device: &Device) -> ResNet {
+        ResNet {
+            stem: self.stem().init(device),
+            blocks: self.blocks().iter().map(|b| b.init(device)).collect(),
+            head: self.head().init(device),
+        }
+    }
+
+    /// Counts every layer.
+    pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
+        self.stem().count(table)?;
+        table.scope("blocks", |t| {
+            self.blocks()
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, b)| b.count(t, &i.to_string()))
+        })?;
+        self.head().count(table);
+        Ok(())
+    }
+}
+
+/// ResNet-50.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    stem: Stem,
+    blocks: Vec<Bottleneck>,
+    head: Head,
+}
+
+impl ResNet {
+    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.stem.forward(x);
+        let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
+        self.head.forward(x)
+    }
+}

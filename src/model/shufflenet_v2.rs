@@ -1,0 +1,217 @@
+//! ShuffleNet v2 (Ma et al. 2018): channel split, equal-width branches, concatenation and a
+//! two-group channel shuffle, laid out as in torchvision's `shufflenetv2.py`.
+
+use burn::prelude::*;
+
+use super::ModelError;
+use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle};
+use super::cost::{CostTable, FeatureShape};
+use super::stem::{Stem, StemSpec};
+
+/// Units per stage (stages 2, 3, 4).
+const REPEATS: [usize; 3] = [4, 8, 4];
+
+/// Channels of (stem, stage 2, stage 3, stage 4, last conv) for a supported scale.
+pub fn stage_channels(scale: f64) -> Option<[usize; 5]> {
+    let table: [(f64, [usize; 5]); 4] = [
+        (0.5, [24, 48, 96, 192, 1024]),
+        (1.0, [24, 116, 232, 464, 1024]),
+        (1.5, [24, 176, 352, 704, 1024]),
+        (2.0, [24, 244, 488, 976, 2048]),
+    ];
+    table
+        .iter()
+        .find(|(s, _)| (s - scale).abs() < 1e-9)
+        .map(|(_, c)| *c)
+}
+
+/// Configuration of a ShuffleNet v2.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShuffleNetV2Config {
+    /// Width scale: 0.5, 1.0, 1.5 or 2.0.
+    pub scale: f64,
+    /// Number of output classes.
+    pub classes: usize,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+}
+
+/// One ShuffleNet v2 unit. With stride 1 the input is split in two halves and only the
+/// second goes through `main`; with stride 2 both branches see the whole input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShuffleV2UnitSpec {
+    /// Shortcut branch for stride 2: depthwise 3x3 (BN), pointwise 1x1 (BN, ReLU).
+    pub shortcut: Option<[ConvBnSpec; 2]>,
+    /// Main branch: pointwise (BN, ReLU), depthwise 3x3 (BN), pointwise (BN, ReLU).
+    pub main: [ConvBnSpec; 3],
+}
+
+impl ShuffleV2UnitSpec {
+    fn new(input: usize, output: usize, stride: usize) -> Self {
+        let branch = output / 2;
+        let main_input = if stride == 1 { branch } else { input };
+        Self {
+            shortcut: (stride > 1).then(|| {
+                [
+                    ConvBnSpec::depthwise(input, stride),
+                    ConvBnSpec::new(input, branch, 1).act(Activation::Relu),
+                ]
+            }),
+            main: [
+                ConvBnSpec::new(main_input, branch, 1).act(Activation::Relu),
+                ConvBnSpec::depthwise(branch, stride),
+                ConvBnSpec::new(branch, branch, 1).act(Activation::Relu),
+            ],
+        }
+    }
+
+    fn init(&self, device: &Device) -> ShuffleV2Unit {
+        ShuffleV2Unit {
+            shortcut: self
+                .shortcut
+                .map(|convs| convs.iter().map(|c| c.init(device)).collect()),
+            main: self.main.iter().map(|c| c.init(device)).collect(),
+        }
+    }
+
+    fn count(&self, table: &mut CostTable, name: &str) -> Result<(), ModelError> {
+        let input = table.shape();
+        table.scope(name, |t| {
+            let mut out_channels = input.channels / 2;
+            if let Some(shortcut) = &self.shortcut {
+                shortcut[0].count(t, "shortcut.0")?;
+                shortcut[1].count(t, "shortcut.1")?;
+                out_channels = t.shape().channels;
+                t.set_shape(input);
+            } else {
+                t.set_shape(FeatureShape {
+                    channels: out_channels,
+                    ..input
+                });
+            }
+            for (i, conv) in self.main.iter().enumerate() {
+                conv.count(t, &format!("main.{i}"))?;
+            }
+            let channels = t.shape().channels + out_channels;
+            t.concat("concat_shuffle", channels);
+            Ok(())
+        })
+    }
+}
+
+/// ShuffleNet v2 unit.
+#[derive(Module, Debug)]
+pub struct ShuffleV2Unit {
+    shortcut: Option<Vec<ConvBn>>,
+    main: Vec<ConvBn>,
+}
+
+impl ShuffleV2Unit {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let run = |convs: &[ConvBn], x: Tensor<4>| convs.iter().fold(x, |x, c| c.forward(x));
+        let out = match &self.shortcut {
+            Some(shortcut) => Tensor::cat(vec![run(shortcut, x.clone()), run(&self.main, x)], 1),
+            None => {
+                let [_, channels, _, _] = x.dims();
+                let half = channels / 2;
+                let left = x.clone().narrow(1, 0, half);
+                let right = x.narrow(1, half, channels - half);
+                Tensor::cat(vec![left, run(&self.main, right)], 1)
+            }
+        };
+        channel_shuffle(out, 2)
+    }
+}
+
+impl ShuffleNetV2Config {
+    fn channels(&self) -> Result<[usize; 5], ModelError> {
+        stage_channels(self.scale).ok_or_else(|| {
+            ModelError::BadOption(format!(
+                "shufflenet_v2 scale must be 0.5, 1.0, 1.5 or 2.0, got {}",
+                self.scale
+            ))
+        })
+    }
+
+    fn stem(&self) -> Result<StemSpec, ModelError> {
+        Ok(StemSpec {
+            conv: ConvBnSpec::new(3, self.channels()?[0], 3)
+                .stride(2)
+                .act(Activation::Relu),
+        })
+    }
+
+    /// The units in forward order.
+    pub fn units(&self) -> Result<Vec<ShuffleV2UnitSpec>, ModelError> {
+        let channels = self.channels()?;
+        let mut input = channels[0];
+        let mut units = Vec::new();
+        for (output, repeats) in channels[1..4].iter().zip(REPEATS) {
+            for i in 0..repeats {
+                units.push(ShuffleV2UnitSpec::new(
+                    input,
+                    *output,
+                    if i == 0 { 2 } else { 1 },
+                ));
+                input = *output;
+            }
+        }
+        Ok(units)
+    }
+
+    fn last(&self) -> Result<ConvBnSpec, ModelError> {
+        let c = self.channels()?;
+        Ok(ConvBnSpec::new(c[3], c[4], 1).act(Activation::Relu))
+    }
+
+    fn head(&self) -> Result<HeadSpec, ModelError> {
+        Ok(HeadSpec {
+            in_channels: self.channels()?[4],
+            classes: self.classes,
+            dropout: self.dropout,
+        })
+    }
+
+    /// Builds the network.
+    pub fn init(&self, device: &Device) -> Result<ShuffleNetV2, ModelError> {
+        Ok(ShuffleNetV2 {
+            stem: self.stem()?.init(device),
+            units: self.units()?.iter().map(|u| u.init(device)).collect(),
+            last: self.last()?.init(device),
+            head: self.head()?.init(device),
+        })
+    }
+
+    /// Counts every layer.
+    pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
+        self.stem()?.count(table)?;
+        let units = self.units()?;
+        table.scope("units", |t| {
+            units
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, u)| u.count(t, &i.to_string()))
+        })?;
+        self.last()?.count(table, "last")?;
+        self.head()?.count(table);
+        Ok(())
+    }
+}
+
+/// ShuffleNet v2.
+#[derive(Module, Debug)]
+pub struct ShuffleNetV2 {
+    stem: Stem,
+    units: Vec<ShuffleV2Unit>,
+    last: ConvBn,
+    head: Head,
+}
+
+impl ShuffleNetV2 {
+    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.stem.forward(x);
+        let x = self.units.iter().fold(x, |x, u| u.forward(x));
+        self.head.forward(self.last.forward(x))
+    }
+}
