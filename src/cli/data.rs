@@ -1,14 +1,435 @@
 //! Data commands: `prepare`, `split`, `synth`, `check`, `bench-data`, `fetch-data`.
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use dermclass::data::{
+    self, Dataset, Loader, LoaderConfig, Normalization, OpenOptions, SourceFormat,
+};
+
+/// Where the data is and how to read it.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data root (ISIC 2018 Task 3 layout, HAM10000 layout or one folder per class).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Force the layout instead of auto-detecting it: isic, ham10000 or folders.
+    #[arg(long)]
+    pub format: Option<SourceFormat>,
+    /// Skip bad images/rows (and report them) instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// ISIC subset to read: Training, Validation or Test (default: Training if present).
+    #[arg(long)]
+    pub subset: Option<String>,
+}
+
+impl DataArgs {
+    fn open(&self) -> anyhow::Result<Dataset> {
+        let ds = Dataset::open_with(
+            &self.data,
+            &OpenOptions {
+                format: self.format,
+                skip_bad: self.skip_bad,
+                isic_subset: self.subset.clone(),
+            },
+        )?;
+        print_problems(&ds);
+        Ok(ds)
+    }
+}
+
+fn print_problems(ds: &Dataset) {
+    let show = |label: &str, list: &[data::Skipped]| {
+        if list.is_empty() {
+            return;
+        }
+        let mut by_kind = std::collections::BTreeMap::new();
+        for s in list {
+            *by_kind.entry(s.kind.as_str()).or_insert(0usize) += 1;
+        }
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        eprintln!("{label}: {} ({})", list.len(), kinds.join(", "));
+        for s in list.iter().take(10) {
+            eprintln!("  {}", s.message);
+        }
+        if list.len() > 10 {
+            eprintln!("  ... and {} more", list.len() - 10);
+        }
+    };
+    show("warning", &ds.warnings);
+    show("skipped", &ds.skipped);
+}
+
+fn print_counts(ds: &Dataset, counts: &[usize]) {
+    let total: usize = counts.iter().sum();
+    for (c, n) in ds.classes.iter().zip(counts) {
+        println!("{c:>8} {n:>7}");
+    }
+    println!("{:>8} {total:>7}", "total");
+}
 
 /// Commands that read, check, reshape or generate data sets.
 #[derive(Subcommand, Debug)]
-pub enum DataCommand {}
+pub enum DataCommand {
+    /// Decode every image and report problems before training (exit code 1 on problems).
+    Check {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Rewrite a data set as one folder per class (hard links where possible).
+    Prepare {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a stratified, lesion-grouped train/val split (or k folds) as `image,split` CSV.
+    Split {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Fraction of each class for validation.
+        #[arg(long, default_value_t = 0.3)]
+        val_fraction: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write K folds (split = fold number) instead of train/val.
+        #[arg(long)]
+        folds: Option<usize>,
+    },
+    /// Generate a small synthetic ISIC-layout data set of learnable lesion-like images.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = 50)]
+        per_class: usize,
+        /// Image size, WxH.
+        #[arg(long, default_value = "64x64")]
+        size: String,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Measure the loader: images/s and peak memory for a full augmented epoch, cold
+    /// (JPEG decode every image) and warm (preprocessed cache).
+    BenchData {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Output size (square).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Cache folder for the warm run (default: a temporary folder, removed afterwards).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Worker threads (0 = number of CPUs).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Only the first N images (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Skip the cold run.
+        #[arg(long)]
+        no_cold: bool,
+        /// Normalisation: keras or imagenet.
+        #[arg(long, default_value = "keras")]
+        normalization: Normalization,
+    },
+}
 
 impl DataCommand {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
-        match self {}
+        match self {
+            DataCommand::Check { data } => check(&data),
+            DataCommand::Prepare { data, out } => {
+                let ds = data.open()?;
+                let s = data::prepare::prepare(&ds, &out)?;
+                println!(
+                    "wrote {} images to {} ({} hard links, {} copies)",
+                    ds.samples.len(),
+                    out.display(),
+                    s.linked,
+                    s.copied
+                );
+                print_counts(&ds, &s.counts);
+                Ok(())
+            }
+            DataCommand::Split {
+                data,
+                val_fraction,
+                seed,
+                out,
+                folds,
+            } => split(&data, val_fraction, seed, &out, folds),
+            DataCommand::Synth {
+                out,
+                per_class,
+                size,
+                seed,
+            } => {
+                let (w, h) = parse_size(&size)?;
+                let s = data::synth::generate(&out, per_class, w, h, seed)?;
+                println!(
+                    "wrote {} images ({} lesions) to {}",
+                    s.images,
+                    s.lesions,
+                    s.root.display()
+                );
+                for (c, n) in data::ISIC_CLASSES.iter().zip(&s.per_class) {
+                    println!("{c:>8} {n:>7}");
+                }
+                Ok(())
+            }
+            DataCommand::BenchData {
+                data,
+                size,
+                cache,
+                batch_size,
+                workers,
+                limit,
+                no_cold,
+                normalization,
+            } => bench(
+                &data,
+                size,
+                cache,
+                batch_size,
+                workers,
+                limit,
+                no_cold,
+                normalization,
+            ),
+        }
     }
+}
+
+/// Parses `WxH` (or a single number for a square).
+pub fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let parse = |x: &str| -> anyhow::Result<u32> {
+        x.trim()
+            .parse::<u32>()
+            .with_context(|| format!("bad size `{s}` (expected WxH, e.g. 64x64)"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => {
+            let v = parse(s)?;
+            Ok((v, v))
+        }
+    }
+}
+
+fn check(args: &DataArgs) -> anyhow::Result<()> {
+    let mut ds = args.open()?;
+    println!(
+        "{}: {} layout, {} images listed, {} lesions",
+        ds.root.display(),
+        ds.format,
+        ds.samples.len(),
+        ds.lesion_count()
+    );
+    let before = ds.skipped.len();
+    let report = data::check_images(&mut ds, args.skip_bad)?;
+    for b in &report.bad {
+        eprintln!("  {}", b.message);
+    }
+    print_counts(&ds, &ds.class_counts());
+    let skipped = ds.skipped.len();
+    if skipped > 0 {
+        let kinds: Vec<String> = report
+            .bad_by_kind()
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "skipped {skipped} ({} at open, {} undecodable{}{})",
+            before,
+            report.bad.len(),
+            if kinds.is_empty() { "" } else { ": " },
+            kinds.join(", ")
+        );
+    }
+    println!("ok: {} images decode", report.ok);
+    Ok(())
+}
+
+fn split(
+    args: &DataArgs,
+    val_fraction: f64,
+    seed: u64,
+    out: &Path,
+    folds: Option<usize>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&val_fraction),
+        "--val-fraction must be in [0, 1]"
+    );
+    let ds = args.open()?;
+    let grouped = ds.samples.iter().any(|s| s.lesion_id.is_some());
+    println!(
+        "{} images, {} lesions ({})",
+        ds.samples.len(),
+        ds.lesion_count(),
+        if grouped {
+            "grouped by lesion"
+        } else {
+            "no lesion ids: grouped by image"
+        }
+    );
+    let counts_for = |idx: &[usize]| {
+        data::source::counts_of(idx.iter().map(|&i| ds.samples[i].label), ds.classes.len())
+    };
+    match folds {
+        Some(k) => {
+            anyhow::ensure!(k >= 2, "--folds must be at least 2");
+            let f = data::kfold_assign(&ds, k, seed);
+            data::write_folds_csv(out, &ds, &f)?;
+            print!("{:>8}", "class");
+            for j in 0..k {
+                print!(" {:>7}", format!("fold{j}"));
+            }
+            println!();
+            for (c, name) in ds.classes.iter().enumerate() {
+                print!("{name:>8}");
+                for j in 0..k {
+                    let n = ds
+                        .samples
+                        .iter()
+                        .zip(&f)
+                        .filter(|(s, fj)| s.label == c && **fj == j)
+                        .count();
+                    print!(" {n:>7}");
+                }
+                println!();
+            }
+        }
+        None => {
+            let s = data::split_train_val(&ds, val_fraction, seed);
+            data::write_split_csv(out, &ds, &s)?;
+            let (tr, va) = (counts_for(&s.train), counts_for(&s.val));
+            println!("{:>8} {:>7} {:>7} {:>7}", "class", "train", "val", "val%");
+            for (c, name) in ds.classes.iter().enumerate() {
+                let tot = (tr[c] + va[c]).max(1);
+                println!(
+                    "{name:>8} {:>7} {:>7} {:>6.1}%",
+                    tr[c],
+                    va[c],
+                    100.0 * va[c] as f64 / tot as f64
+                );
+            }
+            println!(
+                "{:>8} {:>7} {:>7} {:>6.1}%",
+                "total",
+                s.train.len(),
+                s.val.len(),
+                100.0 * s.val.len() as f64 / ds.samples.len().max(1) as f64
+            );
+        }
+    }
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    args: &DataArgs,
+    size: usize,
+    cache: Option<PathBuf>,
+    batch_size: usize,
+    workers: usize,
+    limit: usize,
+    no_cold: bool,
+    normalization: Normalization,
+) -> anyhow::Result<()> {
+    let ds = args.open()?;
+    let mut samples = ds.samples;
+    if limit > 0 {
+        samples.truncate(limit);
+    }
+    let n = samples.len();
+    let cfg = LoaderConfig {
+        width: size,
+        height: size,
+        batch_size,
+        workers,
+        normalization,
+        ..LoaderConfig::default()
+    };
+    println!(
+        "bench-data: {n} images -> {size}x{size}, batch {batch_size}, workers {}, augmentation on",
+        if workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            workers
+        }
+    );
+    let base = data::bench::proc_status_kb("RssAnon").unwrap_or(0);
+    println!("baseline RssAnon {:.1} MB", base as f64 / 1024.0);
+    let run_epoch = |label: &str, loader: &Loader| -> anyhow::Result<()> {
+        let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
+        let t = Instant::now();
+        let mut seen = 0usize;
+        let mut checksum = 0f64;
+        for b in loader.epoch(0) {
+            let b = b?;
+            seen += b.labels.len();
+            checksum += b.images[0] as f64;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let peak = sampler.finish();
+        println!(
+            "{label}: {seen} images in {secs:.2} s = {:.0} img/s; peak RssAnon {:.1} MB \
+             (loader +{:.1} MB over baseline); VmHWM {:.1} MB [checksum {checksum:.3}]",
+            seen as f64 / secs,
+            peak as f64 / 1024.0,
+            peak.saturating_sub(base) as f64 / 1024.0,
+            data::bench::proc_status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0,
+        );
+        Ok(())
+    };
+    if !no_cold {
+        let loader = Loader::new(samples.clone(), cfg.clone())?;
+        run_epoch("cold (decode+resize+augment)", &loader)?;
+    }
+    let tmp;
+    let dir = match cache {
+        Some(d) => d,
+        None => {
+            tmp = std::env::temp_dir().join(format!("dermclass-bench-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let t = Instant::now();
+    let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
+    let loader = Loader::new(
+        samples,
+        LoaderConfig {
+            cache_dir: Some(dir.clone()),
+            ..cfg
+        },
+    )?;
+    let peak = sampler.finish();
+    println!(
+        "cache ready in {:.2} s (built or opened, {}); peak RssAnon {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        dir.display(),
+        peak as f64 / 1024.0
+    );
+    run_epoch("warm (cache+augment)", &loader)?;
+    Ok(())
 }

@@ -1,0 +1,345 @@
+//! Augmentation with Keras `ImageDataGenerator` semantics, composed into ONE affine warp per
+//! image with bilinear sampling.
+//!
+//! Keras (`apply_transform`) builds a matrix that maps each OUTPUT pixel to the INPUT
+//! location it samples: `rotation · shift · zoom`, offset to the image centre, then flips
+//! the result. We do the same in a single pass: for an output pixel `p` (relative to the
+//! centre), after the flips `p' = F·p`, the source location is
+//! `c + R(θ)·(Z·p' + t)`, with `Z = diag(zx, zy)` (so `zx > 1` shows a larger area: zoom out,
+//! as in Keras), `t = (tx·W, ty·H)` and `R` a rotation by `θ` degrees (positive =
+//! counter-clockwise as seen on screen). Locations outside the image use the fill mode
+//! (`Nearest` replicates the edge like Keras' default).
+//!
+//! Zoom: like Keras, `zx` and `zy` are drawn independently from `[1-z, 1+z]`
+//! (`AugmentConfig::zoom_keep_aspect = true` draws one factor for both).
+
+use image::RgbImage;
+use rand::Rng;
+
+/// What to put where the warp samples outside the source image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FillMode {
+    /// Replicate the nearest edge pixel (Keras `fill_mode="nearest"`).
+    Nearest,
+    /// A constant value for every channel (Keras `fill_mode="constant", cval`).
+    Constant(u8),
+    /// Mirror at the edge (Keras `fill_mode="reflect"`).
+    Reflect,
+}
+
+/// Random augmentation ranges (Keras `ImageDataGenerator` style).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentConfig {
+    /// Random horizontal flip with probability 1/2.
+    pub horizontal_flip: bool,
+    /// Random vertical flip with probability 1/2.
+    pub vertical_flip: bool,
+    /// Rotation drawn uniformly from `[-rotation_range, rotation_range]` degrees.
+    pub rotation_range: f32,
+    /// Horizontal shift, fraction of the width, drawn from `[-w, w]`.
+    pub width_shift_range: f32,
+    /// Vertical shift, fraction of the height, drawn from `[-h, h]`.
+    pub height_shift_range: f32,
+    /// Zoom factors drawn from `[1 - zoom_range, 1 + zoom_range]`.
+    pub zoom_range: f32,
+    /// Draw one zoom factor for both axes (Keras draws them independently: `false`).
+    pub zoom_keep_aspect: bool,
+    /// Fill mode outside the source image.
+    pub fill_mode: FillMode,
+    /// Brightness jitter: add `d·255`, `d` from `[-b, b]` (0 = off).
+    pub brightness_range: f32,
+    /// Contrast jitter: scale around mid-grey by `c` from `[1-r, 1+r]` (0 = off).
+    pub contrast_range: f32,
+}
+
+impl Default for AugmentConfig {
+    /// The seed's Keras generator: horizontal flip, zoom 0.3, shifts 0.3, rotation 30°,
+    /// fill "nearest". Vertical flip and colour jitter are off by default.
+    fn default() -> Self {
+        AugmentConfig {
+            horizontal_flip: true,
+            vertical_flip: false,
+            rotation_range: 30.0,
+            width_shift_range: 0.3,
+            height_shift_range: 0.3,
+            zoom_range: 0.3,
+            zoom_keep_aspect: false,
+            fill_mode: FillMode::Nearest,
+            brightness_range: 0.0,
+            contrast_range: 0.0,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation (evaluation).
+    pub fn none() -> Self {
+        AugmentConfig {
+            horizontal_flip: false,
+            vertical_flip: false,
+            rotation_range: 0.0,
+            width_shift_range: 0.0,
+            height_shift_range: 0.0,
+            zoom_range: 0.0,
+            zoom_keep_aspect: false,
+            fill_mode: FillMode::Nearest,
+            brightness_range: 0.0,
+            contrast_range: 0.0,
+        }
+    }
+
+    /// True when this config never changes an image.
+    pub fn is_identity(&self) -> bool {
+        let n = Self::none();
+        self.horizontal_flip == n.horizontal_flip
+            && self.vertical_flip == n.vertical_flip
+            && self.rotation_range == 0.0
+            && self.width_shift_range == 0.0
+            && self.height_shift_range == 0.0
+            && self.zoom_range == 0.0
+            && self.brightness_range == 0.0
+            && self.contrast_range == 0.0
+    }
+
+    /// Draws one set of parameters. The number of draws does not depend on the config, so
+    /// the same RNG state gives the same stream whatever is enabled.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> AugmentParams {
+        let u = |rng: &mut R| rng.random::<f32>() * 2.0 - 1.0; // uniform in [-1, 1)
+        let fh = rng.random::<bool>();
+        let fv = rng.random::<bool>();
+        let rot = u(rng);
+        let tx = u(rng);
+        let ty = u(rng);
+        let zx = u(rng);
+        let zy = u(rng);
+        let br = u(rng);
+        let ct = u(rng);
+        let zx = 1.0 + self.zoom_range * zx;
+        let zy = if self.zoom_keep_aspect {
+            zx
+        } else {
+            1.0 + self.zoom_range * zy
+        };
+        AugmentParams {
+            flip_h: self.horizontal_flip && fh,
+            flip_v: self.vertical_flip && fv,
+            rotation_deg: self.rotation_range * rot,
+            shift_x: self.width_shift_range * tx,
+            shift_y: self.height_shift_range * ty,
+            zoom_x: zx,
+            zoom_y: zy,
+            brightness: self.brightness_range * br,
+            contrast: 1.0 + self.contrast_range * ct,
+            fill_mode: self.fill_mode,
+        }
+    }
+}
+
+/// One concrete augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentParams {
+    /// Mirror left-right.
+    pub flip_h: bool,
+    /// Mirror top-bottom.
+    pub flip_v: bool,
+    /// Rotation in degrees, counter-clockwise on screen.
+    pub rotation_deg: f32,
+    /// Shift as a fraction of the width (source offset, like Keras).
+    pub shift_x: f32,
+    /// Shift as a fraction of the height.
+    pub shift_y: f32,
+    /// Zoom factor along x (>1 zooms out).
+    pub zoom_x: f32,
+    /// Zoom factor along y.
+    pub zoom_y: f32,
+    /// Additive brightness, fraction of 255.
+    pub brightness: f32,
+    /// Contrast factor around 127.5.
+    pub contrast: f32,
+    /// Fill mode.
+    pub fill_mode: FillMode,
+}
+
+impl AugmentParams {
+    /// Parameters that change nothing.
+    pub fn identity() -> Self {
+        AugmentParams {
+            flip_h: false,
+            flip_v: false,
+            rotation_deg: 0.0,
+            shift_x: 0.0,
+            shift_y: 0.0,
+            zoom_x: 1.0,
+            zoom_y: 1.0,
+            brightness: 0.0,
+            contrast: 1.0,
+            fill_mode: FillMode::Nearest,
+        }
+    }
+
+    /// The affine map `src = A·(x, y) + b` from output pixel coordinates to source pixel
+    /// coordinates, for an image of `w x h` pixels, as `[a00, a01, b0, a10, a11, b1]`.
+    pub fn matrix(&self, w: usize, h: usize) -> [f64; 6] {
+        let cx = (w as f64 - 1.0) / 2.0;
+        let cy = (h as f64 - 1.0) / 2.0;
+        let fx = if self.flip_h { -1.0 } else { 1.0 };
+        let fy = if self.flip_v { -1.0 } else { 1.0 };
+        let theta = (self.rotation_deg as f64).to_radians();
+        let (mut s, mut c) = theta.sin_cos();
+        // Snap exact multiples of 90° so quarter turns are exact pixel permutations.
+        for v in [&mut s, &mut c] {
+            let r = v.round();
+            if (*v - r).abs() < 1e-12 {
+                *v = r;
+            }
+        }
+        let zx = self.zoom_x as f64 * fx;
+        let zy = self.zoom_y as f64 * fy;
+        let tx = self.shift_x as f64 * w as f64;
+        let ty = self.shift_y as f64 * h as f64;
+        // Screen coordinates have y down, so a counter-clockwise (on screen) rotation of the
+        // content means sampling the source at R(+θ) with y flipped: [c, s; -s, c].
+        // src - centre = R · (Z·F·p + t)
+        let (r00, r01, r10, r11) = (c, s, -s, c);
+        let a00 = r00 * zx;
+        let a01 = r01 * zy;
+        let a10 = r10 * zx;
+        let a11 = r11 * zy;
+        let b0 = r00 * tx + r01 * ty;
+        let b1 = r10 * tx + r11 * ty;
+        // With p = (x - cx, y - cy): src = A·p + b + c  =>  A·(x,y) + (b + c - A·c).
+        [
+            a00,
+            a01,
+            b0 + cx - (a00 * cx + a01 * cy),
+            a10,
+            a11,
+            b1 + cy - (a10 * cx + a11 * cy),
+        ]
+    }
+
+    /// True when the geometric part is the identity.
+    pub fn is_geometric_identity(&self) -> bool {
+        !self.flip_h
+            && !self.flip_v
+            && self.rotation_deg == 0.0
+            && self.shift_x == 0.0
+            && self.shift_y == 0.0
+            && self.zoom_x == 1.0
+            && self.zoom_y == 1.0
+    }
+}
+
+#[inline]
+fn reflect(i: i64, n: i64) -> i64 {
+    if n == 1 {
+        return 0;
+    }
+    // Mirror including the edge pixel (scipy "reflect"): ... 1 0 | 0 1 2 ... n-1 | n-1 n-2
+    let period = 2 * n;
+    let mut m = i.rem_euclid(period);
+    if m >= n {
+        m = period - 1 - m;
+    }
+    m
+}
+
+/// Warps an interleaved RGB8 `w x h` source with `p` and calls `emit(pixel_index, [r,g,b])`
+/// for every output pixel (values in 0..=255, not rounded). Output has the same size.
+#[inline]
+pub fn warp_with<F: FnMut(usize, [f32; 3])>(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    p: &AugmentParams,
+    mut emit: F,
+) {
+    assert_eq!(src.len(), w * h * 3);
+    let jitter = p.brightness != 0.0 || p.contrast != 1.0;
+    let bright = p.brightness * 255.0;
+    let contrast = p.contrast;
+    let colour = |v: [f32; 3]| -> [f32; 3] {
+        if !jitter {
+            return v;
+        }
+        let f = |x: f32| ((x - 127.5) * contrast + 127.5 + bright).clamp(0.0, 255.0);
+        [f(v[0]), f(v[1]), f(v[2])]
+    };
+    if p.is_geometric_identity() {
+        for (i, px) in src.chunks_exact(3).enumerate() {
+            emit(i, colour([px[0] as f32, px[1] as f32, px[2] as f32]));
+        }
+        return;
+    }
+    let m = p.matrix(w, h);
+    let (wi, hi) = (w as i64, h as i64);
+    let fill = p.fill_mode;
+    let fetch = |x: i64, y: i64| -> [f32; 3] {
+        let (x, y) = match fill {
+            FillMode::Nearest => (x.clamp(0, wi - 1), y.clamp(0, hi - 1)),
+            FillMode::Reflect => (reflect(x, wi), reflect(y, hi)),
+            FillMode::Constant(v) => {
+                if x < 0 || y < 0 || x >= wi || y >= hi {
+                    let v = v as f32;
+                    return [v, v, v];
+                }
+                (x, y)
+            }
+        };
+        let o = (y as usize * w + x as usize) * 3;
+        [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
+    };
+    let mut i = 0;
+    for y in 0..h {
+        let yf = y as f64;
+        let mut sx = m[1] * yf + m[2];
+        let mut sy = m[4] * yf + m[5];
+        for _x in 0..w {
+            // Snap coordinates that are integers up to rounding noise.
+            let (mut ux, mut uy) = (sx, sy);
+            let (rx, ry) = (ux.round(), uy.round());
+            if (ux - rx).abs() < 1e-6 {
+                ux = rx;
+            }
+            if (uy - ry).abs() < 1e-6 {
+                uy = ry;
+            }
+            let x0 = ux.floor();
+            let y0 = uy.floor();
+            let ax = (ux - x0) as f32;
+            let ay = (uy - y0) as f32;
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let v = if ax == 0.0 && ay == 0.0 {
+                fetch(x0, y0)
+            } else {
+                let p00 = fetch(x0, y0);
+                let p10 = fetch(x0 + 1, y0);
+                let p01 = fetch(x0, y0 + 1);
+                let p11 = fetch(x0 + 1, y0 + 1);
+                let mut v = [0f32; 3];
+                for c in 0..3 {
+                    let top = p00[c] + (p10[c] - p00[c]) * ax;
+                    let bot = p01[c] + (p11[c] - p01[c]) * ax;
+                    v[c] = top + (bot - top) * ay;
+                }
+                v
+            };
+            emit(i, colour(v));
+            i += 1;
+            sx += m[0];
+            sy += m[3];
+        }
+    }
+}
+
+/// Applies `p` to an RGB8 image (same size out), rounding to u8.
+pub fn augment_image(img: &RgbImage, p: &AugmentParams) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = vec![0u8; w * h * 3];
+    warp_with(img.as_raw(), w, h, p, |i, v| {
+        for c in 0..3 {
+            out[i * 3 + c] = v[c].round().clamp(0.0, 255.0) as u8;
+        }
+    });
+    RgbImage::from_raw(w as u32, h as u32, out).expect("size matches")
+}

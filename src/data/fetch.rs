@@ -1,0 +1,1 @@
+//! Downloading the official ISIC 2018 Task 3 files.

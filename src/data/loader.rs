@@ -1,0 +1,394 @@
+//! The streaming loader: decode + resize + augment on worker threads, a bounded queue of
+//! ready batches (memory does not grow with the data set), per-epoch shuffling or
+//! class-balanced sampling, and an optional memory-mapped preprocessed cache.
+//!
+//! Determinism: the order of an epoch is drawn from `(seed, epoch)`, and each image's
+//! augmentation from `(seed, epoch, position in the epoch)`, so the batches of an epoch are
+//! identical whatever the number of workers or the thread timing. Batch `b` is built by
+//! worker `b % workers` and handed over through that worker's bounded channel; the
+//! iterator reads the channels round-robin, so batches come out in order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, bounded};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Normalization;
+use super::augment::{AugmentConfig, warp_with};
+use super::cache::PreprocessedCache;
+use super::error::DataError;
+use super::image_io::{load_image_rgb, resize_rgb_into};
+use super::source::Sample;
+
+/// How an epoch picks its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampler {
+    /// Every sample once (shuffled when `shuffle`).
+    #[default]
+    Uniform,
+    /// As many draws as samples, each draw picking a class uniformly, then an image of
+    /// that class uniformly (with replacement).
+    Balanced,
+}
+
+impl std::str::FromStr for Sampler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "uniform" => Ok(Sampler::Uniform),
+            "balanced" => Ok(Sampler::Balanced),
+            o => Err(format!("unknown sampler `{o}` (uniform or balanced)")),
+        }
+    }
+}
+
+/// Loader settings.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    /// Output width in pixels.
+    pub width: usize,
+    /// Output height in pixels.
+    pub height: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Shuffle each epoch (uniform sampler).
+    pub shuffle: bool,
+    /// Augmentation ranges (`AugmentConfig::none()` for evaluation).
+    pub augment: AugmentConfig,
+    /// Pixel normalisation.
+    pub normalization: Normalization,
+    /// Worker threads (0 = number of CPUs).
+    pub workers: usize,
+    /// Folder of the preprocessed cache (built on first use); `None` decodes every epoch.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Sampling scheme.
+    pub sampler: Sampler,
+    /// Drop the last incomplete batch.
+    pub drop_last: bool,
+    /// Seed of shuffling and augmentation.
+    pub seed: u64,
+    /// Ready batches buffered per worker (bounded queue).
+    pub prefetch: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            width: 224,
+            height: 224,
+            batch_size: 32,
+            shuffle: true,
+            augment: AugmentConfig::default(),
+            normalization: Normalization::Keras,
+            workers: 0,
+            cache_dir: None,
+            sampler: Sampler::Uniform,
+            drop_last: false,
+            seed: 1,
+            prefetch: 2,
+        }
+    }
+}
+
+impl LoaderConfig {
+    /// Evaluation settings: no shuffling, no augmentation, keep the last batch.
+    pub fn eval(width: usize, height: usize, batch_size: usize) -> Self {
+        LoaderConfig {
+            width,
+            height,
+            batch_size,
+            shuffle: false,
+            augment: AugmentConfig::none(),
+            ..LoaderConfig::default()
+        }
+    }
+}
+
+/// A batch of normalised images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// NCHW, RGB, normalised.
+    pub images: Vec<f32>,
+    /// Class indices.
+    pub labels: Vec<usize>,
+    /// Image ids.
+    pub ids: Vec<String>,
+    /// `[n, 3, height, width]`.
+    pub shape: [usize; 4],
+}
+
+struct Inner {
+    samples: Vec<Sample>,
+    cfg: LoaderConfig,
+    workers: usize,
+    cache: Option<PreprocessedCache>,
+    by_class: Vec<Vec<usize>>,
+}
+
+/// A multi-threaded, deterministic epoch loader.
+#[derive(Clone)]
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+/// SplitMix64 finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The RNG seed of the image at `position` of `epoch`.
+pub fn image_seed(seed: u64, epoch: usize, position: usize) -> u64 {
+    mix(mix(mix(seed) ^ epoch as u64) ^ position as u64)
+}
+
+impl Loader {
+    /// Creates a loader; opens (or builds) the cache when `cfg.cache_dir` is set.
+    pub fn new(samples: Vec<Sample>, cfg: LoaderConfig) -> Result<Loader, DataError> {
+        if cfg.width == 0 || cfg.height == 0 || cfg.batch_size == 0 {
+            return Err(DataError::Config(
+                "width, height and batch size must be positive".into(),
+            ));
+        }
+        let workers = if cfg.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            cfg.workers
+        };
+        let cache = match &cfg.cache_dir {
+            Some(dir) => Some(PreprocessedCache::open_or_build(
+                dir, &samples, cfg.width, cfg.height,
+            )?),
+            None => None,
+        };
+        let n_classes = samples.iter().map(|s| s.label + 1).max().unwrap_or(0);
+        let mut by_class = vec![Vec::new(); n_classes];
+        for (i, s) in samples.iter().enumerate() {
+            by_class[s.label].push(i);
+        }
+        Ok(Loader {
+            inner: Arc::new(Inner {
+                samples,
+                cfg,
+                workers,
+                cache,
+                by_class,
+            }),
+        })
+    }
+
+    /// The samples, in loader order.
+    pub fn samples(&self) -> &[Sample] {
+        &self.inner.samples
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.cfg
+    }
+
+    /// Number of images an epoch yields.
+    pub fn len_epoch(&self) -> usize {
+        let n = self.inner.samples.len();
+        let b = self.inner.cfg.batch_size;
+        if self.inner.cfg.drop_last {
+            n / b * b
+        } else {
+            n
+        }
+    }
+
+    /// Number of batches per epoch.
+    pub fn len_batches(&self) -> usize {
+        let n = self.inner.samples.len();
+        let b = self.inner.cfg.batch_size;
+        if self.inner.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The sample indices of an epoch, in order.
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let inner = &self.inner;
+        let n = inner.samples.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(inner.cfg.seed) ^ epoch as u64) ^ 0xabcd);
+        let mut order: Vec<usize> = match inner.cfg.sampler {
+            Sampler::Uniform => {
+                let mut o: Vec<usize> = (0..n).collect();
+                if inner.cfg.shuffle {
+                    o.shuffle(&mut rng);
+                }
+                o
+            }
+            Sampler::Balanced => {
+                let classes: Vec<&Vec<usize>> =
+                    inner.by_class.iter().filter(|c| !c.is_empty()).collect();
+                if classes.is_empty() {
+                    Vec::new()
+                } else {
+                    (0..n)
+                        .map(|_| {
+                            let c = classes[rng.random_range(0..classes.len())];
+                            c[rng.random_range(0..c.len())]
+                        })
+                        .collect()
+                }
+            }
+        };
+        order.truncate(self.len_epoch());
+        order
+    }
+
+    /// Iterates over the batches of `epoch`. Same `(seed, epoch)` gives identical batches.
+    pub fn epoch(&self, epoch: usize) -> EpochIter {
+        let order = Arc::new(self.epoch_order(epoch));
+        let n_batches = self.len_batches();
+        let workers = self.inner.workers.min(n_batches.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = bounded(self.inner.cfg.prefetch.max(1));
+            receivers.push(rx);
+            let inner = Arc::clone(&self.inner);
+            let order = Arc::clone(&order);
+            let stop = Arc::clone(&stop);
+            handles.push(std::thread::spawn(move || {
+                let mut scratch = Vec::new();
+                let mut b = w;
+                while b < n_batches && !stop.load(Ordering::Relaxed) {
+                    let batch = build_batch(&inner, &order, epoch, b, &mut scratch);
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                    b += workers;
+                }
+            }));
+        }
+        EpochIter {
+            receivers,
+            handles,
+            stop,
+            next: 0,
+            n_batches,
+        }
+    }
+
+    /// Builds batch `b` of `epoch` on the calling thread (no workers).
+    pub fn batch(&self, epoch: usize, b: usize) -> Result<Batch, DataError> {
+        let order = self.epoch_order(epoch);
+        let mut scratch = Vec::new();
+        build_batch(&self.inner, &order, epoch, b, &mut scratch)
+    }
+}
+
+fn build_batch(
+    inner: &Inner,
+    order: &[usize],
+    epoch: usize,
+    b: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<Batch, DataError> {
+    let cfg = &inner.cfg;
+    let (w, h) = (cfg.width, cfg.height);
+    let start = b * cfg.batch_size;
+    let end = (start + cfg.batch_size).min(order.len());
+    let n = end.saturating_sub(start);
+    let plane = w * h;
+    let mut images = vec![0f32; n * 3 * plane];
+    let mut labels = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let (scale, offset) = cfg.normalization.affine();
+    for (k, pos) in (start..end).enumerate() {
+        let idx = order[pos];
+        let s = &inner.samples[idx];
+        let pixels: &[u8] = match &inner.cache {
+            Some(c) => c.image(idx),
+            None => {
+                let img = load_image_rgb(&s.path)?;
+                scratch.resize(plane * 3, 0);
+                resize_rgb_into(&img, w as u32, h as u32, scratch);
+                scratch
+            }
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, epoch, pos));
+        let params = cfg.augment.sample(&mut rng);
+        let out = &mut images[k * 3 * plane..(k + 1) * 3 * plane];
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, bl) = rest.split_at_mut(plane);
+        warp_with(pixels, w, h, &params, |i, v| {
+            r[i] = v[0] * scale[0] + offset[0];
+            g[i] = v[1] * scale[1] + offset[1];
+            bl[i] = v[2] * scale[2] + offset[2];
+        });
+        labels.push(s.label);
+        ids.push(s.id.clone());
+    }
+    Ok(Batch {
+        images,
+        labels,
+        ids,
+        shape: [n, 3, h, w],
+    })
+}
+
+/// The batches of one epoch, in order.
+pub struct EpochIter {
+    receivers: Vec<Receiver<Result<Batch, DataError>>>,
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    next: usize,
+    n_batches: usize,
+}
+
+impl EpochIter {
+    /// Number of batches still to come.
+    pub fn remaining(&self) -> usize {
+        self.n_batches - self.next
+    }
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.n_batches || self.receivers.is_empty() {
+            return None;
+        }
+        let rx = &self.receivers[self.next % self.receivers.len()];
+        self.next += 1;
+        match rx.recv() {
+            Ok(b) => Some(b),
+            Err(_) => Some(Err(DataError::Config(
+                "loader worker stopped unexpectedly".into(),
+            ))),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let r = self.remaining();
+        (r, Some(r))
+    }
+}
+
+impl ExactSizeIterator for EpochIter {}
+
+impl Drop for EpochIter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.receivers.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
