@@ -34,7 +34,9 @@ pub enum MetricsError {
     #[error("no samples given")]
     Empty,
     /// The probability buffer does not hold `n_samples * n_classes` values.
-    #[error("expected {expected} probabilities ({n_samples} samples x {n_classes} classes), got {got}")]
+    #[error(
+        "expected {expected} probabilities ({n_samples} samples x {n_classes} classes), got {got}"
+    )]
     ShapeMismatch {
         /// Number of labels.
         n_samples: usize,
@@ -144,7 +146,11 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
 
 /// `num / den`, or 0 when `den` is 0.
 fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 /// One-vs-rest metrics of one class.
@@ -288,8 +294,7 @@ impl Metrics {
             let (s, c) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
             if c == 0 { None } else { Some(s / c as f64) }
         };
-        let balanced_accuracy =
-            mean(&mut present.iter().map(|m| m.sensitivity)).unwrap_or(0.0);
+        let balanced_accuracy = mean(&mut present.iter().map(|m| m.sensitivity)).unwrap_or(0.0);
         let macro_f1 = mean(&mut present.iter().map(|m| m.f1)).unwrap_or(0.0);
         let macro_auc = mean(&mut per_class.iter().filter_map(|m| m.auc));
 
@@ -356,7 +361,14 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "{:<name_w$} {:>7} {:>7} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7}",
-                m.name, m.support, m.predicted, m.sensitivity, m.specificity, m.precision, m.f1, auc
+                m.name,
+                m.support,
+                m.predicted,
+                m.sensitivity,
+                m.specificity,
+                m.precision,
+                m.f1,
+                auc
             );
         }
         let k = self.class_names.len();
@@ -467,7 +479,9 @@ mod tests {
     #[test]
     fn auc_matches_brute_force_pair_count() {
         let scores = [0.1, 0.5, 0.5, 0.3, 0.9, 0.5, 0.1, 0.7, 0.3, 0.3];
-        let pos = [true, false, true, true, false, true, false, true, false, false];
+        let pos = [
+            true, false, true, true, false, true, false, true, false, false,
+        ];
         let mut wins = 0.0;
         let mut pairs = 0.0;
         for i in 0..scores.len() {
@@ -492,7 +506,10 @@ mod tests {
         let labels = [0, 0, 0, 1, 1, 2];
         let preds = [0, 0, 1, 1, 2, 2];
         let m = Metrics::compute(&labels, &onehot(&preds, 3), &["a", "b", "c"]).unwrap();
-        assert_eq!(m.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]);
+        assert_eq!(
+            m.confusion,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]
+        );
         assert!(close(m.accuracy, 4.0 / 6.0));
         // Recalls 2/3, 1/2, 1 -> mean 13/18.
         assert!(close(m.balanced_accuracy, (2.0 / 3.0 + 0.5 + 1.0) / 3.0));
@@ -552,7 +569,11 @@ mod tests {
         assert_eq!(m.accuracy, 1.0);
         assert_eq!(m.balanced_accuracy, 1.0);
         assert_eq!(m.macro_auc, Some(1.0));
-        assert!(m.per_class.iter().all(|c| c.f1 == 1.0 && c.specificity == 1.0));
+        assert!(
+            m.per_class
+                .iter()
+                .all(|c| c.f1 == 1.0 && c.specificity == 1.0)
+        );
     }
 
     #[test]
@@ -617,7 +638,10 @@ mod tests {
         let names = ["a", "b"];
         assert_eq!(Metrics::compute(&[], &[], &names), Err(MetricsError::Empty));
         let no: [&str; 0] = [];
-        assert_eq!(Metrics::compute(&[0], &[], &no), Err(MetricsError::NoClasses));
+        assert_eq!(
+            Metrics::compute(&[0], &[], &no),
+            Err(MetricsError::NoClasses)
+        );
         assert!(matches!(
             Metrics::compute(&[0], &[0.1], &names),
             Err(MetricsError::ShapeMismatch { .. })
@@ -628,7 +652,11 @@ mod tests {
         ));
         assert!(matches!(
             Metrics::compute(&[0], &[f32::NAN, 0.9], &names),
-            Err(MetricsError::NonFiniteScore { sample: 0, class: 0, .. })
+            Err(MetricsError::NonFiniteScore {
+                sample: 0,
+                class: 0,
+                ..
+            })
         ));
         assert!(Metrics::compute_rows(&[0], &[vec![1.0]], &names).is_err());
     }

@@ -7,7 +7,7 @@
 //! TrueType/OpenType file at run time. The first plot looks for one at `$DERMCLASS_FONT`, then at
 //! common system locations (Debian's `fonts-dejavu-core` provides
 //! `/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf`), then any `*.ttf` under
-//! `/usr/share/fonts`. Without a usable font the pictures are still drawn and written — just
+//! `/usr/share/fonts` (`DERMCLASS_FONT=none` skips the search). Without a usable font the pictures are still drawn and written — just
 //! without any text (titles, tick labels, counts); see [`text_available`]. If drawing with text
 //! fails for any reason, the picture is redrawn without text rather than failing.
 
@@ -21,7 +21,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{EpochRow, write_atomic};
 
-/// Environment variable naming a `.ttf`/`.otf` font file to use for picture text.
+/// Environment variable naming a `.ttf`/`.otf` font file to use for picture text; the value
+/// `none` disables text (pictures are drawn as without a font).
 pub const FONT_ENV: &str = "DERMCLASS_FONT";
 /// Pixel size (width, height) of `curves.png`.
 pub const CURVES_SIZE: (u32, u32) = (1200, 480);
@@ -63,10 +64,11 @@ fn find_any_ttf(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
 }
 
 fn font_candidates() -> Vec<PathBuf> {
-    let mut c: Vec<PathBuf> = std::env::var_os(FONT_ENV)
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
+    let env = std::env::var_os(FONT_ENV);
+    if env.as_deref() == Some(std::ffi::OsStr::new("none")) {
+        return Vec::new();
+    }
+    let mut c: Vec<PathBuf> = env.map(PathBuf::from).into_iter().collect();
     c.extend(KNOWN_FONTS.iter().map(PathBuf::from));
     let mut any = Vec::new();
     find_any_ttf(Path::new("/usr/share/fonts"), 4, &mut any);
@@ -140,6 +142,21 @@ fn render_png(
     write_atomic(path, png.get_ref()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Text-free stand-in for the plotters mesh (whose tick labels need a font): a frame and a
+/// 10 x 10 light grid over the plotting area.
+fn plain_grid(area: &Area) -> anyhow::Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    let (w, h) = (w as i32, h as i32);
+    let light = RGBColor(225, 225, 225);
+    for i in 1..10 {
+        let (x, y) = (w * i / 10, h * i / 10);
+        area.draw(&PathElement::new(vec![(x, 0), (x, h - 1)], light))?;
+        area.draw(&PathElement::new(vec![(0, y), (w - 1, y)], light))?;
+    }
+    area.draw(&Rectangle::new([(0, 0), (w - 1, h - 1)], BLACK))?;
+    Ok(())
+}
+
 fn font(size: f64) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
@@ -196,18 +213,19 @@ pub fn plot_curves(path: impl AsRef<Path>, epochs: &[EpochRow]) -> anyhow::Resul
                 b.x_label_area_size(8).y_label_area_size(8);
             }
             let mut chart = b.build_cartesian_2d(e_lo..e_hi, 0.0..y_hi)?;
-            let mut mesh = chart.configure_mesh();
-            mesh.light_line_style(RGBColor(235, 235, 235));
             if text {
-                mesh.x_desc("epoch")
+                chart
+                    .configure_mesh()
+                    .light_line_style(RGBColor(235, 235, 235))
+                    .x_desc("epoch")
                     .y_desc(y_desc)
                     .label_style(font(14.0))
                     .axis_desc_style(font(16.0))
-                    .x_labels(((e_hi - e_lo) as usize + 1).min(12));
+                    .x_labels(((e_hi - e_lo) as usize + 1).min(12))
+                    .draw()?;
             } else {
-                mesh.x_labels(0).y_labels(0);
+                plain_grid(&chart.plotting_area().strip_coord_spec())?;
             }
-            mesh.draw()?;
             let lines: Vec<Line> = if i == 0 {
                 vec![
                     (
@@ -415,18 +433,19 @@ pub fn plot_accuracy_vs_madds<S: AsRef<str>>(
             b.x_label_area_size(8).y_label_area_size(8);
         }
         let mut chart = b.build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
-        let mut mesh = chart.configure_mesh();
-        mesh.light_line_style(RGBColor(235, 235, 235));
         if text {
-            mesh.x_desc("multiply-adds per image (MAdds, log scale)")
+            chart
+                .configure_mesh()
+                .light_line_style(RGBColor(235, 235, 235))
+                .x_desc("multiply-adds per image (MAdds, log scale)")
                 .y_desc("balanced accuracy")
                 .label_style(font(14.0))
                 .axis_desc_style(font(16.0))
-                .x_label_formatter(&|x| format_si(*x));
+                .x_label_formatter(&|x| format_si(*x))
+                .draw()?;
         } else {
-            mesh.x_labels(0).y_labels(0);
+            plain_grid(&chart.plotting_area().strip_coord_spec())?;
         }
-        mesh.draw()?;
         let color = RGBColor(31, 119, 180);
         chart.draw_series(
             pts.iter()
@@ -570,6 +589,59 @@ mod tests {
         });
         result.unwrap();
         assert_eq!(decode(&p).dimensions(), (200, 100));
+    }
+
+    /// Run in a child process by `all_plots_without_font` (the font choice is per process).
+    #[test]
+    #[ignore = "run by all_plots_without_font in a child process"]
+    fn child_plots_without_font() {
+        assert!(!text_available(), "DERMCLASS_FONT=none must disable text");
+        let dir = std::env::var("DERMCLASS_CHILD_DIR").expect("child dir");
+        let dir = Path::new(&dir);
+        plot_curves(dir.join("curves.png"), &rows(5)).unwrap();
+        plot_confusion(dir.join("confusion.png"), &confusion(), &ISIC).unwrap();
+        plot_accuracy_vs_madds(dir.join("scatter.png"), &[("a", 1e6, 0.5), ("b", 1e8, 0.7)])
+            .unwrap();
+    }
+
+    #[test]
+    fn all_plots_without_font() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "report::plots::tests::child_plots_without_font",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(FONT_ENV, "none")
+            .env("DERMCLASS_CHILD_DIR", dir.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{log}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(log.contains("1 passed"), "{log}");
+        assert_eq!(
+            decode(&dir.path().join("curves.png")).dimensions(),
+            CURVES_SIZE
+        );
+        assert_eq!(
+            decode(&dir.path().join("confusion.png")).dimensions(),
+            CONFUSION_SIZE
+        );
+        assert_eq!(
+            decode(&dir.path().join("scatter.png")).dimensions(),
+            SCATTER_SIZE
+        );
+        if std::env::var_os("DERMCLASS_KEEP_PLOTS").is_some() {
+            for f in ["curves.png", "confusion.png", "scatter.png"] {
+                std::fs::copy(dir.path().join(f), format!("/tmp/dermclass-nofont-{f}")).unwrap();
+            }
+        }
     }
 
     #[test]
