@@ -1,7 +1,7 @@
 //! Report pictures (PNG): training curves, confusion heat map, accuracy vs. cost scatter.
 //!
 //! Drawing uses plotters' bitmap backend into memory; the PNG is encoded with `image` and
-//! written with [`write_atomic`](super::write_atomic).
+//! written with [`super::write_atomic`].
 //!
 //! **Fonts.** plotters is built with its pure-Rust `ab_glyph` text renderer, which needs a
 //! TrueType/OpenType file at run time. The first plot looks for one at `$DERMCLASS_FONT`, then at

@@ -360,6 +360,15 @@ pub fn validate_submission<I: AsRef<str>, S: AsRef<str>>(
     Ok(())
 }
 
+/// [`validate_submission`] against the official ISIC 2018 Task 3 columns
+/// ([`ISIC2018_CLASSES`]).
+pub fn validate_isic2018_submission<I: AsRef<str>>(
+    path: impl AsRef<Path>,
+    expected_ids: &[I],
+) -> Result<(), SubmissionError> {
+    validate_submission(path, expected_ids, &ISIC2018_CLASSES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +427,7 @@ mod tests {
         assert_eq!(lines[2], "ISIC_0034525,0.0,1.0,0.0,0.0,0.0,0.0,0.0");
         assert!(lines[1..].iter().all(|l| !l.contains(['e', 'E'])));
         validate_submission(&p, &ids, &ISIC2018_CLASSES).unwrap();
+        validate_isic2018_submission(&p, &ids).unwrap();
         // Order of expected ids does not matter.
         let rev: Vec<&String> = ids.iter().rev().collect();
         validate_submission(&p, &rev, &ISIC2018_CLASSES).unwrap();
