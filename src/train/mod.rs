@@ -1,1 +1,12 @@
-//! placeholder
+//! Training, evaluation and prediction: settings, loss, schedules, the loop, checkpoints.
+
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod loss;
+pub mod schedule;
+pub mod trainer;
+
+pub use checkpoint::{Checkpoint, RunState};
+pub use config::TrainConfig;
+pub use trainer::{RunPaths, RunSummary, SessionOptions, train};

@@ -1,0 +1,158 @@
+//! Checkpoints: one file holding the run state (JSON), the model weights and the optimizer
+//! state, written atomically (temporary file + rename) so a crash never leaves a torn file.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use crate::model::{Classifier, ModelSpec};
+use crate::report::{EpochRow, write_atomic};
+
+const MAGIC: &[u8; 12] = b"DERMCLASS-CK";
+const VERSION: u32 = 1;
+
+/// What a run has done so far, enough to resume it exactly or to use its model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    /// The resolved settings of the run.
+    pub config: TrainConfig,
+    /// Canonical architecture name.
+    pub arch: String,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimisation steps completed.
+    pub steps_done: usize,
+    /// Best validation balanced accuracy so far.
+    pub best_balanced_accuracy: f64,
+    /// Epoch of the best validation balanced accuracy (0 = none yet).
+    pub best_epoch: usize,
+    /// Per-epoch history.
+    pub history: Vec<EpochRow>,
+    /// Seconds spent training and validating, over all sessions of the run.
+    pub seconds: f64,
+}
+
+impl RunState {
+    /// The model specification the state describes.
+    pub fn model_spec(&self) -> Result<ModelSpec> {
+        let mut spec = ModelSpec::parse(&self.arch, self.classes.len())?;
+        if let Some(dropout) = self.config.dropout {
+            spec = spec.with_dropout(dropout)?;
+        }
+        Ok(spec)
+    }
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    /// Run state.
+    pub state: RunState,
+    /// Serialized model record.
+    pub model: Vec<u8>,
+    /// Serialized optimizer record (empty for weights-only files).
+    pub optimizer: Vec<u8>,
+}
+
+fn put(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+fn take<'a>(bytes: &mut &'a [u8], path: &Path) -> Result<&'a [u8]> {
+    let truncated = || anyhow::anyhow!("checkpoint {} is truncated", path.display());
+    if bytes.len() < 8 {
+        return Err(truncated());
+    }
+    let (len, rest) = bytes.split_at(8);
+    let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    if rest.len() < len {
+        return Err(truncated());
+    }
+    let (part, rest) = rest.split_at(len);
+    *bytes = rest;
+    Ok(part)
+}
+
+/// Writes a checkpoint of `model` and `optimizer` with `state` to `path`, atomically.
+pub fn save(
+    path: &Path,
+    state: &RunState,
+    model: &Classifier,
+    optimizer: Option<&ModuleOptimizer>,
+) -> Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    put(&mut out, &serde_json::to_vec(state)?);
+    let record = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialize the model: {e}"))?;
+    put(&mut out, &record);
+    let optimizer = match optimizer {
+        Some(o) => o
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e}"))?
+            .to_vec(),
+        None => Vec::new(),
+    };
+    put(&mut out, &optimizer);
+    write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a checkpoint file.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if data.len() < MAGIC.len() + 4 || &data[..MAGIC.len()] != MAGIC {
+        bail!("{} is not a dermclass checkpoint", path.display());
+    }
+    let version = u32::from_le_bytes(data[MAGIC.len()..MAGIC.len() + 4].try_into()?);
+    if version != VERSION {
+        bail!(
+            "{} is checkpoint version {version}; this dermclass reads version {VERSION}",
+            path.display()
+        );
+    }
+    let mut rest = &data[MAGIC.len() + 4..];
+    let state: RunState = serde_json::from_slice(take(&mut rest, path)?)
+        .with_context(|| format!("bad run state in {}", path.display()))?;
+    let model = take(&mut rest, path)?.to_vec();
+    let optimizer = take(&mut rest, path)?.to_vec();
+    Ok(Checkpoint {
+        state,
+        model,
+        optimizer,
+    })
+}
+
+impl Checkpoint {
+    /// Builds the model on `device` and loads the saved weights into it.
+    pub fn model(&self, device: &Device) -> Result<Classifier> {
+        let model = self.state.model_spec()?.build(device)?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone()))
+            .map_err(|e| anyhow::anyhow!("bad model record: {e}"))?;
+        model
+            .try_load_record(record)
+            .map_err(|e| anyhow::anyhow!("the saved weights do not fit {}: {e}", self.state.arch))
+    }
+
+    /// Restores the optimizer state into `optimizer`.
+    pub fn restore_optimizer(&self, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer> {
+        if self.optimizer.is_empty() {
+            bail!("this checkpoint holds no optimizer state");
+        }
+        optimizer
+            .from_bytes(Bytes::from_bytes_vec(self.optimizer.clone()))
+            .map_err(|e| anyhow::anyhow!("bad optimizer record: {e}"))
+    }
+}

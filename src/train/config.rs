@@ -1,0 +1,344 @@
+//! Training settings: one serialisable struct, read from TOML (`--config train.toml`) with
+//! command-line flags on top, and written back as the run's resolved `config.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{AugmentConfig, ClassWeighting, FillMode, Normalization, Sampler};
+
+/// Optimizer choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient.
+    Adam,
+    /// AdamW: decoupled weight decay.
+    Adamw,
+    /// Stochastic gradient descent with momentum (optionally Nesterov).
+    Sgd,
+}
+
+/// Learning-rate schedule after the linear warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Constant learning rate.
+    Constant,
+    /// Cosine decay to zero over the run.
+    Cosine,
+    /// Multiply by `step_gamma` every `step_epochs` epochs.
+    Step,
+}
+
+/// Class weighting in the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightingKind {
+    /// Every class weighs 1.
+    None,
+    /// Inverse class frequency.
+    Inverse,
+    /// Effective number of samples (Cui et al. 2019) with `effective_beta`.
+    Effective,
+}
+
+/// Sampler choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Every image once per epoch, shuffled.
+    Uniform,
+    /// Classes drawn uniformly, then an image of the class.
+    Balanced,
+}
+
+/// Pixel normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// `x / 255` (Keras `rescale=1/255`).
+    Keras,
+    /// ImageNet mean and standard deviation.
+    Imagenet,
+}
+
+/// Augmentation settings (Keras `ImageDataGenerator` names, the seed's values by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentSettings {
+    /// Master switch.
+    pub enabled: bool,
+    /// Random horizontal flips.
+    pub horizontal_flip: bool,
+    /// Random vertical flips (dermoscopy has no up or down).
+    pub vertical_flip: bool,
+    /// Rotation range in degrees.
+    pub rotation: f32,
+    /// Zoom range: factors in `[1 - zoom, 1 + zoom]`.
+    pub zoom: f32,
+    /// Width and height shift, fraction of the size.
+    pub shift: f32,
+    /// Brightness jitter (0 = off).
+    pub brightness: f32,
+    /// Contrast jitter (0 = off).
+    pub contrast: f32,
+}
+
+impl Default for AugmentSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            horizontal_flip: true,
+            vertical_flip: false,
+            rotation: 30.0,
+            zoom: 0.3,
+            shift: 0.3,
+            brightness: 0.0,
+            contrast: 0.0,
+        }
+    }
+}
+
+impl AugmentSettings {
+    /// The loader's augmentation ranges.
+    pub fn to_config(&self) -> AugmentConfig {
+        if !self.enabled {
+            return AugmentConfig::none();
+        }
+        AugmentConfig {
+            horizontal_flip: self.horizontal_flip,
+            vertical_flip: self.vertical_flip,
+            rotation_range: self.rotation,
+            width_shift_range: self.shift,
+            height_shift_range: self.shift,
+            zoom_range: self.zoom,
+            zoom_keep_aspect: false,
+            fill_mode: FillMode::Nearest,
+            brightness_range: self.brightness,
+            contrast_range: self.contrast,
+        }
+    }
+}
+
+/// Everything a training run needs. Field names are the TOML keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Data root (ISIC layout, HAM10000 layout or one folder per class).
+    pub data: PathBuf,
+    /// Architecture name, e.g. `mobilenet_v2:1.0`.
+    pub arch: String,
+    /// Network input width.
+    pub width: usize,
+    /// Network input height.
+    pub height: usize,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay (L2 for adam/sgd, decoupled for adamw).
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleKind,
+    /// Linear warm-up length in epochs.
+    pub warmup_epochs: f64,
+    /// Step schedule: epochs between decays.
+    pub step_epochs: usize,
+    /// Step schedule: decay factor.
+    pub step_gamma: f64,
+    /// Label smoothing epsilon.
+    pub label_smoothing: f64,
+    /// Class weights in the loss.
+    pub class_weights: WeightingKind,
+    /// Beta of the effective-number weights.
+    pub effective_beta: f64,
+    /// Sampler.
+    pub sampler: SamplerKind,
+    /// Augmentation.
+    pub augment: AugmentSettings,
+    /// Pixel normalisation.
+    pub normalization: NormKind,
+    /// Classifier dropout (family default when absent).
+    pub dropout: Option<f64>,
+    /// Validation fraction of the lesion-grouped split (ignored with `split`).
+    pub val_fraction: f64,
+    /// Use this split file (`image,split`) instead of making one.
+    pub split: Option<PathBuf>,
+    /// Seed of the split, initialisation, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Device: `cpu`, `cuda:N` or `wgpu`.
+    pub device: String,
+    /// Stop after this many epochs without a better validation balanced accuracy.
+    pub early_stop: Option<usize>,
+    /// Loader worker threads (0 = all cores).
+    pub workers: usize,
+    /// Folder of the preprocessed image cache (none: decode every epoch).
+    pub cache: Option<PathBuf>,
+    /// Stop after this many minutes of training (checked after each epoch).
+    pub budget_minutes: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            arch: "mobilenet_v2:1.0".into(),
+            width: 224,
+            height: 224,
+            epochs: 30,
+            batch: 32,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 1.0,
+            step_epochs: 10,
+            step_gamma: 0.1,
+            label_smoothing: 0.0,
+            class_weights: WeightingKind::None,
+            effective_beta: 0.999,
+            sampler: SamplerKind::Uniform,
+            augment: AugmentSettings::default(),
+            normalization: NormKind::Keras,
+            dropout: None,
+            val_fraction: 0.3,
+            split: None,
+            seed: 1,
+            device: "cpu".into(),
+            early_stop: None,
+            workers: 0,
+            cache: None,
+            budget_minutes: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; missing keys keep their defaults, unknown keys are an error.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("bad config {}", path.display()))
+    }
+
+    /// Serialises to TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// Checks ranges, so that a bad value fails before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("epochs must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("batch must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!("label_smoothing must be in [0, 1), got {}", self.label_smoothing);
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) && self.split.is_none() {
+            bail!("val_fraction must be in (0, 1), got {}", self.val_fraction);
+        }
+        if self.weight_decay < 0.0 || self.warmup_epochs < 0.0 {
+            bail!("weight_decay and warmup_epochs must not be negative");
+        }
+        if !(0.0..1.0).contains(&self.effective_beta) {
+            bail!("effective_beta must be in [0, 1), got {}", self.effective_beta);
+        }
+        Ok(())
+    }
+
+    /// Class weighting for the data module.
+    pub fn weighting(&self) -> ClassWeighting {
+        match self.class_weights {
+            WeightingKind::None => ClassWeighting::None,
+            WeightingKind::Inverse => ClassWeighting::Inverse,
+            WeightingKind::Effective => ClassWeighting::Effective {
+                beta: self.effective_beta,
+            },
+        }
+    }
+
+    /// Sampler for the data module.
+    pub fn loader_sampler(&self) -> Sampler {
+        match self.sampler {
+            SamplerKind::Uniform => Sampler::Uniform,
+            SamplerKind::Balanced => Sampler::Balanced,
+        }
+    }
+
+    /// Normalisation for the data module.
+    pub fn loader_normalization(&self) -> Normalization {
+        match self.normalization {
+            NormKind::Keras => Normalization::Keras,
+            NormKind::Imagenet => Normalization::ImageNet,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_keeps_every_field() {
+        let mut config = TrainConfig {
+            arch: "shufflenet_v2:0.5".into(),
+            lr: 0.05,
+            split: Some("split.csv".into()),
+            early_stop: Some(3),
+            ..TrainConfig::default()
+        };
+        config.augment.vertical_flip = true;
+        let text = config.to_toml().unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn partial_toml_keeps_defaults_and_unknown_keys_fail() {
+        let config: TrainConfig = toml::from_str("epochs = 3\n[augment]\nzoom = 0.1\n").unwrap();
+        assert_eq!(config.epochs, 3);
+        assert_eq!(config.augment.zoom, 0.1);
+        assert_eq!(config.augment.rotation, 30.0);
+        assert!(toml::from_str::<TrainConfig>("epoch = 3\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let bad = [
+            TrainConfig {
+                epochs: 0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                lr: -1.0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                label_smoothing: 1.0,
+                ..TrainConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        assert!(TrainConfig::default().validate().is_ok());
+    }
+}

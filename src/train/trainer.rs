@@ -1,0 +1,474 @@
+//! The training loop: data, model and optimizer from a [`TrainConfig`], one epoch at a time,
+//! with validation, history, atomic checkpoints (`last.ckpt`, `best.ckpt`), resume, early
+//! stopping, and the run's report files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::optim::{
+    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    momentum::MomentumConfig,
+};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::checkpoint::{self, RunState};
+use super::config::{OptimizerKind, TrainConfig};
+use super::evaluate::predict_loader;
+use super::loss::cross_entropy;
+use super::schedule::LrSchedule;
+use crate::data::{
+    Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_split_csv,
+    split_train_val, write_split_csv,
+};
+use crate::device::parse_device;
+use crate::metrics::Metrics;
+use crate::model::{Classifier, ModelSpec};
+use crate::report::{self, EpochRow, write_atomic};
+
+/// Files of a run folder.
+pub struct RunPaths {
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+impl RunPaths {
+    /// Paths inside `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    /// Latest checkpoint (resume point).
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.ckpt")
+    }
+    /// Best checkpoint by validation balanced accuracy.
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.ckpt")
+    }
+    /// Resolved settings.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    /// The split used.
+    pub fn split(&self) -> PathBuf {
+        self.dir.join("split.csv")
+    }
+    /// Per-epoch history.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.csv")
+    }
+}
+
+/// Options of one training session that are not part of the run's settings.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Continue from `last.ckpt` in the run folder.
+    pub resume: bool,
+    /// Skip unreadable images instead of failing the pre-training check.
+    pub skip_bad: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Stop after this many epochs in this session (for tests of interruption).
+    pub max_epochs_this_session: Option<usize>,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Final state (epochs, history, best epoch).
+    pub state: RunState,
+    /// Metrics of the best checkpoint on the validation images.
+    pub best_metrics: Metrics,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-adds per image at the training input size.
+    pub madds: u64,
+}
+
+/// The data side of a run: dataset, split, loaders.
+struct RunData {
+    classes: Vec<String>,
+    train: Loader,
+    val: Loader,
+    train_counts: Vec<usize>,
+}
+
+fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
+    let mut lc = if train {
+        LoaderConfig {
+            width: config.width,
+            height: config.height,
+            batch_size: config.batch,
+            shuffle: true,
+            augment: config.augment.to_config(),
+            sampler: config.loader_sampler(),
+            drop_last: true,
+            ..LoaderConfig::default()
+        }
+    } else {
+        LoaderConfig::eval(config.width, config.height, config.batch.max(16))
+    };
+    lc.normalization = config.loader_normalization();
+    lc.workers = config.workers;
+    lc.cache_dir = config.cache.clone();
+    lc.seed = config.seed;
+    lc
+}
+
+fn prepare_data(config: &TrainConfig, paths: &RunPaths, options: &SessionOptions) -> Result<RunData> {
+    let mut dataset = Dataset::open(&config.data, None)
+        .with_context(|| format!("cannot open data set {}", config.data.display()))?;
+    let report = check_images(&mut dataset, options.skip_bad)?;
+    if !dataset.skipped.is_empty() {
+        eprintln!(
+            "skipped {} unreadable images: {:?}",
+            dataset.skipped.len(),
+            report.bad_by_kind()
+        );
+    }
+    let split = if options.resume && paths.split().exists() {
+        read_split_csv(&paths.split(), &dataset)?
+    } else if let Some(file) = &config.split {
+        read_split_csv(file, &dataset)?
+    } else {
+        split_train_val(&dataset, config.val_fraction, config.seed)
+    };
+    if split.train.is_empty() || split.val.is_empty() {
+        bail!(
+            "the split leaves {} training and {} validation images; both need some",
+            split.train.len(),
+            split.val.len()
+        );
+    }
+    write_split_csv(&paths.split(), &dataset, &split)?;
+    let pick = |indices: &[usize]| -> Vec<Sample> {
+        indices.iter().map(|&i| dataset.samples[i].clone()).collect()
+    };
+    let Split { train, val } = &split;
+    let mut train_counts = vec![0; dataset.classes.len()];
+    for &i in train {
+        train_counts[dataset.samples[i].label] += 1;
+    }
+    if let Some(empty) = train_counts.iter().position(|&c| c == 0) {
+        bail!(
+            "class {} has no training images after the split",
+            dataset.classes[empty]
+        );
+    }
+    let mut train_cfg = loader_config(config, true);
+    train_cfg.drop_last = train.len() > config.batch;
+    Ok(RunData {
+        classes: dataset.classes.clone(),
+        train: Loader::new(pick(train), train_cfg)?,
+        val: Loader::new(pick(val), loader_config(config, false))?,
+        train_counts,
+    })
+}
+
+fn build_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    match config.optimizer {
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_weight_decay(decay)
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(config.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(config.nesterov),
+            ))
+            .init(),
+    }
+}
+
+fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
+}
+
+/// Trains (or resumes) the run described by `config` in `out`.
+pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Result<RunSummary> {
+    let paths = RunPaths::new(out);
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    // Settings: a resumed run keeps its own, whatever the command line says.
+    let resumed = if options.resume {
+        if !paths.last().exists() {
+            bail!(
+                "nothing to resume: {} does not exist",
+                paths.last().display()
+            );
+        }
+        Some(checkpoint::load(&paths.last())?)
+    } else {
+        if paths.last().exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it or pick another --out",
+                out.display()
+            );
+        }
+        None
+    };
+    let config = match &resumed {
+        Some(ck) => ck.state.config.clone(),
+        None => config.clone(),
+    };
+    config.validate()?;
+    write_atomic(paths.config(), config.to_toml()?.as_bytes())?;
+
+    let data = prepare_data(&config, &paths, options)?;
+    let mut spec = ModelSpec::parse(&config.arch, data.classes.len())?;
+    if let Some(dropout) = config.dropout {
+        spec = spec.with_dropout(dropout)?;
+    }
+    let cost = spec.cost(config.height, config.width)?;
+
+    let device = parse_device(&config.device)?;
+    device.seed(config.seed);
+    let train_device = device.clone().autodiff();
+    let mut optimizer = build_optimizer(&config);
+    let (mut model, mut state) = match &resumed {
+        Some(ck) => {
+            optimizer = ck.restore_optimizer(optimizer)?;
+            (ck.model(&train_device)?, ck.state.clone())
+        }
+        None => (
+            spec.build(&train_device)?,
+            RunState {
+                config: config.clone(),
+                arch: spec.arch.to_string(),
+                classes: data.classes.clone(),
+                epochs_done: 0,
+                steps_done: 0,
+                best_balanced_accuracy: f64::NEG_INFINITY,
+                best_epoch: 0,
+                history: Vec::new(),
+                seconds: 0.0,
+            },
+        ),
+    };
+
+    let weights = class_weights(&data.train_counts, config.weighting());
+    let steps_per_epoch = data.train.len_batches();
+    let schedule = LrSchedule {
+        peak: config.lr,
+        kind: config.schedule,
+        warmup_steps: (config.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        total_steps: config.epochs * steps_per_epoch,
+        step_every: config.step_epochs * steps_per_epoch,
+        step_gamma: config.step_gamma,
+    };
+
+    let mut session_epochs = 0;
+    while state.epochs_done < config.epochs {
+        if options
+            .max_epochs_this_session
+            .is_some_and(|max| session_epochs >= max)
+        {
+            break;
+        }
+        let epoch = state.epochs_done + 1;
+        // Dropout and any other device randomness: a function of (seed, epoch), so a resumed
+        // run draws what the uninterrupted one would have.
+        device.seed(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let started = Instant::now();
+        let bar = progress_bar(options.progress, steps_per_epoch, epoch, config.epochs);
+        let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
+        for batch in data.train.epoch(epoch) {
+            let batch = batch?;
+            lr = schedule.lr(state.steps_done);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(batch.images, batch.shape),
+                &train_device,
+            );
+            let logits = model.forward(x);
+            let weights = (config.class_weights != super::config::WeightingKind::None)
+                .then_some(weights.as_slice());
+            let loss = cross_entropy(logits, &batch.labels, weights, config.label_smoothing);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                bar.abandon();
+                bail!(
+                    "the training loss became {loss_value} at epoch {epoch}, step {}; \
+                     try a lower --lr. The last good checkpoint is {}",
+                    state.steps_done + 1,
+                    paths.last().display()
+                );
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(lr, model, grads);
+            state.steps_done += 1;
+            loss_sum += loss_value * batch.labels.len() as f64;
+            seen += batch.labels.len();
+            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_seconds = started.elapsed().as_secs_f64();
+
+        let predictions = predict_loader(&model, &data.val, &device, false)?;
+        let metrics = Metrics::compute(&predictions.labels, &predictions.probs, &data.classes)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let row = EpochRow {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            val_loss: predictions.loss(),
+            val_accuracy: metrics.accuracy,
+            val_balanced_accuracy: metrics.balanced_accuracy,
+            val_macro_auc: metrics.macro_auc.unwrap_or(f64::NAN),
+            lr,
+            seconds,
+            images_per_second: seen as f64 / train_seconds.max(1e-9),
+        };
+        println!(
+            "epoch {epoch}/{}: train_loss {:.4} val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4} lr {:.2e} {:.0}s {:.1} img/s",
+            config.epochs,
+            row.train_loss,
+            row.val_loss,
+            row.val_accuracy,
+            row.val_balanced_accuracy,
+            row.val_macro_auc,
+            row.lr,
+            row.seconds,
+            row.images_per_second
+        );
+        state.history.push(row);
+        state.epochs_done = epoch;
+        state.seconds += seconds;
+        let improved = metrics.balanced_accuracy > state.best_balanced_accuracy;
+        if improved {
+            state.best_balanced_accuracy = metrics.balanced_accuracy;
+            state.best_epoch = epoch;
+        }
+        // Best first, then last: a crash between the two leaves a consistent pair.
+        if improved {
+            checkpoint::save(&paths.best(), &state, &model, Some(&optimizer))?;
+        }
+        checkpoint::save(&paths.last(), &state, &model, Some(&optimizer))?;
+        report::write_epochs_csv(paths.metrics(), &state.history)?;
+        report::plots::plot_curves(paths.dir.join("curves.png"), &state.history)?;
+        session_epochs += 1;
+
+        if let Some(patience) = config.early_stop
+            && epoch - state.best_epoch >= patience
+        {
+            println!("early stop: no better balanced accuracy for {patience} epochs");
+            break;
+        }
+        if let Some(budget) = config.budget_minutes
+            && state.seconds >= budget * 60.0
+        {
+            println!("time budget of {budget} minutes used: stopping after epoch {epoch}");
+            break;
+        }
+    }
+
+    finish(&paths, &data, &device, state, cost.params(), cost.madds())
+}
+
+/// Evaluates the best checkpoint and writes `confusion.png` and `report.md`.
+fn finish(
+    paths: &RunPaths,
+    data: &RunData,
+    device: &Device,
+    state: RunState,
+    params: usize,
+    madds: u64,
+) -> Result<RunSummary> {
+    let best = checkpoint::load(&paths.best())?;
+    let model: Classifier = best.model(device)?;
+    let predictions = predict_loader(&model, &data.val, device, false)?;
+    let metrics = Metrics::compute(&predictions.labels, &predictions.probs, &data.classes)?;
+    report::plots::plot_confusion(paths.dir.join("confusion.png"), &metrics.confusion, &data.classes)?;
+    let summary = RunSummary {
+        state,
+        best_metrics: metrics,
+        params,
+        madds,
+    };
+    write_atomic(paths.dir.join("report.md"), render_report(&summary).as_bytes())?;
+    Ok(summary)
+}
+
+/// The run's `report.md`: settings, final metrics, per-class table, time and cost.
+pub fn render_report(summary: &RunSummary) -> String {
+    let state = &summary.state;
+    let m = &summary.best_metrics;
+    let c = &state.config;
+    let mut text = format!("# dermclass run: {}\n\n", state.arch);
+    text += &format!(
+        "- data: `{}`; input {}x{} (width x height); {} classes\n",
+        c.data.display(),
+        c.width,
+        c.height,
+        state.classes.len()
+    );
+    text += &format!(
+        "- {} epochs run of {}, batch {}, {:?} lr {} ({:?} schedule), seed {}\n",
+        state.epochs_done, c.epochs, c.batch, c.optimizer, c.lr, c.schedule, c.seed
+    );
+    text += &format!(
+        "- trainable parameters {} ({:.2}M), multiply-adds {:.1}M per image\n",
+        summary.params,
+        summary.params as f64 / 1e6,
+        summary.madds as f64 / 1e6
+    );
+    text += &format!(
+        "- training time {} ({:.0} s)\n\n",
+        report::markdown::format_duration_hms(state.seconds),
+        state.seconds
+    );
+    text += &format!(
+        "## Best epoch {} on the validation split ({} images)\n\n",
+        state.best_epoch, m.n_samples
+    );
+    text += &format!(
+        "- balanced multiclass accuracy (ISIC 2018 metric): **{:.4}**\n- accuracy: {:.4}\n- macro AUC: {}\n- macro F1: {:.4}\n\n",
+        m.balanced_accuracy,
+        m.accuracy,
+        m.macro_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+        m.macro_f1
+    );
+    let headers = [
+        "class",
+        "support",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "F1",
+        "AUC",
+    ];
+    let rows: Vec<Vec<String>> = m
+        .per_class
+        .iter()
+        .map(|pc| {
+            vec![
+                pc.name.clone(),
+                pc.support.to_string(),
+                format!("{:.4}", pc.sensitivity),
+                format!("{:.4}", pc.specificity),
+                format!("{:.4}", pc.precision),
+                format!("{:.4}", pc.f1),
+                pc.auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+            ]
+        })
+        .collect();
+    text += &report::markdown::markdown_table(&headers, &rows);
+    text += "\n![curves](curves.png)\n\n![confusion](confusion.png)\n";
+    text
+}
