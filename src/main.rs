@@ -18,6 +18,14 @@ enum Command {
     Models,
     /// Per-layer output shapes, parameters and multiply-adds of an architecture.
     Summary(cli::model::SummaryArgs),
+    /// Train a model: progress, checkpoints, metrics.csv, curves, report.md.
+    Train(Box<cli::train::TrainArgs>),
+    /// Metrics of a trained model on labelled images.
+    Evaluate(cli::train::EvaluateArgs),
+    /// Class probabilities for images, in the ISIC 2018 submission CSV format.
+    Predict(cli::train::PredictArgs),
+    /// Generate synthetic data, train a small model on it and evaluate it (a few minutes).
+    Demo(cli::train::DemoArgs),
     #[command(flatten)]
     Data(cli::data::DataCommand),
 }
@@ -30,6 +38,10 @@ fn main() {
             Ok(())
         }
         Command::Summary(args) => cli::model::summary(args),
+        Command::Train(args) => cli::train::run_train(*args),
+        Command::Evaluate(args) => cli::train::run_evaluate(args),
+        Command::Predict(args) => cli::train::run_predict(args),
+        Command::Demo(args) => cli::train::run_demo(args),
         Command::Data(cmd) => cmd.run(),
     };
     if let Err(err) = result {

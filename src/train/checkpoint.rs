@@ -89,16 +89,12 @@ pub fn save(
     model: &Classifier,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    put(&mut out, &serde_json::to_vec(state)?);
-    let record = model
+    let model = model
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| anyhow::anyhow!("cannot serialize the model: {e}"))?;
-    put(&mut out, &record);
+        .map_err(|e| anyhow::anyhow!("cannot serialize the model: {e}"))?
+        .to_vec();
     let optimizer = match optimizer {
         Some(o) => o
             .into_bytes()
@@ -106,8 +102,12 @@ pub fn save(
             .to_vec(),
         None => Vec::new(),
     };
-    put(&mut out, &optimizer);
-    write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
+    Checkpoint {
+        state: state.clone(),
+        model,
+        optimizer,
+    }
+    .save(path)
 }
 
 /// Reads a checkpoint file.
@@ -136,6 +136,17 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 }
 
 impl Checkpoint {
+    /// Writes the checkpoint to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        put(&mut out, &serde_json::to_vec(&self.state)?);
+        put(&mut out, &self.model);
+        put(&mut out, &self.optimizer);
+        write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
+    }
+
     /// Builds the model on `device` and loads the saved weights into it.
     pub fn model(&self, device: &Device) -> Result<Classifier> {
         let model = self.state.model_spec()?.build(device)?;

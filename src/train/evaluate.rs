@@ -12,7 +12,12 @@ use crate::model::Classifier;
 ///
 /// `model` must be in inference mode (`model.valid()`); `tta` also averages the
 /// horizontally, vertically and doubly flipped images.
-pub fn batch_probabilities(model: &Classifier, batch: &Batch, device: &Device, tta: bool) -> Vec<f32> {
+pub fn batch_probabilities(
+    model: &Classifier,
+    batch: &Batch,
+    device: &Device,
+    tta: bool,
+) -> Vec<f32> {
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
     let mut probs = softmax(model.forward(x.clone()), 1);
     if tta {
@@ -22,7 +27,11 @@ pub fn batch_probabilities(model: &Classifier, batch: &Batch, device: &Device, t
         }
         probs = probs.div_scalar(4.0);
     }
-    probs.into_data().convert::<f32>().into_vec().expect("f32 probabilities")
+    probs
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 probabilities")
 }
 
 /// Labels, ids and probabilities of every image a loader yields for epoch 0.
@@ -50,7 +59,12 @@ impl Predictions {
 }
 
 /// Runs `model` (any mode; switched to inference here) over every batch of `loader`.
-pub fn predict_loader(model: &Classifier, loader: &Loader, device: &Device, tta: bool) -> Result<Predictions> {
+pub fn predict_loader(
+    model: &Classifier,
+    loader: &Loader,
+    device: &Device,
+    tta: bool,
+) -> Result<Predictions> {
     let model = model.valid();
     let mut out = Predictions {
         ids: Vec::new(),
@@ -59,7 +73,8 @@ pub fn predict_loader(model: &Classifier, loader: &Loader, device: &Device, tta:
     };
     for batch in loader.epoch(0) {
         let batch = batch?;
-        out.probs.extend(batch_probabilities(&model, &batch, device, tta));
+        out.probs
+            .extend(batch_probabilities(&model, &batch, device, tta));
         out.labels.extend_from_slice(&batch.labels);
         out.ids.extend(batch.ids);
     }

@@ -52,8 +52,16 @@ mod tests {
         let l2 = (1.0 + 2f32.exp()).ln();
         let plain = value(cross_entropy(logits.clone(), &[0, 1], None, 0.0));
         assert!((plain - (l1 + l2) / 2.0).abs() < 1e-5, "{plain}");
-        let weighted = value(cross_entropy(logits.clone(), &[0, 1], Some(&[1.0, 3.0]), 0.0));
-        assert!((weighted - (l1 + 3.0 * l2) / 4.0).abs() < 1e-5, "{weighted}");
+        let weighted = value(cross_entropy(
+            logits.clone(),
+            &[0, 1],
+            Some(&[1.0, 3.0]),
+            0.0,
+        ));
+        assert!(
+            (weighted - (l1 + 3.0 * l2) / 4.0).abs() < 1e-5,
+            "{weighted}"
+        );
         // Smoothing 0.2 on row 2: targets (0.1, 0.9).
         let lp0 = 2.0 - (1.0 + 2f32.exp()).ln();
         let lp1 = -(1.0 + 2f32.exp()).ln();

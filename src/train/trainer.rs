@@ -116,7 +116,11 @@ fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
     lc
 }
 
-fn prepare_data(config: &TrainConfig, paths: &RunPaths, options: &SessionOptions) -> Result<RunData> {
+fn prepare_data(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    options: &SessionOptions,
+) -> Result<RunData> {
     let mut dataset = Dataset::open(&config.data, None)
         .with_context(|| format!("cannot open data set {}", config.data.display()))?;
     let report = check_images(&mut dataset, options.skip_bad)?;
@@ -143,7 +147,10 @@ fn prepare_data(config: &TrainConfig, paths: &RunPaths, options: &SessionOptions
     }
     write_split_csv(&paths.split(), &dataset, &split)?;
     let pick = |indices: &[usize]| -> Vec<Sample> {
-        indices.iter().map(|&i| dataset.samples[i].clone()).collect()
+        indices
+            .iter()
+            .map(|&i| dataset.samples[i].clone())
+            .collect()
     };
     let Split { train, val } = &split;
     let mut train_counts = vec![0; dataset.classes.len()];
@@ -167,7 +174,8 @@ fn prepare_data(config: &TrainConfig, paths: &RunPaths, options: &SessionOptions
 }
 
 fn build_optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    let decay =
+        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     match config.optimizer {
         OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
         OptimizerKind::Adamw => AdamWConfig::new()
@@ -191,11 +199,9 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> Progress
     }
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(format!("epoch {epoch}/{epochs}"));
     bar
@@ -285,17 +291,20 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
         let epoch = state.epochs_done + 1;
         // Dropout and any other device randomness: a function of (seed, epoch), so a resumed
         // run draws what the uninterrupted one would have.
-        device.seed(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        device.seed(
+            config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(epoch as u64),
+        );
         let started = Instant::now();
         let bar = progress_bar(options.progress, steps_per_epoch, epoch, config.epochs);
         let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
         for batch in data.train.epoch(epoch) {
             let batch = batch?;
             lr = schedule.lr(state.steps_done);
-            let x = Tensor::<4>::from_data(
-                TensorData::new(batch.images, batch.shape),
-                &train_device,
-            );
+            let x =
+                Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &train_device);
             let logits = model.forward(x);
             let weights = (config.class_weights != super::config::WeightingKind::None)
                 .then_some(weights.as_slice());
@@ -394,14 +403,21 @@ fn finish(
     let model: Classifier = best.model(device)?;
     let predictions = predict_loader(&model, &data.val, device, false)?;
     let metrics = Metrics::compute(&predictions.labels, &predictions.probs, &data.classes)?;
-    report::plots::plot_confusion(paths.dir.join("confusion.png"), &metrics.confusion, &data.classes)?;
+    report::plots::plot_confusion(
+        paths.dir.join("confusion.png"),
+        &metrics.confusion,
+        &data.classes,
+    )?;
     let summary = RunSummary {
         state,
         best_metrics: metrics,
         params,
         madds,
     };
-    write_atomic(paths.dir.join("report.md"), render_report(&summary).as_bytes())?;
+    write_atomic(
+        paths.dir.join("report.md"),
+        render_report(&summary).as_bytes(),
+    )?;
     Ok(summary)
 }
 

@@ -1,0 +1,490 @@
+//! Training commands: `train`, `evaluate`, `predict`, `demo`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::model::InputSize;
+use dermclass::data::{
+    self, Dataset, ISIC_CLASSES, Loader, LoaderConfig, Sample, source::is_image_path,
+    split::read_split_rows,
+};
+use dermclass::device::parse_device;
+use dermclass::metrics::Metrics;
+use dermclass::report::submission::write_submission;
+use dermclass::train::config::{
+    NormKind, OptimizerKind, SamplerKind, ScheduleKind, TrainConfig, WeightingKind,
+};
+use dermclass::train::evaluate::predict_loader;
+use dermclass::train::{Checkpoint, RunPaths, SessionOptions, checkpoint, train};
+
+/// Arguments of `dermclass train`. Every setting flag overrides `--config`.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Data root: ISIC 2018 layout, HAM10000 layout or one folder per class.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run folder for checkpoints, metrics and reports.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file with settings (keys as in the run's config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Architecture, e.g. mobilenet_v2:1.0 (see `dermclass models`).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Input size: 224 or WxH.
+    #[arg(long)]
+    pub input: Option<InputSize>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
+    /// Linear warm-up in epochs.
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Step schedule: epochs between decays.
+    #[arg(long)]
+    pub step_epochs: Option<usize>,
+    /// Step schedule: decay factor.
+    #[arg(long)]
+    pub step_gamma: Option<f64>,
+    /// Label smoothing epsilon.
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Class weights in the loss.
+    #[arg(long, value_enum)]
+    pub class_weights: Option<WeightingKind>,
+    /// Beta of the effective-number class weights.
+    #[arg(long)]
+    pub effective_beta: Option<f64>,
+    /// Sampler.
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerKind>,
+    /// Turn augmentation off.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Add random vertical flips.
+    #[arg(long)]
+    pub vflip: bool,
+    /// Turn random horizontal flips off.
+    #[arg(long)]
+    pub no_hflip: bool,
+    /// Rotation range in degrees (seed: 30).
+    #[arg(long)]
+    pub rotation: Option<f32>,
+    /// Zoom range (seed: 0.3).
+    #[arg(long)]
+    pub zoom: Option<f32>,
+    /// Width/height shift as a fraction of the size (seed: 0.3).
+    #[arg(long)]
+    pub shift: Option<f32>,
+    /// Brightness jitter (0 = off).
+    #[arg(long)]
+    pub brightness: Option<f32>,
+    /// Contrast jitter (0 = off).
+    #[arg(long)]
+    pub contrast: Option<f32>,
+    /// Pixel normalisation.
+    #[arg(long, value_enum)]
+    pub normalization: Option<NormKind>,
+    /// Classifier dropout.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Validation fraction of the lesion-grouped split.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Use this split file (image,split) instead of making one.
+    #[arg(long)]
+    pub split: Option<PathBuf>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Device: cpu, cuda:N or wgpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Stop after N epochs without a better validation balanced accuracy.
+    #[arg(long)]
+    pub early_stop: Option<usize>,
+    /// Loader worker threads (0 = all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Folder for the preprocessed image cache.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Stop after this many minutes (checked after each epoch).
+    #[arg(long)]
+    pub budget_minutes: Option<f64>,
+    /// Continue the run in --out from its last checkpoint, with its own settings.
+    #[arg(long)]
+    pub resume: bool,
+    /// Skip unreadable images (reported) instead of failing before training.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+macro_rules! override_fields {
+    ($args:expr, $config:expr, $($field:ident),* $(,)?) => {
+        $(if let Some(value) = $args.$field.clone() { $config.$field = value.into(); })*
+    };
+}
+
+impl TrainArgs {
+    /// The settings: defaults, then `--config`, then flags.
+    pub fn resolve(&self) -> Result<TrainConfig> {
+        let mut config = match &self.config {
+            Some(path) => TrainConfig::from_toml_file(path)?,
+            None => TrainConfig::default(),
+        };
+        override_fields!(
+            self,
+            config,
+            data,
+            arch,
+            epochs,
+            batch,
+            optimizer,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+            warmup_epochs,
+            step_epochs,
+            step_gamma,
+            label_smoothing,
+            class_weights,
+            effective_beta,
+            sampler,
+            normalization,
+            val_fraction,
+            seed,
+            device,
+            workers,
+        );
+        if let Some(input) = self.input {
+            config.width = input.width;
+            config.height = input.height;
+        }
+        config.nesterov |= self.nesterov;
+        for (flag, slot) in [
+            (self.dropout, &mut config.dropout),
+            (self.budget_minutes, &mut config.budget_minutes),
+        ] {
+            if flag.is_some() {
+                *slot = flag;
+            }
+        }
+        if self.split.is_some() {
+            config.split = self.split.clone();
+        }
+        if self.early_stop.is_some() {
+            config.early_stop = self.early_stop;
+        }
+        if self.cache.is_some() {
+            config.cache = self.cache.clone();
+        }
+        let augment = &mut config.augment;
+        augment.enabled &= !self.no_augment;
+        augment.vertical_flip |= self.vflip;
+        augment.horizontal_flip &= !self.no_hflip;
+        override_fields!(self, augment, rotation, zoom, shift, brightness, contrast);
+        if config.data.as_os_str().is_empty() && !self.resume {
+            bail!("--data is required (or `data = ...` in --config)");
+        }
+        Ok(config)
+    }
+}
+
+/// Runs `dermclass train`.
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let options = SessionOptions {
+        resume: args.resume,
+        skip_bad: args.skip_bad,
+        progress: true,
+        max_epochs_this_session: None,
+    };
+    let summary = train(&config, &args.out, &options)?;
+    println!();
+    println!("{}", summary.best_metrics.render_table());
+    println!(
+        "best epoch {} of {}; report: {}",
+        summary.state.best_epoch,
+        summary.state.epochs_done,
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// Finds the checkpoint named by `--model`: a run folder (its best.ckpt) or a file.
+pub fn resolve_checkpoint(model: &Path) -> Result<PathBuf> {
+    if model.is_dir() {
+        let best = RunPaths::new(model).best();
+        if !best.exists() {
+            bail!(
+                "{} holds no best.ckpt (has the run finished an epoch?)",
+                model.display()
+            );
+        }
+        return Ok(best);
+    }
+    if !model.exists() {
+        bail!("model {} does not exist", model.display());
+    }
+    Ok(model.to_path_buf())
+}
+
+/// Arguments of `dermclass evaluate`.
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// A run folder or a checkpoint file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Data root with labels.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only images listed in this split file (image,split)...
+    #[arg(long)]
+    pub split_file: Option<PathBuf>,
+    /// ...with this value in the split column.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Average over flipped copies (test-time augmentation).
+    #[arg(long)]
+    pub tta: bool,
+    /// Device: cpu, cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
+    let c = &checkpoint.state.config;
+    let mut lc = LoaderConfig::eval(c.width, c.height, c.batch.max(16));
+    lc.normalization = c.loader_normalization();
+    lc.workers = c.workers;
+    Ok(Loader::new(samples, lc)?)
+}
+
+/// Runs `dermclass evaluate`.
+pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+    let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
+    let dataset = Dataset::open(&args.data, None)?;
+    if dataset.classes != checkpoint.state.classes {
+        bail!(
+            "the data's classes {:?} differ from the model's {:?}",
+            dataset.classes,
+            checkpoint.state.classes
+        );
+    }
+    let samples: Vec<Sample> = match &args.split_file {
+        Some(file) => {
+            let keep: std::collections::HashSet<String> = read_split_rows(file)?
+                .into_iter()
+                .filter(|(_, split)| *split == args.split)
+                .map(|(image, _)| image)
+                .collect();
+            if keep.is_empty() {
+                bail!(
+                    "{} lists no image with split `{}`",
+                    file.display(),
+                    args.split
+                );
+            }
+            dataset
+                .samples
+                .into_iter()
+                .filter(|s| keep.contains(&s.id))
+                .collect()
+        }
+        None => dataset.samples,
+    };
+    let device = parse_device(&args.device)?;
+    let model = checkpoint.model(&device)?;
+    let loader = eval_loader(&checkpoint, samples)?;
+    let predictions = predict_loader(&model, &loader, &device, args.tta)?;
+    let metrics = Metrics::compute(
+        &predictions.labels,
+        &predictions.probs,
+        &checkpoint.state.classes,
+    )?;
+    if args.json {
+        println!("{}", metrics.to_json());
+    } else {
+        println!("{}", metrics.render_table());
+    }
+    Ok(())
+}
+
+/// Arguments of `dermclass predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A run folder or a checkpoint file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image files or folders of images.
+    #[arg(long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output CSV (ISIC 2018 Task 3 submission format).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Average over flipped copies (test-time augmentation).
+    #[arg(long)]
+    pub tta: bool,
+    /// Device: cpu, cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Image files named by `inputs` (folders are listed, sorted), as unlabeled samples.
+fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
+    let mut paths = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("cannot list {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image_path(p))
+                .collect();
+            found.sort();
+            paths.extend(found);
+        } else if input.is_file() {
+            paths.push(input.clone());
+        } else {
+            bail!("input {} does not exist", input.display());
+        }
+    }
+    if paths.is_empty() {
+        bail!("no images found in {:?}", inputs);
+    }
+    let mut seen = std::collections::HashSet::new();
+    paths
+        .into_iter()
+        .map(|path| {
+            let id = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !seen.insert(id.clone()) {
+                bail!("two input images share the id `{id}` ({})", path.display());
+            }
+            Ok(Sample {
+                id,
+                path,
+                label: 0,
+                lesion_id: None,
+            })
+        })
+        .collect()
+}
+
+/// Runs `dermclass predict`.
+pub fn run_predict(args: PredictArgs) -> Result<()> {
+    let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
+    let samples = collect_images(&args.input)?;
+    let device = parse_device(&args.device)?;
+    let model = checkpoint.model(&device)?;
+    let loader = eval_loader(&checkpoint, samples)?;
+    let started = Instant::now();
+    let predictions = predict_loader(&model, &loader, &device, args.tta)?;
+    write_submission(
+        &args.out,
+        &checkpoint.state.classes,
+        &predictions.ids,
+        &predictions.probs,
+    )?;
+    println!(
+        "wrote {} predictions to {} in {:.1}s",
+        predictions.ids.len(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Arguments of `dermclass demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Folder for the synthetic data and the run.
+    #[arg(long, default_value = "demo")]
+    pub out: PathBuf,
+    /// Synthetic images per class.
+    #[arg(long, default_value_t = 60)]
+    pub per_class: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 15)]
+    pub epochs: usize,
+    /// Architecture (default: shufflenet_v2:0.5).
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+/// Runs `dermclass demo`: synthetic data, a short training run, the evaluation.
+pub fn run_demo(args: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    let data_dir = args.out.join("data");
+    let run_dir = args.out.join("run");
+    if run_dir.join("last.ckpt").exists() {
+        bail!(
+            "{} already holds a demo run; remove it or pass another --out",
+            args.out.display()
+        );
+    }
+    println!(
+        "1/3 generating {} synthetic images per class ({}) in {}",
+        args.per_class,
+        ISIC_CLASSES.join(", "),
+        data_dir.display()
+    );
+    data::synth::generate(&data_dir, args.per_class, 96, 72, 7)?;
+    let mut config = TrainConfig::demo(&data_dir, args.epochs);
+    if let Some(arch) = args.arch {
+        config.arch = arch;
+    }
+    println!(
+        "2/3 training {} for {} epochs at {}x{}",
+        config.arch, config.epochs, config.width, config.height
+    );
+    let options = SessionOptions {
+        progress: true,
+        ..SessionOptions::default()
+    };
+    let summary = train(&config, &run_dir, &options)?;
+    println!("3/3 best checkpoint on the held-out lesions:\n");
+    println!("{}", summary.best_metrics.render_table());
+    println!(
+        "chance balanced accuracy is {:.3}; this run: {:.3}",
+        1.0 / summary.state.classes.len() as f64,
+        summary.best_metrics.balanced_accuracy
+    );
+    println!(
+        "done in {:.0}s. Run folder: {} (report.md, curves.png, confusion.png, best.ckpt)",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok(())
+}
