@@ -130,6 +130,21 @@ impl CostTable {
         ))
     }
 
+    /// Counts `items` in order under `scope.0`, `scope.1`, ... with `count`.
+    pub fn count_each<T>(
+        &mut self,
+        scope: &str,
+        items: &[T],
+        count: impl Fn(&T, &mut Self, &str) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        self.scope(scope, |t| {
+            items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, item)| count(item, t, &i.to_string()))
+        })
+    }
+
     /// Counts a 2-D convolution with square kernel and symmetric padding.
     #[allow(clippy::too_many_arguments)]
     pub fn conv(

@@ -87,11 +87,8 @@ impl MobileNetV1Config {
 
     /// Counts every layer.
     pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
-        table.scope("features", |t| {
-            self.convs()
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, conv)| conv.count(t, &i.to_string()))
+        table.count_each("features", &self.convs(), |item, t, name| {
+            item.count(t, name)
         })?;
         self.head().count(table);
         Ok(())

@@ -146,11 +146,8 @@ impl MobileNetV2Config {
     /// Counts every layer.
     pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
         self.stem().count(table, "stem")?;
-        table.scope("blocks", |t| {
-            self.blocks()
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, b)| b.count(t, &i.to_string()))
+        table.count_each("blocks", &self.blocks(), |item, t, name| {
+            item.count(t, name)
         })?;
         self.last().count(table, "last")?;
         self.head().count(table);

@@ -331,45 +331,44 @@ impl ModelSpec {
         Ok(self)
     }
 
+    /// The family configuration this specification stands for.
+    fn network(&self) -> Network {
+        let (classes, dropout) = (self.classes, self.dropout);
+        match self.arch {
+            Arch::MobileNetV1 { alpha, separable } => Network::MobileNetV1(MobileNetV1Config {
+                alpha,
+                separable,
+                classes,
+                dropout,
+            }),
+            Arch::MobileNetV2 { alpha } => Network::MobileNetV2(MobileNetV2Config {
+                alpha,
+                classes,
+                dropout,
+            }),
+            Arch::ShuffleNetV1 { groups, scale } => Network::ShuffleNetV1(ShuffleNetV1Config {
+                groups,
+                scale,
+                classes,
+                dropout,
+            }),
+            Arch::ShuffleNetV2 { scale } => Network::ShuffleNetV2(ShuffleNetV2Config {
+                scale,
+                classes,
+                dropout,
+            }),
+            Arch::ResNet50 => Network::ResNet(ResNetConfig { classes, dropout }),
+        }
+    }
+
     /// Builds the burn module with freshly initialised weights on `device`.
     pub fn build(&self, device: &Device) -> Result<Classifier, ModelError> {
-        let (classes, dropout) = (self.classes, self.dropout);
-        Ok(match self.arch {
-            Arch::MobileNetV1 { alpha, separable } => Classifier::MobileNetV1(
-                MobileNetV1Config {
-                    alpha,
-                    separable,
-                    classes,
-                    dropout,
-                }
-                .init(device),
-            ),
-            Arch::MobileNetV2 { alpha } => Classifier::MobileNetV2(
-                MobileNetV2Config {
-                    alpha,
-                    classes,
-                    dropout,
-                }
-                .init(device),
-            ),
-            Arch::ShuffleNetV1 { groups, scale } => Classifier::ShuffleNetV1(
-                ShuffleNetV1Config {
-                    groups,
-                    scale,
-                    classes,
-                    dropout,
-                }
-                .init(device)?,
-            ),
-            Arch::ShuffleNetV2 { scale } => Classifier::ShuffleNetV2(
-                ShuffleNetV2Config {
-                    scale,
-                    classes,
-                    dropout,
-                }
-                .init(device)?,
-            ),
-            Arch::ResNet50 => Classifier::ResNet(ResNetConfig { classes, dropout }.init(device)),
+        Ok(match self.network() {
+            Network::MobileNetV1(c) => Classifier::MobileNetV1(c.init(device)),
+            Network::MobileNetV2(c) => Classifier::MobileNetV2(c.init(device)),
+            Network::ShuffleNetV1(c) => Classifier::ShuffleNetV1(c.init(device)?),
+            Network::ShuffleNetV2(c) => Classifier::ShuffleNetV2(c.init(device)?),
+            Network::ResNet(c) => Classifier::ResNet(c.init(device)),
         })
     }
 
@@ -381,38 +380,24 @@ impl ModelSpec {
             )));
         }
         let mut table = CostTable::new(3, height, width);
-        let (classes, dropout) = (self.classes, self.dropout);
-        match self.arch {
-            Arch::MobileNetV1 { alpha, separable } => MobileNetV1Config {
-                alpha,
-                separable,
-                classes,
-                dropout,
-            }
-            .count(&mut table)?,
-            Arch::MobileNetV2 { alpha } => MobileNetV2Config {
-                alpha,
-                classes,
-                dropout,
-            }
-            .count(&mut table)?,
-            Arch::ShuffleNetV1 { groups, scale } => ShuffleNetV1Config {
-                groups,
-                scale,
-                classes,
-                dropout,
-            }
-            .count(&mut table)?,
-            Arch::ShuffleNetV2 { scale } => ShuffleNetV2Config {
-                scale,
-                classes,
-                dropout,
-            }
-            .count(&mut table)?,
-            Arch::ResNet50 => ResNetConfig { classes, dropout }.count(&mut table)?,
+        match self.network() {
+            Network::MobileNetV1(c) => c.count(&mut table)?,
+            Network::MobileNetV2(c) => c.count(&mut table)?,
+            Network::ShuffleNetV1(c) => c.count(&mut table)?,
+            Network::ShuffleNetV2(c) => c.count(&mut table)?,
+            Network::ResNet(c) => c.count(&mut table)?,
         }
         Ok(table)
     }
+}
+
+/// The configuration of one family, from which both the module and its cost come.
+enum Network {
+    MobileNetV1(MobileNetV1Config),
+    MobileNetV2(MobileNetV2Config),
+    ShuffleNetV1(ShuffleNetV1Config),
+    ShuffleNetV2(ShuffleNetV2Config),
+    ResNet(ResNetConfig),
 }
 
 /// Counts the parameters of `module` that require gradients: weights, biases and batch-norm

@@ -186,12 +186,7 @@ impl ShuffleNetV2Config {
     pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
         self.stem()?.count(table)?;
         let units = self.units()?;
-        table.scope("units", |t| {
-            units
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, u)| u.count(t, &i.to_string()))
-        })?;
+        table.count_each("units", &units, |item, t, name| item.count(t, name))?;
         self.last()?.count(table, "last")?;
         self.head()?.count(table);
         Ok(())
