@@ -24,6 +24,8 @@ enum Command {
     Evaluate(cli::train::EvaluateArgs),
     /// Class probabilities for images, in the ISIC 2018 submission CSV format.
     Predict(cli::train::PredictArgs),
+    /// Train several architectures alike and tabulate cost, time, accuracy and latency.
+    Compare(Box<cli::train::CompareArgs>),
     /// Generate synthetic data, train a small model on it and evaluate it (a few minutes).
     Demo(cli::train::DemoArgs),
     #[command(flatten)]
@@ -42,6 +44,7 @@ fn main() {
         Command::Evaluate(args) => cli::train::run_evaluate(args),
         Command::Predict(args) => cli::train::run_predict(args),
         Command::Demo(args) => cli::train::run_demo(args),
+        Command::Compare(args) => cli::train::run_compare(*args),
         Command::Data(cmd) => cmd.run(),
     };
     if let Err(err) = result {

@@ -488,3 +488,38 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Arguments of `dermclass compare`: the training flags apply to every architecture.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Comma-separated architectures.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "plain_v1:1.0,mobilenet_v1:1.0,mobilenet_v2:1.0,shufflenet_v1:g3,shufflenet_v2:1.0,resnet50"
+    )]
+    pub arches: Vec<String>,
+    /// The shared training settings (`--out` is the results folder).
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Runs `dermclass compare`.
+pub fn run_compare(args: CompareArgs) -> Result<()> {
+    let config = args.train.resolve()?;
+    let rows = dermclass::train::compare::compare(&config, &args.arches, &args.train.out, true)?;
+    println!();
+    for row in &rows {
+        println!(
+            "{:<22} params {:>6.2}M MAdds {:>8.1}M time {} BACC {:.4} latency {:.2} ms",
+            row.arch,
+            row.params as f64 / 1e6,
+            row.madds as f64 / 1e6,
+            row.training_time,
+            row.val_balanced_accuracy,
+            row.latency_ms
+        );
+    }
+    println!("results: {}", args.train.out.join("results.md").display());
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Training, evaluation and prediction: settings, loss, schedules, the loop, checkpoints.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod evaluate;
 pub mod loss;

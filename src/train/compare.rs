@@ -1,0 +1,213 @@
+//! The seed's results table made real: train several architectures with the same split,
+//! seed, budget and augmentation, then tabulate cost, time, accuracy and latency per trick.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint;
+use super::config::TrainConfig;
+use super::trainer::{RunPaths, SessionOptions, train};
+use crate::data::{Dataset, split_train_val, write_split_csv};
+use crate::device::parse_device;
+use crate::model::ModelSpec;
+use crate::report::markdown::{format_duration_hms, markdown_table};
+use crate::report::plots::plot_accuracy_vs_madds;
+use crate::report::write_atomic;
+
+/// One row of `results.csv` / `results.md`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareRow {
+    /// The trick the architecture demonstrates.
+    pub trick: String,
+    /// Canonical architecture name.
+    pub arch: String,
+    /// Batch, learning rate, epochs run and input size.
+    pub settings: String,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-adds per image at the input size.
+    pub madds: u64,
+    /// Training time, h:mm:ss.
+    pub training_time: String,
+    /// Training time in seconds.
+    pub training_seconds: f64,
+    /// Validation accuracy of the best checkpoint.
+    pub val_accuracy: f64,
+    /// Validation balanced multiclass accuracy of the best checkpoint.
+    pub val_balanced_accuracy: f64,
+    /// Validation macro one-vs-rest AUC (NaN when undefined).
+    pub val_macro_auc: f64,
+    /// Median batch-1 inference latency, milliseconds per image.
+    pub latency_ms: f64,
+    /// Weights at fp32, megabytes.
+    pub weights_mb: f64,
+}
+
+/// Median wall-clock milliseconds of a batch-1 forward pass at `width` x `height`, after
+/// `warmup` unmeasured runs, over `runs` measured ones.
+pub fn batch1_latency_ms(
+    model: &crate::model::Classifier,
+    width: usize,
+    height: usize,
+    device: &Device,
+    runs: usize,
+) -> f64 {
+    let model = model.valid();
+    let x = Tensor::<4>::zeros([1, 3, height, width], device);
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        let started = Instant::now();
+        let logits = model.forward(x.clone());
+        let _ = logits.into_data();
+        if i >= 3 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn run_dir_name(arch: &str) -> String {
+    arch.replace([':', '.'], "_")
+}
+
+/// Trains every architecture of `arches` with `base` settings under `out`, then writes
+/// `results.csv`, `results.md` and `accuracy_vs_madds.png`. Finished architectures (with a
+/// `result.json`) are not retrained; interrupted ones resume from their last checkpoint.
+pub fn compare(
+    base: &TrainConfig,
+    arches: &[String],
+    out: &Path,
+    progress: bool,
+) -> Result<Vec<CompareRow>> {
+    if arches.is_empty() {
+        bail!("--arches lists no architecture");
+    }
+    for arch in arches {
+        ModelSpec::parse(arch, 2)?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let split_path = out.join("split.csv");
+    let mut base = base.clone();
+    if base.split.is_none() {
+        if !split_path.exists() {
+            let dataset = Dataset::open(&base.data, None)?;
+            let split = split_train_val(&dataset, base.val_fraction, base.seed);
+            write_split_csv(&split_path, &dataset, &split)?;
+        }
+        base.split = Some(split_path);
+    }
+    let device = parse_device(&base.device)?;
+    let mut rows = Vec::new();
+    for arch in arches {
+        let run = run_folder(out, arch);
+        let result_path = run.join("result.json");
+        if result_path.exists() {
+            let text = std::fs::read_to_string(&result_path)?;
+            let row: CompareRow = serde_json::from_str(&text)
+                .with_context(|| format!("bad {}", result_path.display()))?;
+            println!("{arch}: finished before, not retrained");
+            rows.push(row);
+            continue;
+        }
+        println!("== {arch}");
+        let config = TrainConfig {
+            arch: arch.clone(),
+            ..base.clone()
+        };
+        let options = SessionOptions {
+            resume: RunPaths::new(&run).last().exists(),
+            progress,
+            ..SessionOptions::default()
+        };
+        let summary = train(&config, &run, &options)?;
+        let best = checkpoint::load(&RunPaths::new(&run).best())?;
+        let spec = best.state.model_spec()?;
+        let model = best.model(&device)?;
+        let latency = batch1_latency_ms(&model, config.width, config.height, &device, 20);
+        let m = &summary.best_metrics;
+        let row = CompareRow {
+            trick: spec.arch.family().trick.to_string(),
+            arch: spec.arch.to_string(),
+            settings: format!(
+                "batch {}, lr {}, {} epochs, {}x{}",
+                config.batch, config.lr, summary.state.epochs_done, config.width, config.height
+            ),
+            params: summary.params,
+            madds: summary.madds,
+            training_time: format_duration_hms(summary.state.seconds),
+            training_seconds: summary.state.seconds,
+            val_accuracy: m.accuracy,
+            val_balanced_accuracy: m.balanced_accuracy,
+            val_macro_auc: m.macro_auc.unwrap_or(f64::NAN),
+            latency_ms: latency,
+            weights_mb: summary.params as f64 * 4.0 / 1e6,
+        };
+        write_atomic(&result_path, serde_json::to_string_pretty(&row)?.as_bytes())?;
+        rows.push(row);
+    }
+    write_results(&rows, out)?;
+    Ok(rows)
+}
+
+/// Writes `results.csv`, `results.md` and `accuracy_vs_madds.png` for `rows` into `out`.
+pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        csv.serialize(row)?;
+    }
+    write_atomic(out.join("results.csv"), &csv.into_inner()?)?;
+    let headers = [
+        "trick",
+        "arch",
+        "settings",
+        "params",
+        "MAdds",
+        "training time",
+        "val acc",
+        "val BACC",
+        "val macro AUC",
+        "latency b1 (ms/img)",
+        "weights (MB)",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.trick.clone(),
+                format!("`{}`", r.arch),
+                r.settings.clone(),
+                format!("{:.2}M", r.params as f64 / 1e6),
+                format!("{:.1}M", r.madds as f64 / 1e6),
+                r.training_time.clone(),
+                format!("{:.4}", r.val_accuracy),
+                format!("{:.4}", r.val_balanced_accuracy),
+                format!("{:.4}", r.val_macro_auc),
+                format!("{:.2}", r.latency_ms),
+                format!("{:.2}", r.weights_mb),
+            ]
+        })
+        .collect();
+    let text = format!(
+        "# Results per trick\n\nSame split, seed, budget and augmentation for every architecture; \
+         validation figures are those of each run's best checkpoint.\n\n{}\n![accuracy vs MAdds](accuracy_vs_madds.png)\n",
+        markdown_table(&headers, &table)
+    );
+    write_atomic(out.join("results.md"), text.as_bytes())?;
+    let points: Vec<(String, f64, f64)> = rows
+        .iter()
+        .map(|r| (r.arch.clone(), r.madds as f64, r.val_balanced_accuracy))
+        .collect();
+    plot_accuracy_vs_madds(out.join("accuracy_vs_madds.png"), &points)?;
+    Ok(())
+}
+
+/// Where `compare` keeps the run of `arch` under `out`.
+pub fn run_folder(out: &Path, arch: &str) -> PathBuf {
+    out.join("runs").join(run_dir_name(arch))
+}

@@ -1,0 +1,79 @@
+//! `dermclass compare` end to end on synthetic data: two tiny architectures, one epoch.
+
+use std::process::Command;
+
+use dermclass::data::synth;
+
+#[test]
+fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth::generate(&data, 5, 40, 30, 11).unwrap();
+    let out = dir.path().join("results");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_dermclass"))
+            .args(["compare", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--arches",
+                "mobilenet_v1:0.25,shufflenet_v2:0.5",
+                "--epochs",
+                "1",
+                "--input",
+                "32",
+                "--batch",
+                "8",
+                "--workers",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    for column in [
+        "trick",
+        "arch",
+        "settings",
+        "params",
+        "madds",
+        "training_time",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_macro_auc",
+        "latency_ms",
+        "weights_mb",
+    ] {
+        assert!(headers.iter().any(|h| h == column), "{column} missing");
+    }
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        for (header, value) in headers.iter().zip(row.iter()) {
+            assert!(!value.is_empty(), "{header} empty in {row:?}");
+            assert_ne!(value, "NaN", "{header} undefined in {row:?}");
+        }
+    }
+    assert_eq!(&rows[0][1], "mobilenet_v1:0.25");
+    assert_eq!(&rows[1][1], "shufflenet_v2:0.5");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("depthwise separable convolution"), "{md}");
+    assert!(md.contains("channel split"), "{md}");
+    let png = std::fs::read(out.join("accuracy_vs_madds.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    let again = run();
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(text.matches("not retrained").count(), 2, "{text}");
+}
