@@ -26,6 +26,8 @@ enum Command {
     Predict(cli::train::PredictArgs),
     /// Train several architectures alike and tabulate cost, time, accuracy and latency.
     Compare(Box<cli::train::CompareArgs>),
+    /// Training and inference speed of one model (compare with PyTorch/Keras: bench/speed.sh).
+    Bench(cli::train::BenchArgs),
     /// Generate synthetic data, train a small model on it and evaluate it (a few minutes).
     Demo(cli::train::DemoArgs),
     #[command(flatten)]
@@ -45,6 +47,7 @@ fn main() {
         Command::Predict(args) => cli::train::run_predict(args),
         Command::Demo(args) => cli::train::run_demo(args),
         Command::Compare(args) => cli::train::run_compare(*args),
+        Command::Bench(args) => cli::train::run_bench(args),
         Command::Data(cmd) => cmd.run(),
     };
     if let Err(err) = result {

@@ -523,3 +523,57 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
     println!("results: {}", args.train.out.join("results.md").display());
     Ok(())
 }
+
+/// Arguments of `dermclass bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture to measure (7 classes).
+    #[arg(long, default_value = "mobilenet_v2:1.0")]
+    pub arch: String,
+    /// Unmeasured warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Measured steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Device: cpu, cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// JSON-lines file of peer measurements (written by bench/peers.py) to compare with.
+    #[arg(long)]
+    pub peers: Option<PathBuf>,
+    /// Print this run's measurements as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `dermclass bench`.
+pub fn run_bench(args: BenchArgs) -> Result<()> {
+    use dermclass::train::speed::{SpeedReport, measure, render_table};
+    let device = parse_device(&args.device)?;
+    let ours = measure(&args.arch, &device, args.warmup, args.steps.max(1))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&ours)?);
+        return Ok(());
+    }
+    let mut peers = Vec::new();
+    if let Some(path) = &args.peers {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read peer results {}", path.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let report: SpeedReport = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not a peer result", path.display(), i + 1))?;
+            peers.push(report);
+        }
+    }
+    println!(
+        "{} (7 classes), median of {} steps after {} warm-up",
+        args.arch, args.steps, args.warmup
+    );
+    print!("{}", render_table(&ours, &peers));
+    Ok(())
+}

@@ -6,6 +6,7 @@ pub mod config;
 pub mod evaluate;
 pub mod loss;
 pub mod schedule;
+pub mod speed;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, RunState};

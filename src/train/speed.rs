@@ -1,0 +1,200 @@
+//! The training and inference speed benchmark (`dermclass bench`): one model, fixed random
+//! inputs, the same measurements the Python peers in `bench/peers.py` make.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::loss::cross_entropy;
+use crate::data::bench::proc_status_kb;
+use crate::model::ModelSpec;
+
+/// What one framework measured. Throughputs are images per second; `None` = not measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeedReport {
+    /// Framework name.
+    pub framework: String,
+    /// Training images/s at 224x224, batch 16 (forward, cross-entropy, backward, Adam step).
+    pub train_224_b16: Option<f64>,
+    /// Training images/s at 128x128, batch 32.
+    pub train_128_b32: Option<f64>,
+    /// Inference images/s at 224x224, batch 1.
+    pub infer_224_b1: Option<f64>,
+    /// Inference images/s at 224x224, batch 16.
+    pub infer_224_b16: Option<f64>,
+    /// Peak resident memory of the process, MB.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The columns of a [`SpeedReport`] with their labels, in table order.
+pub fn columns(r: &SpeedReport) -> [(&'static str, Option<f64>); 5] {
+    [
+        ("train 224 b16 (img/s)", r.train_224_b16),
+        ("train 128 b32 (img/s)", r.train_128_b32),
+        ("infer 224 b1 (img/s)", r.infer_224_b1),
+        ("infer 224 b16 (img/s)", r.infer_224_b16),
+        ("peak RSS (MB)", r.peak_rss_mb),
+    ]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Median training throughput over `steps` steps after `warmup` steps.
+fn train_speed(
+    spec: &ModelSpec,
+    device: &Device,
+    size: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<f64> {
+    let ad = device.clone().autodiff();
+    let mut model = spec.build(&ad)?;
+    let mut optimizer = AdamConfig::new().init();
+    let x = Tensor::<4>::random(
+        [batch, 3, size, size],
+        burn::tensor::Distribution::Default,
+        &ad,
+    );
+    let labels: Vec<usize> = (0..batch).map(|i| i % spec.classes).collect();
+    let mut rates = Vec::new();
+    for step in 0..warmup + steps {
+        let started = Instant::now();
+        let loss = cross_entropy(model.forward(x.clone()), &labels, None, 0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+        // Wait for the work to finish (lazy or asynchronous backends).
+        let _ = model.clone().into_record();
+        if step >= warmup {
+            rates.push(batch as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(rates))
+}
+
+/// Median inference throughput over `steps` forward passes after `warmup`.
+fn infer_speed(
+    spec: &ModelSpec,
+    device: &Device,
+    size: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<f64> {
+    let model = spec.build(device)?.valid();
+    let x = Tensor::<4>::random(
+        [batch, 3, size, size],
+        burn::tensor::Distribution::Default,
+        device,
+    );
+    let mut rates = Vec::new();
+    for step in 0..warmup + steps {
+        let started = Instant::now();
+        let _ = model.forward(x.clone()).into_data();
+        if step >= warmup {
+            rates.push(batch as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(rates))
+}
+
+/// Runs every measurement of `arch` (7 classes) on `device`.
+pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Result<SpeedReport> {
+    let spec = ModelSpec::parse(arch, 7)?;
+    Ok(SpeedReport {
+        framework: "dermclass (burn flex)".into(),
+        train_224_b16: Some(train_speed(&spec, device, 224, 16, warmup, steps)?),
+        train_128_b32: Some(train_speed(&spec, device, 128, 32, warmup, steps)?),
+        infer_224_b1: Some(infer_speed(&spec, device, 224, 1, warmup * 2, steps * 4)?),
+        infer_224_b16: Some(infer_speed(&spec, device, 224, 16, warmup, steps)?),
+        peak_rss_mb: proc_status_kb("VmHWM").map(|kb| kb as f64 / 1024.0),
+    })
+}
+
+/// The comparison table: one row per framework, then `dermclass / best peer` per column
+/// (for memory, lower is better, so the ratio is best peer / dermclass).
+pub fn render_table(ours: &SpeedReport, peers: &[SpeedReport]) -> String {
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let mut text = format!("{:<28}", "framework");
+    for (label, _) in columns(ours) {
+        text += &format!(" {label:>22}");
+    }
+    text.push('\n');
+    for report in std::iter::once(ours).chain(peers) {
+        text += &format!("{:<28}", report.framework);
+        for (_, value) in columns(report) {
+            text += &format!(" {:>22}", fmt(value));
+        }
+        text.push('\n');
+    }
+    if peers.is_empty() {
+        text += "(no Python peers measured: run bench/setup-peers.sh first)\n";
+        return text;
+    }
+    text += &format!("{:<28}", "dermclass / best peer");
+    for (i, (label, ours_value)) in columns(ours).into_iter().enumerate() {
+        let lower_is_better = label.starts_with("peak");
+        let best = peers
+            .iter()
+            .filter_map(|p| columns(p)[i].1)
+            .reduce(|a, b| if lower_is_better { a.min(b) } else { a.max(b) });
+        let ratio = match (ours_value, best) {
+            (Some(o), Some(b)) if lower_is_better => Some(b / o),
+            (Some(o), Some(b)) => Some(o / b),
+            _ => None,
+        };
+        text += &format!(" {:>22}", ratio.map_or("-".into(), |r| format!("{r:.2}x")));
+    }
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_ratios_against_the_best_peer() {
+        let ours = SpeedReport {
+            framework: "dermclass".into(),
+            train_224_b16: Some(10.0),
+            peak_rss_mb: Some(500.0),
+            ..SpeedReport::default()
+        };
+        let peers = [
+            SpeedReport {
+                framework: "pytorch".into(),
+                train_224_b16: Some(20.0),
+                peak_rss_mb: Some(1000.0),
+                ..SpeedReport::default()
+            },
+            SpeedReport {
+                framework: "keras".into(),
+                train_224_b16: Some(5.0),
+                peak_rss_mb: Some(800.0),
+                ..SpeedReport::default()
+            },
+        ];
+        let table = render_table(&ours, &peers);
+        let last = table.lines().last().unwrap();
+        assert!(last.contains("0.50x"), "{table}");
+        assert!(last.contains("1.60x"), "{table}");
+        assert!(render_table(&ours, &[]).contains("no Python peers"));
+    }
+
+    #[test]
+    fn a_tiny_model_measures_every_column() {
+        let report = measure("mobilenet_v1:0.25", &Device::default(), 0, 1).unwrap();
+        for (label, value) in columns(&report) {
+            let v = value.unwrap_or_else(|| panic!("{label} missing"));
+            assert!(v.is_finite() && v > 0.0, "{label}: {v}");
+        }
+    }
+}
