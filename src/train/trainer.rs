@@ -198,11 +198,19 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> Progress
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    bar.set_message("starting");
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} images, {msg}, {rate} eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+    .with_key(
+        "rate",
+        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1} img/s", state.per_sec());
+        },
     );
+    bar.set_style(style);
     bar.set_prefix(format!("epoch {epoch}/{epochs}"));
     bar
 }
@@ -298,7 +306,12 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
                 .wrapping_add(epoch as u64),
         );
         let started = Instant::now();
-        let bar = progress_bar(options.progress, steps_per_epoch, epoch, config.epochs);
+        let bar = progress_bar(
+            options.progress,
+            steps_per_epoch * config.batch,
+            epoch,
+            config.epochs,
+        );
         let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
         for batch in data.train.epoch(epoch) {
             let batch = batch?;
@@ -325,7 +338,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
             loss_sum += loss_value * batch.labels.len() as f64;
             seen += batch.labels.len();
             bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-            bar.inc(1);
+            bar.inc(batch.labels.len() as u64);
         }
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
