@@ -31,7 +31,7 @@ pub struct RunState {
     pub epochs_done: usize,
     /// Optimisation steps completed.
     pub steps_done: usize,
-    /// Best validation balanced accuracy so far.
+    /// Best validation balanced accuracy so far (-1 before the first epoch).
     pub best_balanced_accuracy: f64,
     /// Epoch of the best validation balanced accuracy (0 = none yet).
     pub best_epoch: usize,

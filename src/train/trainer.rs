@@ -269,7 +269,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
                 classes: data.classes.clone(),
                 epochs_done: 0,
                 steps_done: 0,
-                best_balanced_accuracy: f64::NEG_INFINITY,
+                best_balanced_accuracy: -1.0,
                 best_epoch: 0,
                 history: Vec::new(),
                 seconds: 0.0,
