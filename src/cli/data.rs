@@ -147,6 +147,18 @@ pub enum DataCommand {
         #[arg(long, default_value = "keras")]
         normalization: Normalization,
     },
+    /// Download the official ISIC 2018 Task 3 files (resumable), unzip and check them.
+    FetchData {
+        /// Output folder (becomes an ISIC-layout data root).
+        #[arg(long)]
+        out: PathBuf,
+        /// training, validation, test or all.
+        #[arg(long, default_value = "training")]
+        set: String,
+        /// Base URL of the files.
+        #[arg(long, default_value = data::fetch::DEFAULT_BASE_URL)]
+        base_url: String,
+    },
 }
 
 impl DataCommand {
@@ -191,6 +203,26 @@ impl DataCommand {
                 for (c, n) in data::ISIC_CLASSES.iter().zip(&s.per_class) {
                     println!("{c:>8} {n:>7}");
                 }
+                Ok(())
+            }
+            DataCommand::FetchData { out, set, base_url } => {
+                use data::fetch::FetchSet;
+                let sets = if set.eq_ignore_ascii_case("all") {
+                    vec![FetchSet::Training, FetchSet::Validation, FetchSet::Test]
+                } else {
+                    vec![set.parse::<FetchSet>().map_err(anyhow::Error::msg)?]
+                };
+                let s = data::fetch::fetch(&out, &sets, &base_url, true)?;
+                for f in &s.files {
+                    println!("have {}", f.display());
+                }
+                for m in &s.missing_optional {
+                    println!("not on server (optional): {m}");
+                }
+                for (subset, n) in &s.subsets {
+                    println!("{subset}: {n} labelled images");
+                }
+                println!("data root ready: {}", out.display());
                 Ok(())
             }
             DataCommand::BenchData {
@@ -406,14 +438,10 @@ fn bench(
         let loader = Loader::new(samples.clone(), cfg.clone())?;
         run_epoch("cold (decode+resize+augment)", &loader)?;
     }
-    let tmp;
-    let dir = match cache {
-        Some(d) => d,
-        None => {
-            tmp = std::env::temp_dir().join(format!("dermclass-bench-{}", std::process::id()));
-            tmp.clone()
-        }
-    };
+    let remove_cache = cache.is_none();
+    let dir = cache.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("dermclass-bench-{}", std::process::id()))
+    });
     let t = Instant::now();
     let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
     let loader = Loader::new(
@@ -431,5 +459,9 @@ fn bench(
         peak as f64 / 1024.0
     );
     run_epoch("warm (cache+augment)", &loader)?;
+    drop(loader);
+    if remove_cache {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

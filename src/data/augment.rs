@@ -197,10 +197,10 @@ impl AugmentParams {
         let zy = self.zoom_y as f64 * fy;
         let tx = self.shift_x as f64 * w as f64;
         let ty = self.shift_y as f64 * h as f64;
-        // Screen coordinates have y down, so a counter-clockwise (on screen) rotation of the
-        // content means sampling the source at R(+θ) with y flipped: [c, s; -s, c].
-        // src - centre = R · (Z·F·p + t)
-        let (r00, r01, r10, r11) = (c, s, -s, c);
+        // Screen coordinates have y down. Sampling the source at [c, -s; s, c]·p turns the
+        // content counter-clockwise on screen by θ (θ = 90° equals a 270° clockwise
+        // pixel rotation). src - centre = R · (Z·F·p + t)
+        let (r00, r01, r10, r11) = (c, -s, s, c);
         let a00 = r00 * zx;
         let a01 = r01 * zy;
         let a10 = r10 * zx;

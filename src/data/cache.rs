@@ -49,10 +49,10 @@ pub fn samples_key(samples: &[Sample]) -> u64 {
         fnv(&mut h, s.path.as_os_str().as_encoded_bytes());
         if let Ok(m) = fs::metadata(&s.path) {
             fnv(&mut h, &m.len().to_le_bytes());
-            if let Ok(t) = m.modified() {
-                if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
-                    fnv(&mut h, &d.as_nanos().to_le_bytes());
-                }
+            if let Ok(t) = m.modified()
+                && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+            {
+                fnv(&mut h, &d.as_nanos().to_le_bytes());
             }
         }
         fnv(&mut h, b"\n");

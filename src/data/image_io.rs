@@ -30,6 +30,17 @@ pub fn decode_image_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, DataError
         path: path.to_path_buf(),
         msg: "not a recognised image format (unknown file signature)".into(),
     })?;
+    if format == image::ImageFormat::Jpeg {
+        // The JPEG decoder is lenient with truncated files (it fills in the missing data),
+        // so require the end-of-image marker (trailing zero padding allowed).
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
+            return Err(DataError::Decode {
+                path: path.to_path_buf(),
+                msg: "truncated JPEG (no end-of-image marker)".into(),
+            });
+        }
+    }
     let img =
         image::load_from_memory_with_format(bytes, format).map_err(|e| DataError::Decode {
             path: path.to_path_buf(),

@@ -342,14 +342,14 @@ pub fn find_isic_ground_truth(root: &Path, subset: &str) -> Option<PathBuf> {
     if inner.is_file() {
         return Some(inner);
     }
-    if dir.is_dir() {
-        if let Ok(list) = read_dir_sorted(&dir) {
-            return list.into_iter().find(|p| {
-                p.extension()
-                    .map(|e| e.eq_ignore_ascii_case("csv"))
-                    .unwrap_or(false)
-            });
-        }
+    if dir.is_dir()
+        && let Ok(list) = read_dir_sorted(&dir)
+    {
+        return list.into_iter().find(|p| {
+            p.extension()
+                .map(|e| e.eq_ignore_ascii_case("csv"))
+                .unwrap_or(false)
+        });
     }
     None
 }
@@ -398,12 +398,11 @@ fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
         HashMap::new()
     };
     // HAM10000 metadata also carries lesion ids for the training images.
-    if lesions.is_empty() {
-        if let Some(meta) = find_ham_metadata(root) {
-            if let Ok(m) = read_lesion_groupings(&meta) {
-                lesions = m;
-            }
-        }
+    if lesions.is_empty()
+        && let Some(meta) = find_ham_metadata(root)
+        && let Ok(m) = read_lesion_groupings(&meta)
+    {
+        lesions = m;
     }
 
     let mut rdr = csv_reader(&gt)?;
@@ -463,13 +462,13 @@ fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
             let mut ok = true;
             for (k, v) in rec.iter().skip(1).enumerate() {
                 match v.parse::<f64>() {
-                    Ok(x) if x == 1.0 => {
+                    Ok(1.0) => {
                         if hot.is_some() {
                             ok = false;
                         }
                         hot = Some(k);
                     }
-                    Ok(x) if x == 0.0 => {}
+                    Ok(0.0) => {}
                     _ => ok = false,
                 }
             }
