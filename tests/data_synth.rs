@@ -2,6 +2,7 @@
 //! `DERMCLASS_MONTAGE=/tmp/m.png cargo test --test data_synth` writes 7 rows (classes) of
 //! images followed by augmented versions of them.
 
+#![allow(clippy::needless_range_loop)]
 use dermclass::data::{
     AugmentConfig, Dataset, Loader, LoaderConfig, Normalization, load_image_rgb, synth,
 };
