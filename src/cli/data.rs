@@ -274,9 +274,18 @@ fn check(args: &DataArgs) -> anyhow::Result<()> {
         ds.lesion_count()
     );
     let before = ds.skipped.len();
-    let report = data::check_images(&mut ds, args.skip_bad)?;
+    // Decode everything, report every bad image, then decide.
+    let report = data::check_images(&mut ds, true)?;
     for b in &report.bad {
-        eprintln!("  {}", b.message);
+        eprintln!("bad image: {}", b.message);
+    }
+    if !args.skip_bad && !report.bad.is_empty() {
+        anyhow::bail!(
+            "{} of {} images cannot be used (first: {}); fix them or pass --skip-bad",
+            report.bad.len(),
+            report.bad.len() + report.ok,
+            report.bad[0].message
+        );
     }
     print_counts(&ds, &ds.class_counts());
     let skipped = ds.skipped.len();
