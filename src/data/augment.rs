@@ -343,3 +343,42 @@ pub fn augment_image(img: &RgbImage, p: &AugmentParams) -> RgbImage {
     });
     RgbImage::from_raw(w as u32, h as u32, out).expect("size matches")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_including_edge() {
+        let v: Vec<i64> = (-3..7).map(|i| reflect(i, 4)).collect();
+        assert_eq!(v, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1]);
+        assert_eq!(reflect(-5, 1), 0);
+    }
+
+    #[test]
+    fn matrix_maps_centre_to_centre_without_shift() {
+        let p = AugmentParams {
+            rotation_deg: 37.0,
+            zoom_x: 1.2,
+            zoom_y: 0.8,
+            flip_h: true,
+            ..AugmentParams::identity()
+        };
+        let m = p.matrix(11, 7);
+        let (cx, cy) = (5.0, 3.0);
+        let sx = m[0] * cx + m[1] * cy + m[2];
+        let sy = m[3] * cx + m[4] * cy + m[5];
+        assert!((sx - cx).abs() < 1e-9 && (sy - cy).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shift_is_a_fraction_of_the_size() {
+        let p = AugmentParams {
+            shift_x: 0.5,
+            shift_y: -0.25,
+            ..AugmentParams::identity()
+        };
+        let m = p.matrix(10, 8);
+        assert_eq!((m[2], m[5]), (5.0, -2.0));
+    }
+}

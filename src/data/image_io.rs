@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use fast_image_resize::images::Image as FirImage;
+use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
@@ -74,15 +74,16 @@ pub fn resize_rgb_into(img: &RgbImage, width: u32, height: u32, out: &mut [u8]) 
         return;
     }
     // Both images are u8x3 (alignment 1), so these constructors cannot fail.
-    let mut src_buf = img.as_raw().clone();
-    let src = FirImage::from_slice_u8(img.width(), img.height(), &mut src_buf, PixelType::U8x3)
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
         .expect("valid source");
     let mut dst =
         FirImage::from_slice_u8(width, height, out, PixelType::U8x3).expect("valid destination");
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .expect("same pixel type");
+    RESIZER.with_borrow_mut(|r| r.resize(&src, &mut dst, &opts).expect("same pixel type"));
+}
+
+thread_local! {
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
 }
 
 /// Loads and resizes one image to the working size: what the loader does before

@@ -392,3 +392,24 @@ impl Drop for EpochIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_seeds_differ_by_epoch_and_position() {
+        let a = image_seed(1, 0, 0);
+        assert_ne!(a, image_seed(1, 1, 0));
+        assert_ne!(a, image_seed(1, 0, 1));
+        assert_ne!(a, image_seed(2, 0, 0));
+        assert_eq!(a, image_seed(1, 0, 0));
+        assert_ne!(image_seed(1, 1, 2), image_seed(1, 2, 1));
+    }
+
+    #[test]
+    fn sampler_parses() {
+        assert_eq!("balanced".parse(), Ok(Sampler::Balanced));
+        assert!("x".parse::<Sampler>().is_err());
+    }
+}

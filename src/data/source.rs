@@ -729,3 +729,21 @@ fn open_folders(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
         skipped,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_and_image_extensions() {
+        assert_eq!("ISIC".parse(), Ok(SourceFormat::Isic));
+        assert_eq!("ham10000".parse(), Ok(SourceFormat::Ham10000));
+        assert_eq!("folders".parse(), Ok(SourceFormat::Folders));
+        assert!("coco".parse::<SourceFormat>().is_err());
+        assert!(is_image_path(Path::new("a/ISIC_1.JPG")));
+        assert!(is_image_path(Path::new("x.png")));
+        assert!(!is_image_path(Path::new("LICENSE.txt")));
+        assert_eq!(class_index_for(" vasc "), Some(6));
+        assert_eq!(class_index_for("scc"), None);
+    }
+}
