@@ -151,6 +151,11 @@ impl Dataset {
         set.len()
     }
 
+    /// Clones the samples at `indices` (e.g. `Split::train`), for `Loader::new`.
+    pub fn select(&self, indices: &[usize]) -> Vec<Sample> {
+        indices.iter().map(|&i| self.samples[i].clone()).collect()
+    }
+
     /// Index of a sample by image id.
     pub fn index_by_id(&self) -> HashMap<&str, usize> {
         self.samples
