@@ -311,6 +311,19 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
             let (x0, y0) = (x0 as i64, y0 as i64);
             let v = if ax == 0.0 && ay == 0.0 {
                 fetch(x0, y0)
+            } else if x0 >= 0 && y0 >= 0 && x0 + 1 < wi && y0 + 1 < hi {
+                // Interior: all four neighbours exist, no fill logic needed.
+                let o = (y0 as usize * w + x0 as usize) * 3;
+                let o2 = o + w * 3;
+                let mut v = [0f32; 3];
+                for c in 0..3 {
+                    let (p00, p10) = (src[o + c] as f32, src[o + 3 + c] as f32);
+                    let (p01, p11) = (src[o2 + c] as f32, src[o2 + 3 + c] as f32);
+                    let top = p00 + (p10 - p00) * ax;
+                    let bot = p01 + (p11 - p01) * ax;
+                    v[c] = top + (bot - top) * ay;
+                }
+                v
             } else {
                 let p00 = fetch(x0, y0);
                 let p10 = fetch(x0 + 1, y0);
