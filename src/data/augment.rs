@@ -244,6 +244,27 @@ fn reflect(i: i64, n: i64) -> i64 {
     m
 }
 
+/// Splits a source coordinate into its integer cell and the fraction in `[0, 1)`, snapping
+/// values within 1e-6 of an integer onto it (so exact permutations stay exact). Avoids
+/// `f64::floor`/`round`, which are library calls on baseline x86-64.
+#[inline(always)]
+fn split_coord(u: f64) -> (i64, f32) {
+    // Coordinates are far inside the i64 range; clamp guards absurd parameters.
+    let u = u.clamp(-1e15, 1e15);
+    let mut i = u as i64; // truncates toward zero
+    if (i as f64) > u {
+        i -= 1; // floor for negatives
+    }
+    let mut f = u - i as f64;
+    if f < 1e-6 {
+        f = 0.0;
+    } else if f > 1.0 - 1e-6 {
+        i += 1;
+        f = 0.0;
+    }
+    (i, f as f32)
+}
+
 /// Warps an interleaved RGB8 `w x h` source with `p` and calls `emit(pixel_index, [r,g,b])`
 /// for every output pixel (values in 0..=255, not rounded). Output has the same size.
 #[inline]
@@ -273,71 +294,95 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
     }
     let m = p.matrix(w, h);
     let (wi, hi) = (w as i64, h as i64);
-    let fill = p.fill_mode;
-    let fetch = |x: i64, y: i64| -> [f32; 3] {
-        let (x, y) = match fill {
-            FillMode::Nearest => (x.clamp(0, wi - 1), y.clamp(0, hi - 1)),
-            FillMode::Reflect => (reflect(x, wi), reflect(y, hi)),
-            FillMode::Constant(v) => {
+    match p.fill_mode {
+        FillMode::Nearest => warp_mapped(
+            src,
+            w,
+            h,
+            &m,
+            |x| x.clamp(0, wi - 1) as usize,
+            |y| y.clamp(0, hi - 1) as usize,
+            |i, v| emit(i, colour(v)),
+        ),
+        FillMode::Reflect => warp_mapped(
+            src,
+            w,
+            h,
+            &m,
+            |x| reflect(x, wi) as usize,
+            |y| reflect(y, hi) as usize,
+            |i, v| emit(i, colour(v)),
+        ),
+        FillMode::Constant(cval) => {
+            let cv = cval as f32;
+            let fetch = |x: i64, y: i64| -> [f32; 3] {
                 if x < 0 || y < 0 || x >= wi || y >= hi {
-                    let v = v as f32;
-                    return [v, v, v];
+                    return [cv, cv, cv];
                 }
-                (x, y)
+                let o = (y as usize * w + x as usize) * 3;
+                [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
+            };
+            let mut i = 0;
+            for y in 0..h {
+                let yf = y as f64;
+                let mut sx = m[1] * yf + m[2];
+                let mut sy = m[4] * yf + m[5];
+                for _x in 0..w {
+                    let (x0, ax) = split_coord(sx);
+                    let (y0, ay) = split_coord(sy);
+                    let p00 = fetch(x0, y0);
+                    let p10 = fetch(x0 + 1, y0);
+                    let p01 = fetch(x0, y0 + 1);
+                    let p11 = fetch(x0 + 1, y0 + 1);
+                    let mut v = [0f32; 3];
+                    for c in 0..3 {
+                        let top = p00[c] + (p10[c] - p00[c]) * ax;
+                        let bot = p01[c] + (p11[c] - p01[c]) * ax;
+                        v[c] = top + (bot - top) * ay;
+                    }
+                    emit(i, colour(v));
+                    i += 1;
+                    sx += m[0];
+                    sy += m[3];
+                }
             }
-        };
-        let o = (y as usize * w + x as usize) * 3;
-        [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
-    };
+        }
+    }
+}
+
+/// The bilinear warp loop for fill modes that map any coordinate to a valid index
+/// (`mx`, `my`: nearest = clamp, reflect = mirror). Branch-free per pixel; a zero fraction
+/// gives the exact source value.
+#[inline(always)]
+fn warp_mapped<MX, MY, F>(src: &[u8], w: usize, h: usize, m: &[f64; 6], mx: MX, my: MY, mut emit: F)
+where
+    MX: Fn(i64) -> usize,
+    MY: Fn(i64) -> usize,
+    F: FnMut(usize, [f32; 3]),
+{
     let mut i = 0;
     for y in 0..h {
         let yf = y as f64;
         let mut sx = m[1] * yf + m[2];
         let mut sy = m[4] * yf + m[5];
         for _x in 0..w {
-            // Snap coordinates that are integers up to rounding noise.
-            let (mut ux, mut uy) = (sx, sy);
-            let (rx, ry) = (ux.round(), uy.round());
-            if (ux - rx).abs() < 1e-6 {
-                ux = rx;
+            let (x0, ax) = split_coord(sx);
+            let (y0, ay) = split_coord(sy);
+            let (xa, xb) = (mx(x0), mx(x0 + 1));
+            let (ya, yb) = (my(y0) * w, my(y0 + 1) * w);
+            let (o00, o10) = ((ya + xa) * 3, (ya + xb) * 3);
+            let (o01, o11) = ((yb + xa) * 3, (yb + xb) * 3);
+            let mut v = [0f32; 3];
+            for c in 0..3 {
+                let p00 = src[o00 + c] as f32;
+                let p10 = src[o10 + c] as f32;
+                let p01 = src[o01 + c] as f32;
+                let p11 = src[o11 + c] as f32;
+                let top = p00 + (p10 - p00) * ax;
+                let bot = p01 + (p11 - p01) * ax;
+                v[c] = top + (bot - top) * ay;
             }
-            if (uy - ry).abs() < 1e-6 {
-                uy = ry;
-            }
-            let x0 = ux.floor();
-            let y0 = uy.floor();
-            let ax = (ux - x0) as f32;
-            let ay = (uy - y0) as f32;
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let v = if ax == 0.0 && ay == 0.0 {
-                fetch(x0, y0)
-            } else if x0 >= 0 && y0 >= 0 && x0 + 1 < wi && y0 + 1 < hi {
-                // Interior: all four neighbours exist, no fill logic needed.
-                let o = (y0 as usize * w + x0 as usize) * 3;
-                let o2 = o + w * 3;
-                let mut v = [0f32; 3];
-                for c in 0..3 {
-                    let (p00, p10) = (src[o + c] as f32, src[o + 3 + c] as f32);
-                    let (p01, p11) = (src[o2 + c] as f32, src[o2 + 3 + c] as f32);
-                    let top = p00 + (p10 - p00) * ax;
-                    let bot = p01 + (p11 - p01) * ax;
-                    v[c] = top + (bot - top) * ay;
-                }
-                v
-            } else {
-                let p00 = fetch(x0, y0);
-                let p10 = fetch(x0 + 1, y0);
-                let p01 = fetch(x0, y0 + 1);
-                let p11 = fetch(x0 + 1, y0 + 1);
-                let mut v = [0f32; 3];
-                for c in 0..3 {
-                    let top = p00[c] + (p10[c] - p00[c]) * ax;
-                    let bot = p01[c] + (p11[c] - p01[c]) * ax;
-                    v[c] = top + (bot - top) * ay;
-                }
-                v
-            };
-            emit(i, colour(v));
+            emit(i, v);
             i += 1;
             sx += m[0];
             sy += m[3];

@@ -184,10 +184,6 @@ impl PreprocessedCache {
                 mmap.len()
             )));
         }
-        #[cfg(unix)]
-        {
-            let _ = mmap.advise(memmap2::Advice::Random);
-        }
         Ok(PreprocessedCache {
             mmap,
             path: path.to_path_buf(),
