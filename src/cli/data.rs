@@ -423,6 +423,7 @@ fn bench(
     println!("baseline RssAnon {:.1} MB", base as f64 / 1024.0);
     let run_epoch = |label: &str, loader: &Loader| -> anyhow::Result<()> {
         let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
+        let cpu0 = data::bench::process_cpu_seconds().unwrap_or(0.0);
         let t = Instant::now();
         let mut seen = 0usize;
         let mut checksum = 0f64;
@@ -433,10 +434,14 @@ fn bench(
         }
         let secs = t.elapsed().as_secs_f64();
         let peak = sampler.finish();
+        let cpu = data::bench::process_cpu_seconds().unwrap_or(0.0) - cpu0;
         println!(
-            "{label}: {seen} images in {secs:.2} s = {:.0} img/s; peak RssAnon {:.1} MB \
+            "{label}: {seen} images in {secs:.2} s = {:.0} img/s ({:.2} ms CPU per image, \
+             {:.0} img per CPU-second); peak RssAnon {:.1} MB \
              (loader +{:.1} MB over baseline); VmHWM {:.1} MB [checksum {checksum:.3}]",
             seen as f64 / secs,
+            1000.0 * cpu / seen.max(1) as f64,
+            seen as f64 / cpu.max(1e-9),
             peak as f64 / 1024.0,
             peak.saturating_sub(base) as f64 / 1024.0,
             data::bench::proc_status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0,
