@@ -360,14 +360,21 @@ where
     MY: Fn(i64) -> usize,
     F: FnMut(usize, [f32; 3]),
 {
+    // Source coordinates in 32.32 fixed point: one add per pixel, floor = shift, and
+    // f64 rounding noise (far below 2^-32) vanishes, so exact permutations stay exact.
+    const ONE: f64 = 4_294_967_296.0;
+    const INV: f32 = 1.0 / 4_294_967_296.0;
+    let fx = |v: f64| -> i64 { (v.clamp(-1e8, 1e8) * ONE).round() as i64 };
+    let (dx, dy) = (fx(m[0]), fx(m[3]));
     let mut i = 0;
     for y in 0..h {
         let yf = y as f64;
-        let mut sx = m[1] * yf + m[2];
-        let mut sy = m[4] * yf + m[5];
+        let mut sx = fx(m[1] * yf + m[2]);
+        let mut sy = fx(m[4] * yf + m[5]);
         for _x in 0..w {
-            let (x0, ax) = split_coord(sx);
-            let (y0, ay) = split_coord(sy);
+            let (x0, y0) = (sx >> 32, sy >> 32);
+            let ax = (sx & 0xffff_ffff) as f32 * INV;
+            let ay = (sy & 0xffff_ffff) as f32 * INV;
             let (xa, xb) = (mx(x0), mx(x0 + 1));
             let (ya, yb) = (my(y0) * w, my(y0 + 1) * w);
             let (o00, o10) = ((ya + xa) * 3, (ya + xb) * 3);
@@ -384,8 +391,8 @@ where
             }
             emit(i, v);
             i += 1;
-            sx += m[0];
-            sy += m[3];
+            sx = sx.wrapping_add(dx);
+            sy = sy.wrapping_add(dy);
         }
     }
 }
