@@ -233,11 +233,11 @@ fn dropping_an_epoch_early_does_not_hang() {
         ds.samples.clone(),
         LoaderConfig {
             batch_size: 1,
-            prefetch: 1,
             ..cfg(2)
         },
     )
-    .unwrap();
+    .unwrap()
+    .with_prefetch(1);
     let mut it = l.epoch(0);
     it.next().unwrap().unwrap();
     drop(it);
