@@ -41,7 +41,7 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     }
 }
 
-/// Hash identifying a sample list (ids, canonical paths, labels' order) and the files'
+/// Hash identifying a sample list (ids and canonical paths, in order) and the files'
 /// sizes and modification times.
 pub fn samples_key(samples: &[Sample]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
