@@ -147,6 +147,18 @@ pub enum DataCommand {
         #[arg(long, default_value = "keras")]
         normalization: Normalization,
     },
+    /// Download the official ISIC 2018 Task 3 files (resumable), unzip and check them.
+    FetchData {
+        /// Output folder (becomes an ISIC-layout data root).
+        #[arg(long)]
+        out: PathBuf,
+        /// training, validation, test or all.
+        #[arg(long, default_value = "training")]
+        set: String,
+        /// Base URL of the files.
+        #[arg(long, default_value = data::fetch::DEFAULT_BASE_URL)]
+        base_url: String,
+    },
 }
 
 impl DataCommand {
@@ -191,6 +203,26 @@ impl DataCommand {
                 for (c, n) in data::ISIC_CLASSES.iter().zip(&s.per_class) {
                     println!("{c:>8} {n:>7}");
                 }
+                Ok(())
+            }
+            DataCommand::FetchData { out, set, base_url } => {
+                use data::fetch::FetchSet;
+                let sets = if set.eq_ignore_ascii_case("all") {
+                    vec![FetchSet::Training, FetchSet::Validation, FetchSet::Test]
+                } else {
+                    vec![set.parse::<FetchSet>().map_err(anyhow::Error::msg)?]
+                };
+                let s = data::fetch::fetch(&out, &sets, &base_url, true)?;
+                for f in &s.files {
+                    println!("have {}", f.display());
+                }
+                for m in &s.missing_optional {
+                    println!("not on server (optional): {m}");
+                }
+                for (subset, n) in &s.subsets {
+                    println!("{subset}: {n} labelled images");
+                }
+                println!("data root ready: {}", out.display());
                 Ok(())
             }
             DataCommand::BenchData {
@@ -242,9 +274,18 @@ fn check(args: &DataArgs) -> anyhow::Result<()> {
         ds.lesion_count()
     );
     let before = ds.skipped.len();
-    let report = data::check_images(&mut ds, args.skip_bad)?;
+    // Decode everything, report every bad image, then decide.
+    let report = data::check_images(&mut ds, true)?;
     for b in &report.bad {
-        eprintln!("  {}", b.message);
+        eprintln!("bad image: {}", b.message);
+    }
+    if !args.skip_bad && !report.bad.is_empty() {
+        anyhow::bail!(
+            "{} of {} images cannot be used (first: {}); fix them or pass --skip-bad",
+            report.bad.len(),
+            report.bad.len() + report.ok,
+            report.bad[0].message
+        );
     }
     print_counts(&ds, &ds.class_counts());
     let skipped = ds.skipped.len();
@@ -382,6 +423,7 @@ fn bench(
     println!("baseline RssAnon {:.1} MB", base as f64 / 1024.0);
     let run_epoch = |label: &str, loader: &Loader| -> anyhow::Result<()> {
         let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
+        let cpu0 = data::bench::process_cpu_seconds().unwrap_or(0.0);
         let t = Instant::now();
         let mut seen = 0usize;
         let mut checksum = 0f64;
@@ -392,10 +434,14 @@ fn bench(
         }
         let secs = t.elapsed().as_secs_f64();
         let peak = sampler.finish();
+        let cpu = data::bench::process_cpu_seconds().unwrap_or(0.0) - cpu0;
         println!(
-            "{label}: {seen} images in {secs:.2} s = {:.0} img/s; peak RssAnon {:.1} MB \
+            "{label}: {seen} images in {secs:.2} s = {:.0} img/s ({:.2} ms CPU per image, \
+             {:.0} img per CPU-second); peak RssAnon {:.1} MB \
              (loader +{:.1} MB over baseline); VmHWM {:.1} MB [checksum {checksum:.3}]",
             seen as f64 / secs,
+            1000.0 * cpu / seen.max(1) as f64,
+            seen as f64 / cpu.max(1e-9),
             peak as f64 / 1024.0,
             peak.saturating_sub(base) as f64 / 1024.0,
             data::bench::proc_status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0,
@@ -406,14 +452,10 @@ fn bench(
         let loader = Loader::new(samples.clone(), cfg.clone())?;
         run_epoch("cold (decode+resize+augment)", &loader)?;
     }
-    let tmp;
-    let dir = match cache {
-        Some(d) => d,
-        None => {
-            tmp = std::env::temp_dir().join(format!("dermclass-bench-{}", std::process::id()));
-            tmp.clone()
-        }
-    };
+    let remove_cache = cache.is_none();
+    let dir = cache.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("dermclass-bench-{}", std::process::id()))
+    });
     let t = Instant::now();
     let sampler = data::bench::RssSampler::start(Duration::from_millis(5));
     let loader = Loader::new(
@@ -431,5 +473,9 @@ fn bench(
         peak as f64 / 1024.0
     );
     run_epoch("warm (cache+augment)", &loader)?;
+    drop(loader);
+    if remove_cache {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

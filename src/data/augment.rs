@@ -197,10 +197,10 @@ impl AugmentParams {
         let zy = self.zoom_y as f64 * fy;
         let tx = self.shift_x as f64 * w as f64;
         let ty = self.shift_y as f64 * h as f64;
-        // Screen coordinates have y down, so a counter-clockwise (on screen) rotation of the
-        // content means sampling the source at R(+θ) with y flipped: [c, s; -s, c].
-        // src - centre = R · (Z·F·p + t)
-        let (r00, r01, r10, r11) = (c, s, -s, c);
+        // Screen coordinates have y down. Sampling the source at [c, -s; s, c]·p turns the
+        // content counter-clockwise on screen by θ (θ = 90° equals a 270° clockwise
+        // pixel rotation). src - centre = R · (Z·F·p + t)
+        let (r00, r01, r10, r11) = (c, -s, s, c);
         let a00 = r00 * zx;
         let a01 = r01 * zy;
         let a10 = r10 * zx;
@@ -244,6 +244,27 @@ fn reflect(i: i64, n: i64) -> i64 {
     m
 }
 
+/// Splits a source coordinate into its integer cell and the fraction in `[0, 1)`, snapping
+/// values within 1e-6 of an integer onto it (so exact permutations stay exact). Avoids
+/// `f64::floor`/`round`, which are library calls on baseline x86-64.
+#[inline(always)]
+fn split_coord(u: f64) -> (i64, f32) {
+    // Coordinates are far inside the i64 range; clamp guards absurd parameters.
+    let u = u.clamp(-1e15, 1e15);
+    let mut i = u as i64; // truncates toward zero
+    if (i as f64) > u {
+        i -= 1; // floor for negatives
+    }
+    let mut f = u - i as f64;
+    if f < 1e-6 {
+        f = 0.0;
+    } else if f > 1.0 - 1e-6 {
+        i += 1;
+        f = 0.0;
+    }
+    (i, f as f32)
+}
+
 /// Warps an interleaved RGB8 `w x h` source with `p` and calls `emit(pixel_index, [r,g,b])`
 /// for every output pixel (values in 0..=255, not rounded). Output has the same size.
 #[inline]
@@ -273,61 +294,105 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
     }
     let m = p.matrix(w, h);
     let (wi, hi) = (w as i64, h as i64);
-    let fill = p.fill_mode;
-    let fetch = |x: i64, y: i64| -> [f32; 3] {
-        let (x, y) = match fill {
-            FillMode::Nearest => (x.clamp(0, wi - 1), y.clamp(0, hi - 1)),
-            FillMode::Reflect => (reflect(x, wi), reflect(y, hi)),
-            FillMode::Constant(v) => {
+    match p.fill_mode {
+        FillMode::Nearest => warp_mapped(
+            src,
+            w,
+            h,
+            &m,
+            |x| x.clamp(0, wi - 1) as usize,
+            |y| y.clamp(0, hi - 1) as usize,
+            |i, v| emit(i, colour(v)),
+        ),
+        FillMode::Reflect => warp_mapped(
+            src,
+            w,
+            h,
+            &m,
+            |x| reflect(x, wi) as usize,
+            |y| reflect(y, hi) as usize,
+            |i, v| emit(i, colour(v)),
+        ),
+        FillMode::Constant(cval) => {
+            let cv = cval as f32;
+            let fetch = |x: i64, y: i64| -> [f32; 3] {
                 if x < 0 || y < 0 || x >= wi || y >= hi {
-                    let v = v as f32;
-                    return [v, v, v];
+                    return [cv, cv, cv];
                 }
-                (x, y)
+                let o = (y as usize * w + x as usize) * 3;
+                [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
+            };
+            let mut i = 0;
+            for y in 0..h {
+                let yf = y as f64;
+                let mut sx = m[1] * yf + m[2];
+                let mut sy = m[4] * yf + m[5];
+                for _x in 0..w {
+                    let (x0, ax) = split_coord(sx);
+                    let (y0, ay) = split_coord(sy);
+                    let p00 = fetch(x0, y0);
+                    let p10 = fetch(x0 + 1, y0);
+                    let p01 = fetch(x0, y0 + 1);
+                    let p11 = fetch(x0 + 1, y0 + 1);
+                    let mut v = [0f32; 3];
+                    for c in 0..3 {
+                        let top = p00[c] + (p10[c] - p00[c]) * ax;
+                        let bot = p01[c] + (p11[c] - p01[c]) * ax;
+                        v[c] = top + (bot - top) * ay;
+                    }
+                    emit(i, colour(v));
+                    i += 1;
+                    sx += m[0];
+                    sy += m[3];
+                }
             }
-        };
-        let o = (y as usize * w + x as usize) * 3;
-        [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
-    };
+        }
+    }
+}
+
+/// The bilinear warp loop for fill modes that map any coordinate to a valid index
+/// (`mx`, `my`: nearest = clamp, reflect = mirror). Branch-free per pixel; a zero fraction
+/// gives the exact source value.
+#[inline(always)]
+fn warp_mapped<MX, MY, F>(src: &[u8], w: usize, h: usize, m: &[f64; 6], mx: MX, my: MY, mut emit: F)
+where
+    MX: Fn(i64) -> usize,
+    MY: Fn(i64) -> usize,
+    F: FnMut(usize, [f32; 3]),
+{
+    // Source coordinates in 32.32 fixed point: one add per pixel, floor = shift, and
+    // f64 rounding noise (far below 2^-32) vanishes, so exact permutations stay exact.
+    const ONE: f64 = 4_294_967_296.0;
+    const INV: f32 = 1.0 / 4_294_967_296.0;
+    let fx = |v: f64| -> i64 { (v.clamp(-1e8, 1e8) * ONE).round() as i64 };
+    let (dx, dy) = (fx(m[0]), fx(m[3]));
     let mut i = 0;
     for y in 0..h {
         let yf = y as f64;
-        let mut sx = m[1] * yf + m[2];
-        let mut sy = m[4] * yf + m[5];
+        let mut sx = fx(m[1] * yf + m[2]);
+        let mut sy = fx(m[4] * yf + m[5]);
         for _x in 0..w {
-            // Snap coordinates that are integers up to rounding noise.
-            let (mut ux, mut uy) = (sx, sy);
-            let (rx, ry) = (ux.round(), uy.round());
-            if (ux - rx).abs() < 1e-6 {
-                ux = rx;
+            let (x0, y0) = (sx >> 32, sy >> 32);
+            let ax = (sx & 0xffff_ffff) as f32 * INV;
+            let ay = (sy & 0xffff_ffff) as f32 * INV;
+            let (xa, xb) = (mx(x0), mx(x0 + 1));
+            let (ya, yb) = (my(y0) * w, my(y0 + 1) * w);
+            let (o00, o10) = ((ya + xa) * 3, (ya + xb) * 3);
+            let (o01, o11) = ((yb + xa) * 3, (yb + xb) * 3);
+            let mut v = [0f32; 3];
+            for c in 0..3 {
+                let p00 = src[o00 + c] as f32;
+                let p10 = src[o10 + c] as f32;
+                let p01 = src[o01 + c] as f32;
+                let p11 = src[o11 + c] as f32;
+                let top = p00 + (p10 - p00) * ax;
+                let bot = p01 + (p11 - p01) * ax;
+                v[c] = top + (bot - top) * ay;
             }
-            if (uy - ry).abs() < 1e-6 {
-                uy = ry;
-            }
-            let x0 = ux.floor();
-            let y0 = uy.floor();
-            let ax = (ux - x0) as f32;
-            let ay = (uy - y0) as f32;
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let v = if ax == 0.0 && ay == 0.0 {
-                fetch(x0, y0)
-            } else {
-                let p00 = fetch(x0, y0);
-                let p10 = fetch(x0 + 1, y0);
-                let p01 = fetch(x0, y0 + 1);
-                let p11 = fetch(x0 + 1, y0 + 1);
-                let mut v = [0f32; 3];
-                for c in 0..3 {
-                    let top = p00[c] + (p10[c] - p00[c]) * ax;
-                    let bot = p01[c] + (p11[c] - p01[c]) * ax;
-                    v[c] = top + (bot - top) * ay;
-                }
-                v
-            };
-            emit(i, colour(v));
+            emit(i, v);
             i += 1;
-            sx += m[0];
-            sy += m[3];
+            sx = sx.wrapping_add(dx);
+            sy = sy.wrapping_add(dy);
         }
     }
 }
@@ -342,4 +407,43 @@ pub fn augment_image(img: &RgbImage, p: &AugmentParams) -> RgbImage {
         }
     });
     RgbImage::from_raw(w as u32, h as u32, out).expect("size matches")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_including_edge() {
+        let v: Vec<i64> = (-3..7).map(|i| reflect(i, 4)).collect();
+        assert_eq!(v, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1]);
+        assert_eq!(reflect(-5, 1), 0);
+    }
+
+    #[test]
+    fn matrix_maps_centre_to_centre_without_shift() {
+        let p = AugmentParams {
+            rotation_deg: 37.0,
+            zoom_x: 1.2,
+            zoom_y: 0.8,
+            flip_h: true,
+            ..AugmentParams::identity()
+        };
+        let m = p.matrix(11, 7);
+        let (cx, cy) = (5.0, 3.0);
+        let sx = m[0] * cx + m[1] * cy + m[2];
+        let sy = m[3] * cx + m[4] * cy + m[5];
+        assert!((sx - cx).abs() < 1e-9 && (sy - cy).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shift_is_a_fraction_of_the_size() {
+        let p = AugmentParams {
+            shift_x: 0.5,
+            shift_y: -0.25,
+            ..AugmentParams::identity()
+        };
+        let m = p.matrix(10, 8);
+        assert_eq!((m[2], m[5]), (5.0, -2.0));
+    }
 }

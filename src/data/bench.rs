@@ -14,6 +14,16 @@ pub fn proc_status_kb(field: &str) -> Option<u64> {
     })
 }
 
+/// CPU time (user + system) consumed by this process so far, in seconds (Linux).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Samples `RssAnon` every few milliseconds on a thread and keeps the maximum.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,

@@ -41,18 +41,21 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     }
 }
 
-/// Hash identifying a sample list and the files' sizes and modification times.
+/// Hash identifying a sample list (ids and canonical paths, in order) and the files'
+/// sizes and modification times.
 pub fn samples_key(samples: &[Sample]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for s in samples {
         fnv(&mut h, s.id.as_bytes());
-        fnv(&mut h, s.path.as_os_str().as_encoded_bytes());
+        // Canonical path, so `../data/x.jpg` and `/abs/data/x.jpg` share one cache.
+        let canon = fs::canonicalize(&s.path).unwrap_or_else(|_| s.path.clone());
+        fnv(&mut h, canon.as_os_str().as_encoded_bytes());
         if let Ok(m) = fs::metadata(&s.path) {
             fnv(&mut h, &m.len().to_le_bytes());
-            if let Ok(t) = m.modified() {
-                if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
-                    fnv(&mut h, &d.as_nanos().to_le_bytes());
-                }
+            if let Ok(t) = m.modified()
+                && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+            {
+                fnv(&mut h, &d.as_nanos().to_le_bytes());
             }
         }
         fnv(&mut h, b"\n");
@@ -183,10 +186,6 @@ impl PreprocessedCache {
                 "length {} bytes, expected {expected} (truncated?)",
                 mmap.len()
             )));
-        }
-        #[cfg(unix)]
-        {
-            let _ = mmap.advise(memmap2::Advice::Random);
         }
         Ok(PreprocessedCache {
             mmap,

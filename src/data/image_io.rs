@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use fast_image_resize::images::Image as FirImage;
+use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
@@ -30,6 +30,17 @@ pub fn decode_image_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, DataError
         path: path.to_path_buf(),
         msg: "not a recognised image format (unknown file signature)".into(),
     })?;
+    if format == image::ImageFormat::Jpeg {
+        // The JPEG decoder is lenient with truncated files (it fills in the missing data),
+        // so require the end-of-image marker (trailing zero padding allowed).
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
+            return Err(DataError::Decode {
+                path: path.to_path_buf(),
+                msg: "truncated JPEG (no end-of-image marker)".into(),
+            });
+        }
+    }
     let img =
         image::load_from_memory_with_format(bytes, format).map_err(|e| DataError::Decode {
             path: path.to_path_buf(),
@@ -63,15 +74,16 @@ pub fn resize_rgb_into(img: &RgbImage, width: u32, height: u32, out: &mut [u8]) 
         return;
     }
     // Both images are u8x3 (alignment 1), so these constructors cannot fail.
-    let mut src_buf = img.as_raw().clone();
-    let src = FirImage::from_slice_u8(img.width(), img.height(), &mut src_buf, PixelType::U8x3)
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
         .expect("valid source");
     let mut dst =
         FirImage::from_slice_u8(width, height, out, PixelType::U8x3).expect("valid destination");
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .expect("same pixel type");
+    RESIZER.with_borrow_mut(|r| r.resize(&src, &mut dst, &opts).expect("same pixel type"));
+}
+
+thread_local! {
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
 }
 
 /// Loads and resizes one image to the working size: what the loader does before

@@ -71,8 +71,6 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Seed of shuffling and augmentation.
     pub seed: u64,
-    /// Ready batches buffered per worker (bounded queue).
-    pub prefetch: usize,
 }
 
 impl Default for LoaderConfig {
@@ -89,7 +87,6 @@ impl Default for LoaderConfig {
             sampler: Sampler::Uniform,
             drop_last: false,
             seed: 1,
-            prefetch: 2,
         }
     }
 }
@@ -133,6 +130,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Loader {
     inner: Arc<Inner>,
+    prefetch: usize,
 }
 
 /// SplitMix64 finaliser.
@@ -182,7 +180,16 @@ impl Loader {
                 cache,
                 by_class,
             }),
+            prefetch: 2,
         })
+    }
+
+    /// Sets how many ready batches each worker may queue (default 2, at least 1). Peak
+    /// loader memory is about `workers * (prefetch + 1)` batches of
+    /// `batch_size * 3 * height * width * 4` bytes.
+    pub fn with_prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
     }
 
     /// The samples, in loader order.
@@ -258,7 +265,7 @@ impl Loader {
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
-            let (tx, rx) = bounded(self.inner.cfg.prefetch.max(1));
+            let (tx, rx) = bounded(self.prefetch);
             receivers.push(rx);
             let inner = Arc::clone(&self.inner);
             let order = Arc::clone(&order);
@@ -390,5 +397,26 @@ impl Drop for EpochIter {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_seeds_differ_by_epoch_and_position() {
+        let a = image_seed(1, 0, 0);
+        assert_ne!(a, image_seed(1, 1, 0));
+        assert_ne!(a, image_seed(1, 0, 1));
+        assert_ne!(a, image_seed(2, 0, 0));
+        assert_eq!(a, image_seed(1, 0, 0));
+        assert_ne!(image_seed(1, 1, 2), image_seed(1, 2, 1));
+    }
+
+    #[test]
+    fn sampler_parses() {
+        assert_eq!("balanced".parse(), Ok(Sampler::Balanced));
+        assert!("x".parse::<Sampler>().is_err());
     }
 }

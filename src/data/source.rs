@@ -151,6 +151,11 @@ impl Dataset {
         set.len()
     }
 
+    /// Clones the samples at `indices` (e.g. `Split::train`), for `Loader::new`.
+    pub fn select(&self, indices: &[usize]) -> Vec<Sample> {
+        indices.iter().map(|&i| self.samples[i].clone()).collect()
+    }
+
     /// Index of a sample by image id.
     pub fn index_by_id(&self) -> HashMap<&str, usize> {
         self.samples
@@ -342,14 +347,14 @@ pub fn find_isic_ground_truth(root: &Path, subset: &str) -> Option<PathBuf> {
     if inner.is_file() {
         return Some(inner);
     }
-    if dir.is_dir() {
-        if let Ok(list) = read_dir_sorted(&dir) {
-            return list.into_iter().find(|p| {
-                p.extension()
-                    .map(|e| e.eq_ignore_ascii_case("csv"))
-                    .unwrap_or(false)
-            });
-        }
+    if dir.is_dir()
+        && let Ok(list) = read_dir_sorted(&dir)
+    {
+        return list.into_iter().find(|p| {
+            p.extension()
+                .map(|e| e.eq_ignore_ascii_case("csv"))
+                .unwrap_or(false)
+        });
     }
     None
 }
@@ -398,12 +403,11 @@ fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
         HashMap::new()
     };
     // HAM10000 metadata also carries lesion ids for the training images.
-    if lesions.is_empty() {
-        if let Some(meta) = find_ham_metadata(root) {
-            if let Ok(m) = read_lesion_groupings(&meta) {
-                lesions = m;
-            }
-        }
+    if lesions.is_empty()
+        && let Some(meta) = find_ham_metadata(root)
+        && let Ok(m) = read_lesion_groupings(&meta)
+    {
+        lesions = m;
     }
 
     let mut rdr = csv_reader(&gt)?;
@@ -463,13 +467,13 @@ fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
             let mut ok = true;
             for (k, v) in rec.iter().skip(1).enumerate() {
                 match v.parse::<f64>() {
-                    Ok(x) if x == 1.0 => {
+                    Ok(1.0) => {
                         if hot.is_some() {
                             ok = false;
                         }
                         hot = Some(k);
                     }
-                    Ok(x) if x == 0.0 => {}
+                    Ok(0.0) => {}
                     _ => ok = false,
                 }
             }
@@ -729,4 +733,22 @@ fn open_folders(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
         warnings: Vec::new(),
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_and_image_extensions() {
+        assert_eq!("ISIC".parse(), Ok(SourceFormat::Isic));
+        assert_eq!("ham10000".parse(), Ok(SourceFormat::Ham10000));
+        assert_eq!("folders".parse(), Ok(SourceFormat::Folders));
+        assert!("coco".parse::<SourceFormat>().is_err());
+        assert!(is_image_path(Path::new("a/ISIC_1.JPG")));
+        assert!(is_image_path(Path::new("x.png")));
+        assert!(!is_image_path(Path::new("LICENSE.txt")));
+        assert_eq!(class_index_for(" vasc "), Some(6));
+        assert_eq!(class_index_for("scc"), None);
+    }
 }

@@ -114,7 +114,7 @@ fn new_lesion(class: usize, rng: &mut ChaCha8Rng) -> Lesion {
             let k = if class == 6 {
                 4.0 + i as f32
             } else {
-                2.0 + i as f32 * 1.5
+                (2 + 2 * i) as f32 // integer: continuous at θ = ±π
             };
             (
                 k,
@@ -163,6 +163,7 @@ fn render(l: &Lesion, v: &View, width: u32, height: u32) -> RgbImage {
         for &(k, a, ph) in &l.harmonics {
             border *= 1.0 + a * (k * th + ph).sin();
         }
+        let border = border.max(l.radius * 0.3);
         // Skin with mild blotches and pixel noise.
         let sn = vnoise(x, y, 6.0, l.tex_seed ^ 7) - 0.5;
         let mut c = [

@@ -69,3 +69,21 @@ pub fn class_weights(counts: &[usize], kind: ClassWeighting) -> Vec<f32> {
     let k = present as f64 / sum;
     raw.iter().map(|w| (w * k) as f32).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_normalise() {
+        assert_eq!("none".parse(), Ok(ClassWeighting::None));
+        assert_eq!("inverse".parse(), Ok(ClassWeighting::Inverse));
+        assert!("effective:1.5".parse::<ClassWeighting>().is_err());
+        let w = class_weights(&[1, 1, 2], ClassWeighting::Inverse);
+        assert!((w.iter().sum::<f32>() - 3.0).abs() < 1e-6);
+        assert_eq!(
+            class_weights(&[0, 0], ClassWeighting::Inverse),
+            vec![0.0, 0.0]
+        );
+    }
+}

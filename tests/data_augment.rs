@@ -1,0 +1,310 @@
+//! Augmentation warp tests.
+
+use dermclass::data::{AugmentConfig, AugmentParams, FillMode, augment_image};
+use image::{Rgb, RgbImage};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn pattern(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (x * 7 + y * 3) as u8,
+            ((x * 13) ^ (y * 29)) as u8,
+            ((x * y) % 251) as u8,
+        ])
+    })
+}
+
+#[test]
+fn identity_parameters_reproduce_input_exactly() {
+    for (w, h) in [(1, 1), (17, 9), (32, 32), (224, 150)] {
+        let img = pattern(w, h);
+        let out = augment_image(&img, &AugmentParams::identity());
+        assert_eq!(out, img, "{w}x{h}");
+        // Going through the general warp path (fill mode differs, no fast path taken
+        // because a zero-shift with constant fill is still geometric identity): also zoom
+        // exactly 1 via a config with all ranges 0.
+        let p = AugmentConfig::none().sample(&mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!(augment_image(&img, &p), img);
+    }
+}
+
+#[test]
+fn identity_matrix_is_identity() {
+    let m = AugmentParams::identity().matrix(31, 17);
+    assert_eq!(m, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn two_horizontal_flips_are_identity() {
+    let img = pattern(23, 11);
+    let p = AugmentParams {
+        flip_h: true,
+        ..AugmentParams::identity()
+    };
+    let once = augment_image(&img, &p);
+    assert_ne!(once, img);
+    assert_eq!(once, image::imageops::flip_horizontal(&img));
+    assert_eq!(augment_image(&once, &p), img);
+    let v = AugmentParams {
+        flip_v: true,
+        ..AugmentParams::identity()
+    };
+    assert_eq!(
+        augment_image(&img, &v),
+        image::imageops::flip_vertical(&img)
+    );
+}
+
+#[test]
+fn ninety_degree_rotation_of_square_equals_pixel_rotation() {
+    for n in [8u32, 15, 64] {
+        let img = pattern(n, n);
+        let p = AugmentParams {
+            rotation_deg: 90.0,
+            ..AugmentParams::identity()
+        };
+        // Positive angles turn the content counter-clockwise on screen.
+        assert_eq!(
+            augment_image(&img, &p),
+            image::imageops::rotate270(&img),
+            "n={n}"
+        );
+        let m = AugmentParams {
+            rotation_deg: -90.0,
+            ..AugmentParams::identity()
+        };
+        assert_eq!(
+            augment_image(&img, &m),
+            image::imageops::rotate90(&img),
+            "n={n}"
+        );
+        let h = AugmentParams {
+            rotation_deg: 180.0,
+            ..AugmentParams::identity()
+        };
+        assert_eq!(
+            augment_image(&img, &h),
+            image::imageops::rotate180(&img),
+            "n={n}"
+        );
+    }
+}
+
+#[test]
+fn integer_shift_moves_pixels_and_nearest_fill_replicates_edge() {
+    let (w, h) = (20u32, 10u32);
+    let img = pattern(w, h);
+    // shift_x = 0.25 of 20 px = 5 px: output(x) samples input(x + 5).
+    let p = AugmentParams {
+        shift_x: 0.25,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    for y in 0..h {
+        for x in 0..w {
+            let sx = (x + 5).min(w - 1);
+            assert_eq!(out.get_pixel(x, y), img.get_pixel(sx, y), "({x},{y})");
+        }
+    }
+    // Vertical shift the other way: top rows replicate row 0.
+    let p = AugmentParams {
+        shift_y: -0.3,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    for y in 0..h {
+        for x in 0..w {
+            let sy = (y as i64 - 3).max(0) as u32;
+            assert_eq!(out.get_pixel(x, y), img.get_pixel(x, sy), "({x},{y})");
+        }
+    }
+}
+
+#[test]
+fn nearest_fill_on_zoom_out_replicates_edges() {
+    // Zoom out by 2 around the centre: the border of the output lies outside the source and
+    // must copy the nearest edge pixel. Use an image that is constant along each edge.
+    let n = 21u32;
+    let img = RgbImage::from_fn(n, n, |x, y| {
+        if x == 0 || y == 0 || x == n - 1 || y == n - 1 {
+            Rgb([200, 10, 30])
+        } else {
+            Rgb([(x * 9) as u8, (y * 9) as u8, 77])
+        }
+    });
+    let p = AugmentParams {
+        zoom_x: 2.0,
+        zoom_y: 2.0,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    for y in 0..n {
+        for x in 0..n {
+            let far = (x as i32 - 10).abs() > 5 || (y as i32 - 10).abs() > 5;
+            if far {
+                assert_eq!(*out.get_pixel(x, y), Rgb([200, 10, 30]), "({x},{y})");
+            }
+        }
+    }
+    // Centre pixel is preserved.
+    assert_eq!(out.get_pixel(10, 10), img.get_pixel(10, 10));
+    // Constant fill puts the constant outside instead.
+    let c = AugmentParams {
+        fill_mode: FillMode::Constant(0),
+        ..p
+    };
+    let out = augment_image(&img, &c);
+    assert_eq!(*out.get_pixel(0, 0), Rgb([0, 0, 0]));
+}
+
+#[test]
+fn reflect_fill_mirrors() {
+    let img = pattern(10, 4);
+    let p = AugmentParams {
+        shift_x: 0.3,
+        fill_mode: FillMode::Reflect,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    // x = 9 samples 12 -> mirrored to 7 (…8 9 | 9 8 7).
+    assert_eq!(out.get_pixel(9, 0), img.get_pixel(7, 0));
+}
+
+#[test]
+fn bilinear_half_pixel_shift_averages_neighbours() {
+    let img = RgbImage::from_fn(4, 1, |x, _| Rgb([(x * 60) as u8, 0, 0]));
+    let p = AugmentParams {
+        shift_x: 0.125, // half a pixel of a 4-px image
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    assert_eq!(out.get_pixel(0, 0)[0], 30);
+    assert_eq!(out.get_pixel(1, 0)[0], 90);
+    assert_eq!(out.get_pixel(2, 0)[0], 150);
+    // 3.5 lies past the last pixel: "nearest" replicates it.
+    assert_eq!(out.get_pixel(3, 0)[0], 180);
+}
+
+#[test]
+fn sampled_parameters_stay_in_range_and_are_reproducible() {
+    let cfg = AugmentConfig {
+        vertical_flip: true,
+        brightness_range: 0.1,
+        contrast_range: 0.2,
+        ..AugmentConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let mut flips = 0;
+    let mut zx_ne_zy = 0;
+    for _ in 0..5000 {
+        let p = cfg.sample(&mut rng);
+        assert!((-30.0..=30.0).contains(&p.rotation_deg));
+        assert!((-0.3..=0.3).contains(&p.shift_x));
+        assert!((-0.3..=0.3).contains(&p.shift_y));
+        assert!((0.7..=1.3).contains(&p.zoom_x));
+        assert!((0.7..=1.3).contains(&p.zoom_y));
+        assert!((-0.1..=0.1).contains(&p.brightness));
+        assert!((0.8..=1.2).contains(&p.contrast));
+        assert_eq!(p.fill_mode, FillMode::Nearest);
+        flips += p.flip_h as usize;
+        zx_ne_zy += (p.zoom_x != p.zoom_y) as usize;
+    }
+    assert!((2000..3000).contains(&flips), "flip rate {flips}/5000");
+    assert!(zx_ne_zy > 4900, "Keras samples zx and zy independently");
+    let a: Vec<_> = (0..10)
+        .map(|_| cfg.sample(&mut ChaCha8Rng::seed_from_u64(7)))
+        .collect();
+    assert!(a.windows(2).all(|w| w[0] == w[1]));
+    let keep = AugmentConfig {
+        zoom_keep_aspect: true,
+        ..cfg
+    };
+    let p = keep.sample(&mut rng);
+    assert_eq!(p.zoom_x, p.zoom_y);
+    // Disabled flips never flip.
+    let none = AugmentConfig::none();
+    for _ in 0..100 {
+        let p = none.sample(&mut rng);
+        assert_eq!(p, AugmentParams::identity());
+    }
+}
+
+#[test]
+fn brightness_and_contrast_jitter() {
+    let img = RgbImage::from_pixel(3, 3, Rgb([100, 150, 250]));
+    let p = AugmentParams {
+        brightness: 0.1,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    assert_eq!(*out.get_pixel(1, 1), Rgb([126, 176, 255]));
+    let p = AugmentParams {
+        contrast: 2.0,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    // (v - 127.5) * 2 + 127.5
+    assert_eq!(*out.get_pixel(1, 1), Rgb([73, 173, 255]));
+}
+
+#[test]
+fn random_warps_keep_size_and_do_not_panic() {
+    let cfg = AugmentConfig::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (w, h) in [(1u32, 1u32), (2, 3), (64, 48)] {
+        let img = pattern(w, h);
+        for _ in 0..20 {
+            let out = augment_image(&img, &cfg.sample(&mut rng));
+            assert_eq!(out.dimensions(), (w, h));
+        }
+    }
+}
+
+/// Straightforward f64 reference: bilinear, nearest fill, using the documented matrix.
+fn reference(img: &RgbImage, p: &AugmentParams) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let m = p.matrix(w as usize, h as usize);
+    let get = |x: i64, y: i64, c: usize| -> f64 {
+        let x = x.clamp(0, w as i64 - 1) as u32;
+        let y = y.clamp(0, h as i64 - 1) as u32;
+        img.get_pixel(x, y)[c] as f64
+    };
+    RgbImage::from_fn(w, h, |x, y| {
+        let sx = m[0] * x as f64 + m[1] * y as f64 + m[2];
+        let sy = m[3] * x as f64 + m[4] * y as f64 + m[5];
+        let (x0, y0) = (sx.floor(), sy.floor());
+        let (ax, ay) = (sx - x0, sy - y0);
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let mut px = [0u8; 3];
+        for (c, out) in px.iter_mut().enumerate() {
+            let top = get(x0, y0, c) * (1.0 - ax) + get(x0 + 1, y0, c) * ax;
+            let bot = get(x0, y0 + 1, c) * (1.0 - ax) + get(x0 + 1, y0 + 1, c) * ax;
+            *out = (top * (1.0 - ay) + bot * ay).round() as u8;
+        }
+        Rgb(px)
+    })
+}
+
+#[test]
+fn random_warps_match_an_f64_reference() {
+    let cfg = AugmentConfig {
+        vertical_flip: true,
+        ..AugmentConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let img = pattern(57, 43);
+    for _ in 0..30 {
+        let p = cfg.sample(&mut rng);
+        let a = augment_image(&img, &p);
+        let b = reference(&img, &p);
+        let worst = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| (*x as i32 - *y as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "{p:?}: max difference {worst}");
+    }
+}
