@@ -41,9 +41,18 @@ pub fn columns(r: &SpeedReport) -> [(&'static str, Option<f64>); 5] {
     ]
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+/// Median images/s of `step` over `steps` timed calls after `warmup` untimed ones.
+fn median_rate(batch: usize, warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
+    let mut rates = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let started = Instant::now();
+        step();
+        if i >= warmup {
+            rates.push(batch as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }
 
 /// Median training throughput over `steps` steps after `warmup` steps.
@@ -64,19 +73,13 @@ fn train_speed(
         &ad,
     );
     let labels: Vec<usize> = (0..batch).map(|i| i % spec.classes).collect();
-    let mut rates = Vec::new();
-    for step in 0..warmup + steps {
-        let started = Instant::now();
+    Ok(median_rate(batch, warmup, steps, || {
         let loss = cross_entropy(model.forward(x.clone()), &labels, None, 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
+        model = optimizer.step(1e-4, model.clone(), grads);
         // Wait for the work to finish (lazy or asynchronous backends).
         let _ = model.clone().into_record();
-        if step >= warmup {
-            rates.push(batch as f64 / started.elapsed().as_secs_f64());
-        }
-    }
-    Ok(median(rates))
+    }))
 }
 
 /// Median inference throughput over `steps` forward passes after `warmup`.
@@ -94,15 +97,9 @@ fn infer_speed(
         burn::tensor::Distribution::Default,
         device,
     );
-    let mut rates = Vec::new();
-    for step in 0..warmup + steps {
-        let started = Instant::now();
+    Ok(median_rate(batch, warmup, steps, || {
         let _ = model.forward(x.clone()).into_data();
-        if step >= warmup {
-            rates.push(batch as f64 / started.elapsed().as_secs_f64());
-        }
-    }
-    Ok(median(rates))
+    }))
 }
 
 /// Runs every measurement of `arch` (7 classes) on `device`.
