@@ -8,8 +8,7 @@ use clap::Args;
 
 use super::model::InputSize;
 use dermclass::data::{
-    self, Dataset, ISIC_CLASSES, Loader, LoaderConfig, Sample, source::is_image_path,
-    split::read_split_rows,
+    self, Dataset, ISIC_CLASSES, Loader, Sample, source::is_image_path, split::read_split_rows,
 };
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
@@ -18,6 +17,7 @@ use dermclass::train::config::{
     NormKind, OptimizerKind, SamplerKind, ScheduleKind, TrainConfig, WeightingKind,
 };
 use dermclass::train::evaluate::predict_loader;
+use dermclass::train::trainer::eval_loader_config;
 use dermclass::train::{Checkpoint, RunPaths, SessionOptions, checkpoint, train};
 
 /// Arguments of `dermclass train`. Every setting flag overrides `--config`.
@@ -283,11 +283,8 @@ pub struct EvaluateArgs {
 }
 
 fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
-    let c = &checkpoint.state.config;
-    let mut lc = LoaderConfig::eval(c.width, c.height, c.batch.max(16));
-    lc.normalization = c.loader_normalization();
-    lc.workers = c.workers;
-    Ok(Loader::new(samples, lc)?)
+    let config = eval_loader_config(&checkpoint.state.config);
+    Ok(Loader::new(samples, config)?)
 }
 
 /// Runs `dermclass evaluate`.

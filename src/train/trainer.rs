@@ -94,26 +94,36 @@ struct RunData {
     train_counts: Vec<usize>,
 }
 
-fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
-    let mut lc = if train {
-        LoaderConfig {
-            width: config.width,
-            height: config.height,
-            batch_size: config.batch,
-            shuffle: true,
-            augment: config.augment.to_config(),
-            sampler: config.loader_sampler(),
-            drop_last: true,
-            ..LoaderConfig::default()
-        }
-    } else {
-        LoaderConfig::eval(config.width, config.height, config.batch.max(16))
-    };
+/// Loader settings for running a model trained with `config` over images: its input size
+/// and normalisation, no augmentation, no shuffling.
+pub fn eval_loader_config(config: &TrainConfig) -> LoaderConfig {
+    let mut lc = LoaderConfig::eval(config.width, config.height, config.batch.max(16));
     lc.normalization = config.loader_normalization();
     lc.workers = config.workers;
-    lc.cache_dir = config.cache.clone();
-    lc.seed = config.seed;
     lc
+}
+
+fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
+    if !train {
+        return LoaderConfig {
+            cache_dir: config.cache.clone(),
+            seed: config.seed,
+            ..eval_loader_config(config)
+        };
+    }
+    LoaderConfig {
+        width: config.width,
+        height: config.height,
+        batch_size: config.batch,
+        shuffle: true,
+        augment: config.augment.to_config(),
+        sampler: config.loader_sampler(),
+        drop_last: true,
+        normalization: config.loader_normalization(),
+        workers: config.workers,
+        cache_dir: config.cache.clone(),
+        seed: config.seed,
+    }
 }
 
 fn prepare_data(
