@@ -1,0 +1,16 @@
+//! Fast CPU kernels for training mobile CNNs, on plain `f32` slices in NCHW layout
+//! (row-major, `((n*C + c)*H + h)*W + w`), with no dependency on any tensor framework.
+//!
+//! dermclass plugs them into burn's `flex` backend through a backend extension
+//! (`dermclass::kernels`); this crate only holds the arithmetic, so every kernel is unit
+//! tested here against a naive reference implementation.
+//!
+//! Conventions shared by every module:
+//! - inputs are contiguous slices whose length matches the shape arguments (checked with
+//!   `assert!`, the caller guarantees it);
+//! - outputs are freshly allocated `Vec<f32>`s of the documented shape;
+//! - work is split over rayon's global pool (sized by `RAYON_NUM_THREADS`);
+//! - hot loops are compiled for AVX-512 / AVX2+FMA with `#[target_feature]` and picked at
+//!   run time, with a portable fallback, so the crate stays buildable for baseline x86-64
+//!   and other targets.
+
