@@ -3,10 +3,11 @@
 //!
 //! Modules by concern: [`data`] (sources, splits, augmentation, loading), [`model`] (the
 //! mobile model zoo and its cost accounting), [`metrics`] (the ISIC metric and friends),
-//! [`train`], [`report`] and [`device`].
+//! [`train`], [`report`], [`device`], and [`kernels`] (fast CPU paths for mobile layers).
 
 pub mod data;
 pub mod device;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod report;

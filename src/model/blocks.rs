@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 
 use super::ModelError;
+use crate::kernels;
 use super::cost::CostTable;
 
 /// Nonlinearity applied after a convolution's batch norm.
@@ -177,11 +178,48 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// Runs the block.
+    /// Runs the block: on flex (CPU) through the fast kernels where one fits the layer,
+    /// elsewhere through burn's own ops.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.activation
-            .apply(self.norm.forward(self.conv.forward(x)))
+        let y = match self.fast_conv(&x) {
+            Some(kind) => self.run_fast_conv(kind, x),
+            None => self.conv.forward(x),
+        };
+        self.activation.apply(self.norm.forward(y))
     }
+
+    /// The fast kernel that computes this block's convolution for `x`, if any.
+    fn fast_conv(&self, x: &Tensor<4>) -> Option<FastConv> {
+        let conv = &self.conv;
+        if conv.bias.is_some() || conv.dilation != [1, 1] || !kernels::fast_path(x) {
+            return None;
+        }
+        let pad = match conv.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right)
+                if top == left && left == bottom && bottom == right =>
+            {
+                top
+            }
+            _ => return None,
+        };
+        match (conv.kernel_size, conv.stride, pad) {
+            ([1, 1], [1, 1], 0) => Some(FastConv::Pointwise),
+            _ => None,
+        }
+    }
+
+    fn run_fast_conv(&self, kind: FastConv, x: Tensor<4>) -> Tensor<4> {
+        match kind {
+            FastConv::Pointwise => kernels::pointwise_conv(x, self.conv.weight.val(), self.conv.groups),
+        }
+    }
+}
+
+/// Which fast kernel runs a block's convolution.
+#[derive(Clone, Copy, Debug)]
+enum FastConv {
+    /// 1x1, stride 1, any groups.
+    Pointwise,
 }
 
 /// Specification of the classifier head: global average pool, optional dropout, linear.

@@ -1,0 +1,359 @@
+//! Pointwise (1x1, stride 1, no padding) convolution with channel groups, as GEMMs.
+//!
+//! Per image `b` and group `g`, with `K = c_in/groups`, `M = c_out/groups` and `P = h*w`:
+//! - forward: `Y[b,g] (M x P) = W[g] (M x K) · X[b,g] (K x P)`;
+//! - input gradient: `dX[b,g] (K x P) = W[g]ᵀ · dY[b,g]`, reading `W` transposed in place;
+//! - weight gradient: `dW[g] (M x K) = Σ_b dY[b,g] · X[b,g]ᵀ`, a real GEMM with depth `P`.
+//!
+//! Every matrix is read where it lies (NCHW rows of `P` pixels), so nothing is copied or
+//! transposed. Work is spread over images (and groups) on rayon's pool; when there are fewer
+//! of those than threads (batch-1 inference) the GEMM itself runs in parallel.
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+/// Shape of a grouped pointwise convolution over NCHW data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PwShape {
+    /// Images in the batch.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Pixels per channel plane (`h * w`).
+    pub hw: usize,
+    /// Channel groups; `c_in` and `c_out` are multiples of it.
+    pub groups: usize,
+}
+
+impl PwShape {
+    fn k(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    fn m(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    fn check(&self, x_len: usize, w_len: usize, y_len: usize) {
+        assert!(
+            self.groups > 0
+                && self.c_in.is_multiple_of(self.groups)
+                && self.c_out.is_multiple_of(self.groups),
+            "pointwise: {} -> {} channels do not split into {} groups",
+            self.c_in,
+            self.c_out,
+            self.groups
+        );
+        assert_eq!(x_len, self.n * self.c_in * self.hw, "pointwise: input length");
+        assert_eq!(w_len, self.c_out * self.k(), "pointwise: weight length");
+        assert_eq!(y_len, self.n * self.c_out * self.hw, "pointwise: output length");
+    }
+}
+
+/// A raw pointer that may cross threads: each task writes a disjoint block through it.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand out non-overlapping output blocks to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers pass offsets inside the allocation the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` call with element strides
+/// `(row, column)` for each operand; `dst` is row-major with row stride `dst_rs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
+) {
+    // SAFETY: the caller guarantees every strided access stays inside its buffer.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Runs `task(i, parallelism)` for `i in 0..tasks`: in parallel over tasks when there are
+/// at least as many as threads, otherwise one after another with a parallel GEMM inside.
+fn for_each_task(tasks: usize, task: impl Fn(usize, Parallelism) + Sync) {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && tasks >= threads {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|i| task(i, Parallelism::None));
+    } else {
+        let parallelism = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        (0..tasks).for_each(|i| task(i, parallelism));
+    }
+}
+
+/// Forward: `x` [n, c_in, hw], `weight` [c_out, c_in/groups] → y [n, c_out, hw].
+pub fn forward(x: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
+    let mut y = vec![0.0f32; s.n * s.c_out * s.hw];
+    s.check(x.len(), weight.len(), y.len());
+    let (k, m, p) = (s.k(), s.m(), s.hw);
+    let dst = SendPtr(y.as_mut_ptr());
+    for_each_task(s.n * s.groups, |task, par| {
+        let (b, g) = (task / s.groups, task % s.groups);
+        // SAFETY: block (b, g) of y is rows [b*c_out + g*m, +m) of length p; x block and
+        // weight block are in bounds by the shape check.
+        unsafe {
+            matmul(
+                (m, p, k),
+                dst.at((b * s.c_out + g * m) * p),
+                p,
+                false,
+                weight.as_ptr().add(g * m * k),
+                (k, 1),
+                x.as_ptr().add((b * s.c_in + g * k) * p),
+                (p, 1),
+                par,
+            );
+        }
+    });
+    y
+}
+
+/// Input gradient: `dy` [n, c_out, hw], `weight` [c_out, c_in/groups] → dx [n, c_in, hw].
+pub fn backward_input(dy: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
+    let mut dx = vec![0.0f32; s.n * s.c_in * s.hw];
+    s.check(dx.len(), weight.len(), dy.len());
+    let (k, m, p) = (s.k(), s.m(), s.hw);
+    let dst = SendPtr(dx.as_mut_ptr());
+    for_each_task(s.n * s.groups, |task, par| {
+        let (b, g) = (task / s.groups, task % s.groups);
+        // SAFETY: W[g]ᵀ is read with row stride 1 and column stride k inside block g.
+        unsafe {
+            matmul(
+                (k, p, m),
+                dst.at((b * s.c_in + g * k) * p),
+                p,
+                false,
+                weight.as_ptr().add(g * m * k),
+                (1, k),
+                dy.as_ptr().add((b * s.c_out + g * m) * p),
+                (p, 1),
+                par,
+            );
+        }
+    });
+    dx
+}
+
+/// Weight gradient: `dy` [n, c_out, hw], `x` [n, c_in, hw] → d_weight [c_out, c_in/groups].
+pub fn backward_weight(dy: &[f32], x: &[f32], s: PwShape) -> Vec<f32> {
+    let (k, m, p) = (s.k(), s.m(), s.hw);
+    let w_len = s.c_out * k;
+    s.check(x.len(), w_len, dy.len());
+    // Adds the products of images `images` into `acc` (one [c_out, k] block per group).
+    let accumulate = |acc: &mut [f32], images: std::ops::Range<usize>, par: Parallelism| {
+        for b in images {
+            for g in 0..s.groups {
+                // SAFETY: X[b,g]ᵀ is read with row stride 1 and column stride p in bounds.
+                unsafe {
+                    matmul(
+                        (m, k, p),
+                        acc.as_mut_ptr().add(g * m * k),
+                        k,
+                        true,
+                        dy.as_ptr().add((b * s.c_out + g * m) * p),
+                        (p, 1),
+                        x.as_ptr().add((b * s.c_in + g * k) * p),
+                        (1, p),
+                        par,
+                    );
+                }
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if threads > 1 && s.n >= threads {
+        // One partial sum per thread over a contiguous run of images, then their sum.
+        let per = s.n.div_ceil(threads);
+        let partials: Vec<Vec<f32>> = (0..s.n.div_ceil(per))
+            .into_par_iter()
+            .map(|chunk| {
+                let mut acc = vec![0.0f32; w_len];
+                accumulate(
+                    &mut acc,
+                    chunk * per..((chunk + 1) * per).min(s.n),
+                    Parallelism::None,
+                );
+                acc
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut total = parts.next().unwrap_or_else(|| vec![0.0; w_len]);
+        for part in parts {
+            total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+        }
+        total
+    } else {
+        let mut acc = vec![0.0f32; w_len];
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        accumulate(&mut acc, 0..s.n, par);
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Naive f64 forward: y[b, o, p] = Σ_i w[o, i] x[b, g*k + i, p] with g = o / m.
+    fn reference_forward(x: &[f32], w: &[f32], s: PwShape) -> Vec<f64> {
+        let (k, m, p) = (s.k(), s.m(), s.hw);
+        let mut y = vec![0.0f64; s.n * s.c_out * p];
+        for b in 0..s.n {
+            for o in 0..s.c_out {
+                let g = o / m;
+                for i in 0..k {
+                    let wv = w[o * k + i] as f64;
+                    for q in 0..p {
+                        y[(b * s.c_out + o) * p + q] +=
+                            wv * x[(b * s.c_in + g * k + i) * p + q] as f64;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Checks `|got - want| <= tol * (1 + max|want|)` elementwise, naming what differs.
+    fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = 1.0 + want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= tol * scale,
+                "{what}[{i}]: {g} vs {w} (tolerance {})",
+                tol * scale
+            );
+        }
+    }
+
+    const SHAPES: [PwShape; 6] = [
+        PwShape { n: 1, c_in: 3, c_out: 5, hw: 7, groups: 1 },
+        PwShape { n: 3, c_in: 16, c_out: 24, hw: 49, groups: 1 },
+        PwShape { n: 2, c_in: 12, c_out: 6, hw: 13, groups: 3 },
+        PwShape { n: 4, c_in: 24, c_out: 48, hw: 1, groups: 8 },
+        PwShape { n: 1, c_in: 40, c_out: 8, hw: 200, groups: 2 },
+        PwShape { n: 5, c_in: 17, c_out: 33, hw: 31, groups: 1 },
+    ];
+
+    // f32 sums of up to a few thousand terms of size <= 1: 1e-5 relative is ~100 ulps of
+    // headroom, while any indexing mistake is off by O(1).
+    const TOL: f64 = 1e-5;
+
+    #[test]
+    fn forward_matches_naive_convolution() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let x = random(s.n * s.c_in * s.hw, i as u64);
+            let w = random(s.c_out * s.k(), 100 + i as u64);
+            assert_close(&forward(&x, &w, s), &reference_forward(&x, &w, s), TOL, "y");
+        }
+    }
+
+    #[test]
+    fn gradients_match_the_adjoint_of_the_forward() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let x = random(s.n * s.c_in * s.hw, i as u64);
+            let w = random(s.c_out * s.k(), 100 + i as u64);
+            let dy = random(s.n * s.c_out * s.hw, 200 + i as u64);
+            let (k, m, p) = (s.k(), s.m(), s.hw);
+            // Naive: dx[b, g*k+i, q] = Σ_o∈g w[o,i] dy[b,o,q]; dw[o,i] = Σ_b,q dy[b,o,q] x[b,g*k+i,q].
+            let mut dx = vec![0.0f64; x.len()];
+            let mut dw = vec![0.0f64; w.len()];
+            for b in 0..s.n {
+                for o in 0..s.c_out {
+                    let g = o / m;
+                    for ci in 0..k {
+                        let xc = (b * s.c_in + g * k + ci) * p;
+                        let yc = (b * s.c_out + o) * p;
+                        for q in 0..p {
+                            dx[xc + q] += w[o * k + ci] as f64 * dy[yc + q] as f64;
+                            dw[o * k + ci] += dy[yc + q] as f64 * x[xc + q] as f64;
+                        }
+                    }
+                }
+            }
+            assert_close(&backward_input(&dy, &w, s), &dx, TOL, "dx");
+            assert_close(&backward_weight(&dy, &x, s), &dw, TOL, "dw");
+        }
+    }
+
+    #[test]
+    fn single_threaded_and_parallel_paths_agree() {
+        let s = PwShape { n: 3, c_in: 8, c_out: 12, hw: 50, groups: 2 };
+        let x = random(s.n * s.c_in * s.hw, 7);
+        let w = random(s.c_out * s.k(), 8);
+        let dy = random(s.n * s.c_out * s.hw, 9);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (y1, dx1, dw1) = pool.install(|| {
+            (forward(&x, &w, s), backward_input(&dy, &w, s), backward_weight(&dy, &x, s))
+        });
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let (y4, dx4, dw4) = pool.install(|| {
+            (forward(&x, &w, s), backward_input(&dy, &w, s), backward_weight(&dy, &x, s))
+        });
+        assert_eq!(y1, y4);
+        assert_eq!(dx1, dx4);
+        let dw1: Vec<f64> = dw1.iter().map(|v| *v as f64).collect();
+        assert_close(&dw4, &dw1, 1e-6, "dw (1 vs 4 threads)");
+    }
+
+    #[test]
+    #[should_panic(expected = "do not split")]
+    fn uneven_groups_are_rejected() {
+        let s = PwShape { n: 1, c_in: 4, c_out: 6, hw: 1, groups: 4 };
+        forward(&[0.0; 4], &[0.0; 6], s);
+    }
+}
