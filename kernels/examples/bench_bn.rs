@@ -6,6 +6,8 @@
 //! `eval_forward` (ReLU6), and the effective bandwidth counting the compulsory traffic of the
 //! passes, 4 bytes a float: forward reads x twice and writes y (12 B/elem), backward reads
 //! x and dy twice and writes dx (20 B/elem), eval reads x and writes y (8 B/elem).
+//! The last column is the time to allocate and fill a fresh output `Vec` of the same size
+//! (page faults included): a floor that every call pays, since each returns a new tensor.
 
 use dermclass_kernels::bn::{self, Act};
 use std::time::Instant;
@@ -43,8 +45,8 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<20} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7}",
-        "shape", "fwd ms", "GB/s", "bwd ms", "GB/s", "eval ms", "GB/s"
+        "{:<20} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9}",
+        "shape", "fwd ms", "GB/s", "bwd ms", "GB/s", "eval ms", "GB/s", "alloc ms"
     );
     for (i, &(n, c, h, w)) in train.iter().chain(&eval_only).enumerate() {
         let hw = h * w;
@@ -65,6 +67,11 @@ fn main() {
         let reps = ((2e9 / (bytes * 12.0)) as usize).clamp(7, 201);
         let gbs = |b: f64, ms: f64| b / (ms * 1e-3) / 1e9;
         let shape = format!("({n},{c},{h},{w})");
+        let alloc_ms = median_ms(reps, || {
+            let mut o = vec![0f32; len];
+            o.fill(1.0);
+            std::hint::black_box(o);
+        });
         let eval_ms = {
             let (_, m, v) = bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act);
             median_ms(reps, || {
@@ -75,7 +82,7 @@ fn main() {
         };
         if i >= train.len() {
             println!(
-                "{shape:<20} {:>9} {:>7} {:>9} {:>7} {eval_ms:>9.3} {:>7.1}",
+                "{shape:<20} {:>9} {:>7} {:>9} {:>7} {eval_ms:>9.3} {:>7.1} {alloc_ms:>9.3}",
                 "-",
                 "-",
                 "-",
@@ -94,7 +101,8 @@ fn main() {
             ));
         });
         println!(
-            "{shape:<20} {fwd_ms:>9.3} {:>7.1} {bwd_ms:>9.3} {:>7.1} {eval_ms:>9.3} {:>7.1}",
+            "{shape:<20} {fwd_ms:>9.3} {:>7.1} {bwd_ms:>9.3} {:>7.1} {eval_ms:>9.3} {:>7.1} \
+             {alloc_ms:>9.3}",
             gbs(12.0 * bytes, fwd_ms),
             gbs(20.0 * bytes, bwd_ms),
             gbs(8.0 * bytes, eval_ms)

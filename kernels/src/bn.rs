@@ -16,7 +16,7 @@
 //!   summed to get its approximate mean `k`, then re-read from L1 to sum `x - k` and
 //!   `(x - k)^2` (so the block's exact mean and centred sum of squares follow), and blocks then
 //!   planes are merged with Chan et al.'s pairwise formula in `f64`;
-//! - every reduction accumulates at most 32 values per `f32` lane before the lanes are summed
+//! - every reduction accumulates at most 64 values per `f32` lane before the lanes are summed
 //!   into `f64`; per-channel results are combined in `f64` in a fixed order, so results do not
 //!   depend on the number of threads.
 //!
@@ -43,8 +43,8 @@ const ID: u8 = 0;
 const RELU: u8 = 1;
 const RELU6: u8 = 2;
 
-/// Accumulator lanes (two AVX-512 registers, four AVX2 registers).
-const W: usize = 32;
+/// Accumulator lanes (one AVX-512 register, two AVX2 registers).
+const W: usize = 16;
 /// Floats per reduction block: 4 KiB, stays in L1 between the two sweeps of the statistics.
 const BLOCK: usize = 1024;
 /// Minimum floats per parallel task.
@@ -442,14 +442,19 @@ fn act_grad<const A: u8>(z: f32, dy: f32) -> f32 {
     }
 }
 
-/// Sum of the lanes, in `f64`, as a balanced tree.
+/// Sum of the lanes, in `f64` (one `f32` addition of lane pairs first, then a tree).
 #[inline(always)]
 fn hsum(v: &[f32; W]) -> f64 {
-    let mut d = [0f64; W];
-    for i in 0..W {
-        d[i] = v[i] as f64;
+    const H: usize = W / 2;
+    let mut h = [0f32; H];
+    for i in 0..H {
+        h[i] = v[i] + v[i + H];
     }
-    let mut w = W / 2;
+    let mut d = [0f64; H / 2];
+    for i in 0..H / 2 {
+        d[i] = h[i] as f64 + h[i + H / 2] as f64;
+    }
+    let mut w = H / 4;
     while w > 0 {
         for i in 0..w {
             d[i] += d[i + w];
@@ -459,11 +464,14 @@ fn hsum(v: &[f32; W]) -> f64 {
     d[0]
 }
 
-/// Calls `f(acc, lane, x[j])` for every element, lane = `j % W` for full chunks (and a lane
-/// below `W` for the remainder), so that `f` updates `K` arrays of per-lane accumulators.
+/// Calls `f(acc, lane, x[j])` for every element so that `f` updates `K` arrays of per-lane
+/// accumulators: full chunks of `W`, then the last `< W` elements padded with `pad` (which
+/// must leave the accumulators unchanged). Every lane index is a constant, so the
+/// accumulators stay in vector registers.
 #[inline(always)]
 fn fold1<const K: usize>(
     x: &[f32],
+    pad: f32,
     acc: &mut [[f32; W]; K],
     f: impl Fn(&mut [[f32; W]; K], usize, f32),
 ) {
@@ -474,23 +482,22 @@ fn fold1<const K: usize>(
             f(acc, i, v);
         }
     }
-    let mut it = it.remainder().chunks_exact(W / 2);
-    for ch in &mut it {
-        let ch: &[f32; W / 2] = ch.try_into().unwrap();
-        for (i, &v) in ch.iter().enumerate() {
+    let rest = it.remainder();
+    if !rest.is_empty() {
+        let mut buf = [pad; W];
+        buf[..rest.len()].copy_from_slice(rest);
+        for (i, &v) in buf.iter().enumerate() {
             f(acc, i, v);
         }
     }
-    for (i, &v) in it.remainder().iter().enumerate() {
-        f(acc, i, v);
-    }
 }
 
-/// [`fold1`] over two slices of equal length.
+/// [`fold1`] over two slices of equal length (padding with `pad.0` and `pad.1`).
 #[inline(always)]
 fn fold2<const K: usize>(
     x: &[f32],
     y: &[f32],
+    pad: (f32, f32),
     acc: &mut [[f32; W]; K],
     f: impl Fn(&mut [[f32; W]; K], usize, f32, f32),
 ) {
@@ -503,17 +510,15 @@ fn fold2<const K: usize>(
             f(acc, i, xc[i], yc[i]);
         }
     }
-    let mut xi = xi.remainder().chunks_exact(W / 2);
-    let mut yi = yi.remainder().chunks_exact(W / 2);
-    for (xc, yc) in (&mut xi).zip(&mut yi) {
-        let xc: &[f32; W / 2] = xc.try_into().unwrap();
-        let yc: &[f32; W / 2] = yc.try_into().unwrap();
-        for i in 0..W / 2 {
-            f(acc, i, xc[i], yc[i]);
+    let (xr, yr) = (xi.remainder(), yi.remainder());
+    if !xr.is_empty() {
+        let mut xb = [pad.0; W];
+        let mut yb = [pad.1; W];
+        xb[..xr.len()].copy_from_slice(xr);
+        yb[..yr.len()].copy_from_slice(yr);
+        for i in 0..W {
+            f(acc, i, xb[i], yb[i]);
         }
-    }
-    for (i, (&u, &v)) in xi.remainder().iter().zip(yi.remainder()).enumerate() {
-        f(acc, i, u, v);
     }
 }
 
@@ -523,19 +528,25 @@ fn plane_stats<const FMA: bool>(x: &[f32]) -> (f64, f64) {
     let (mut cnt, mut mean, mut m2) = (0f64, 0f64, 0f64);
     for blk in x.chunks(BLOCK) {
         let nb = blk.len() as f64;
+        let r = 1.0 / nb;
         let mut s = [[0f32; W]; 1];
-        fold1(blk, &mut s, |s, i, v| s[0][i] += v);
-        let k = (hsum(&s[0]) / nb) as f32;
+        fold1(blk, 0.0, &mut s, |s, i, v| s[0][i] += v);
+        let k = (hsum(&s[0]) * r) as f32;
         let mut dq = [[0f32; W]; 2];
-        fold1(blk, &mut dq, |dq, i, v| {
+        fold1(blk, k, &mut dq, |dq, i, v| {
             let u = v - k;
             dq[0][i] += u;
             dq[1][i] = madd::<FMA>(u, u, dq[1][i]);
         });
         let d = hsum(&dq[0]);
         let q = hsum(&dq[1]);
-        let bmean = k as f64 + d / nb;
-        let bm2 = (q - d * d / nb).max(0.0);
+        let bmean = k as f64 + d * r;
+        let bm2 = (q - d * d * r).max(0.0);
+        if cnt == 0.0 {
+            (cnt, mean, m2) = (nb, bmean, bm2);
+            continue;
+        }
+        // Chan et al.: merge (cnt, mean, m2) with the block's (nb, bmean, bm2).
         let tot = cnt + nb;
         let delta = bmean - mean;
         mean += delta * (nb / tot);
@@ -595,7 +606,7 @@ fn bsums_body<const A: u8, const FMA: bool>(
         let (mut sg, mut sgx) = (0f64, 0f64);
         for (xb, db) in xp.chunks(BLOCK).zip(dp.chunks(BLOCK)) {
             let mut acc = [[0f32; W]; 2];
-            fold2(xb, db, &mut acc, |acc, i, v, d| {
+            fold2(xb, db, (co.mean, 0.0), &mut acc, |acc, i, v, d| {
                 let g = act_grad::<A>(pre_act::<FMA>(v, co), d);
                 acc[0][i] += g;
                 acc[1][i] = madd::<FMA>(g, v - co.mean, acc[1][i]);
