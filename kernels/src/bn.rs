@@ -27,6 +27,7 @@
 //! (`c = 32`) and tiny planes (`7 x 7`).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Activation applied right after batch norm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,11 +193,11 @@ pub fn train_backward(
     }
 
     // Pass 2: dx.
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = Vec::with_capacity(x.len());
     let items: Vec<_> = x
         .chunks(ppt * hw)
         .zip(dy.chunks(ppt * hw))
-        .zip(dx.chunks_mut(ppt * hw))
+        .zip(dx.spare_capacity_mut()[..x.len()].chunks_mut(ppt * hw))
         .collect();
     match act {
         Act::Identity => for_each_task(items, |t, ((xs, ds), out)| {
@@ -209,6 +210,9 @@ pub fn train_backward(
             dx_task::<RELU6>(xs, ds, out, hw, c, t * ppt, &bco)
         }),
     }
+    // SAFETY: the tasks above wrote every one of the first x.len() elements (the chunks
+    // cover them all and each body writes its whole output slice).
+    unsafe { dx.set_len(x.len()) };
     (dx, d_gamma, d_beta)
 }
 
@@ -298,12 +302,13 @@ fn for_each_task<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
 }
 
 fn normalize(x: &[f32], coefs: &[FwdCoef], n: usize, c: usize, hw: usize, act: Act) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    if y.is_empty() {
+    let mut y = Vec::with_capacity(x.len());
+    if x.is_empty() {
         return y;
     }
     let ppt = planes_per_task(n * c, hw);
-    let items: Vec<_> = x.chunks(ppt * hw).zip(y.chunks_mut(ppt * hw)).collect();
+    let out = &mut y.spare_capacity_mut()[..x.len()];
+    let items: Vec<_> = x.chunks(ppt * hw).zip(out.chunks_mut(ppt * hw)).collect();
     match act {
         Act::Identity => for_each_task(items, |t, (xs, ys)| {
             norm_task::<ID>(xs, ys, hw, c, t * ppt, coefs)
@@ -315,6 +320,9 @@ fn normalize(x: &[f32], coefs: &[FwdCoef], n: usize, c: usize, hw: usize, act: A
             norm_task::<RELU6>(xs, ys, hw, c, t * ppt, coefs)
         }),
     }
+    // SAFETY: the tasks above wrote every one of the first x.len() elements (the chunks
+    // cover them all and each body writes its whole output slice).
+    unsafe { y.set_len(x.len()) };
     y
 }
 
@@ -377,14 +385,14 @@ macro_rules! dispatched {
 
 dispatched!(stats_task<>(xs: &[f32], out: &mut [(f64, f64)], hw: usize) => stats_body);
 dispatched!(norm_task<const A: u8>(
-    xs: &[f32], ys: &mut [f32], hw: usize, c: usize, p0: usize, coefs: &[FwdCoef]
+    xs: &[f32], ys: &mut [MaybeUninit<f32>], hw: usize, c: usize, p0: usize, coefs: &[FwdCoef]
 ) => norm_body);
 dispatched!(bsums_task<const A: u8>(
     xs: &[f32], ds: &[f32], out: &mut [(f64, f64)], hw: usize, c: usize, p0: usize,
     coefs: &[FwdCoef]
 ) => bsums_body);
 dispatched!(dx_task<const A: u8>(
-    xs: &[f32], ds: &[f32], out: &mut [f32], hw: usize, c: usize, p0: usize, coefs: &[BwdCoef]
+    xs: &[f32], ds: &[f32], out: &mut [MaybeUninit<f32>], hw: usize, c: usize, p0: usize, coefs: &[BwdCoef]
 ) => dx_body);
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +574,7 @@ fn stats_body<const FMA: bool>(xs: &[f32], out: &mut [(f64, f64)], hw: usize) {
 #[inline(always)]
 fn norm_body<const A: u8, const FMA: bool>(
     xs: &[f32],
-    ys: &mut [f32],
+    ys: &mut [MaybeUninit<f32>],
     hw: usize,
     c: usize,
     p0: usize,
@@ -579,13 +587,13 @@ fn norm_body<const A: u8, const FMA: bool>(
         let mut yi = yp.chunks_exact_mut(W);
         for (xc, yc) in (&mut xi).zip(&mut yi) {
             let xc: &[f32; W] = xc.try_into().unwrap();
-            let yc: &mut [f32; W] = yc.try_into().unwrap();
+            let yc: &mut [MaybeUninit<f32>; W] = yc.try_into().unwrap();
             for i in 0..W {
-                yc[i] = f(xc[i]);
+                yc[i].write(f(xc[i]));
             }
         }
         for (&v, o) in xi.remainder().iter().zip(yi.into_remainder()) {
-            *o = f(v);
+            o.write(f(v));
         }
     }
 }
@@ -622,7 +630,7 @@ fn bsums_body<const A: u8, const FMA: bool>(
 fn dx_body<const A: u8, const FMA: bool>(
     xs: &[f32],
     ds: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     hw: usize,
     c: usize,
     p0: usize,
@@ -641,14 +649,14 @@ fn dx_body<const A: u8, const FMA: bool>(
         for ((xc, dc), oc) in (&mut xi).zip(&mut di).zip(&mut oi) {
             let xc: &[f32; W] = xc.try_into().unwrap();
             let dc: &[f32; W] = dc.try_into().unwrap();
-            let oc: &mut [f32; W] = oc.try_into().unwrap();
+            let oc: &mut [MaybeUninit<f32>; W] = oc.try_into().unwrap();
             for i in 0..W {
-                oc[i] = f(xc[i], dc[i]);
+                oc[i].write(f(xc[i], dc[i]));
             }
         }
         let rest = xi.remainder().iter().zip(di.remainder());
         for ((&v, &d), o) in rest.zip(oi.into_remainder()) {
-            *o = f(v, d);
+            o.write(f(v, d));
         }
     }
 }
