@@ -14,4 +14,5 @@
 //!   run time, with a portable fallback, so the crate stays buildable for baseline x86-64
 //!   and other targets.
 
+pub mod bn;
 pub mod pw;
