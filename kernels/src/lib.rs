@@ -14,3 +14,4 @@
 //!   run time, with a portable fallback, so the crate stays buildable for baseline x86-64
 //!   and other targets.
 
+pub mod dw;
