@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p dermclass-kernels --example bench_dw` (set `RAYON_NUM_THREADS`
 //! to pin the thread count). Prints the median milliseconds of forward and of backward
-//! (both gradients) per shape.
+//! (both gradients) per shape. Optional arguments: indices of the shapes to run.
 
 use dermclass_kernels::dw;
 use std::hint::black_box;
@@ -47,7 +47,15 @@ fn main() {
         "n", "c", "h", "w", "s", "fwd ms", "bwd ms", "f+b ms"
     );
     let (mut tf, mut tb) = (0.0, 0.0);
-    for (n, c, h, w, s) in shapes {
+    // Optional arguments: indices (0-based) of the shapes to run.
+    let only: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    for (i, &(n, c, h, w, s)) in shapes.iter().enumerate() {
+        if !only.is_empty() && !only.contains(&i) {
+            continue;
+        }
         let (ho, wo) = (dw::out_size(h, s), dw::out_size(w, s));
         // Cheap deterministic pseudo-random data.
         let data = |len: usize, seed: u32| -> Vec<f32> {

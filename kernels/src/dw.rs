@@ -118,34 +118,211 @@ fn isa() -> Isa {
     })
 }
 
-/// Multiply-add flavour of a code path: `a * b + c`.
-trait Madd {
-    fn madd(a: f32, b: f32, c: f32) -> f32;
-}
-
-/// Fused multiply-add; only used inside functions compiled with the `fma` feature.
-#[cfg(target_arch = "x86_64")]
-struct Fused;
-
-#[cfg(target_arch = "x86_64")]
-impl Madd for Fused {
+/// One `LANES`-wide f32 vector and the few operations the kernels need. The generic
+/// bodies are `#[inline(always)]` and instantiated inside `#[target_feature]` functions, so
+/// the intrinsics below are only ever executed on CPUs that have them.
+trait Simd {
+    type V: Copy;
+    /// Reads `LANES` floats at `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p .. p + LANES` must be readable.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Writes `LANES` floats at `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p .. p + LANES` must be writable.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    fn splat(v: f32) -> Self::V;
+    /// `a * b + c`.
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    fn reduce(v: Self::V) -> f32;
+    /// `even[k] = src[2k]`, `odd[k] = src[2k + 1]` for `k < LANES`.
+    ///
+    /// # Safety
+    /// `src` must hold `2 * LANES` readable floats, `even` and `odd` `LANES` writable ones.
     #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
+    unsafe fn deinterleave(src: *const f32, even: *mut f32, odd: *mut f32) {
+        for k in 0..LANES {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                *even.add(k) = *src.add(2 * k);
+                *odd.add(k) = *src.add(2 * k + 1);
+            }
+        }
+    }
+    /// `dst[2k] = even[k]`, `dst[2k + 1] = odd[k]` for `k < LANES`.
+    ///
+    /// # Safety
+    /// `even` and `odd` must hold `LANES` readable floats, `dst` `2 * LANES` writable ones.
+    #[inline(always)]
+    unsafe fn interleave(even: *const f32, odd: *const f32, dst: *mut f32) {
+        for k in 0..LANES {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                *dst.add(2 * k) = *even.add(k);
+                *dst.add(2 * k + 1) = *odd.add(k);
+            }
+        }
     }
 }
 
-/// Separate multiply and add, for the portable path.
-struct Plain;
+/// Copies `len` floats from `src` to `dst` with vector moves (rows are short, so this beats
+/// a `memmove` call).
+#[inline(always)]
+fn copy<S: Simd>(src: &[f32], dst: &mut [f32]) {
+    let len = dst.len();
+    assert!(src.len() >= len);
+    let mut k = 0;
+    while k + LANES <= len {
+        // SAFETY: k + LANES <= len <= both lengths.
+        unsafe { S::store(dst.as_mut_ptr().add(k), S::load(src.as_ptr().add(k))) };
+        k += LANES;
+    }
+    dst[k..].copy_from_slice(&src[k..len]);
+}
 
-impl Madd for Plain {
+/// AVX-512 vectors (`__m512`).
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx512 {
+    type V = std::arch::x86_64::__m512;
     #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: readable by the caller's contract; avx512f is enabled where this runs.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: writable by the caller's contract; avx512f is enabled where this runs.
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self::V {
+        // SAFETY: avx512f is enabled where this runs (see `Simd`).
+        unsafe { std::arch::x86_64::_mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: as in `splat`.
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn reduce(v: Self::V) -> f32 {
+        // SAFETY: as in `splat`.
+        unsafe { std::arch::x86_64::_mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(src: *const f32, even: *mut f32, odd: *mut f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: pointers in bounds by the caller's contract; avx512f enabled.
+        unsafe {
+            let a = _mm512_loadu_ps(src);
+            let b = _mm512_loadu_ps(src.add(LANES));
+            let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            _mm512_storeu_ps(even, _mm512_permutex2var_ps(a, ie, b));
+            _mm512_storeu_ps(odd, _mm512_permutex2var_ps(a, io, b));
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(even: *const f32, odd: *const f32, dst: *mut f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: pointers in bounds by the caller's contract; avx512f enabled.
+        unsafe {
+            let e = _mm512_loadu_ps(even);
+            let o = _mm512_loadu_ps(odd);
+            let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let ih =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            _mm512_storeu_ps(dst, _mm512_permutex2var_ps(e, il, o));
+            _mm512_storeu_ps(dst.add(LANES), _mm512_permutex2var_ps(e, ih, o));
+        }
     }
 }
 
-/// Generates a dispatcher `$name` for the generic `#[inline(always)]` body `$body::<M>`:
+/// AVX2 + FMA vectors (two `__m256`).
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx2 {
+    type V = [std::arch::x86_64::__m256; 2];
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: readable by the caller's contract; avx2 is enabled where this runs.
+        unsafe { [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))] }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        use std::arch::x86_64::*;
+        // SAFETY: writable by the caller's contract; avx2 is enabled where this runs.
+        unsafe {
+            _mm256_storeu_ps(p, v[0]);
+            _mm256_storeu_ps(p.add(8), v[1]);
+        }
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self::V {
+        // SAFETY: avx2 is enabled where this runs (see `Simd`).
+        let s = unsafe { std::arch::x86_64::_mm256_set1_ps(v) };
+        [s, s]
+    }
+    #[inline(always)]
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: avx2 and fma are enabled where this runs.
+        unsafe {
+            [
+                _mm256_fmadd_ps(a[0], b[0], c[0]),
+                _mm256_fmadd_ps(a[1], b[1], c[1]),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn reduce(v: Self::V) -> f32 {
+        use std::arch::x86_64::*;
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: avx2 enabled; `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(v[0], v[1])) };
+        lanes.iter().sum()
+    }
+}
+
+/// Portable vectors: plain arrays, separate multiply and add.
+struct Portable;
+
+impl Simd for Portable {
+    type V = [f32; LANES];
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: readable by the caller's contract.
+        unsafe { p.cast::<[f32; LANES]>().read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: writable by the caller's contract.
+        unsafe { p.cast::<[f32; LANES]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self::V {
+        [v; LANES]
+    }
+    #[inline(always)]
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|l| a[l] * b[l] + c[l])
+    }
+    #[inline(always)]
+    fn reduce(v: Self::V) -> f32 {
+        v.iter().sum()
+    }
+}
+
+/// Generates a dispatcher `$name` for the generic `#[inline(always)]` body `$body::<S>`:
 /// AVX-512 and AVX2+FMA instances compiled with `#[target_feature]`, plus the portable one.
 macro_rules! dispatch {
     ($name:ident, $body:ident, $avx512:ident, $avx2:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
@@ -159,7 +336,7 @@ macro_rules! dispatch {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Isa::Avx2` is only produced when the CPU reports avx2 and fma.
                 Isa::Avx2 => unsafe { $avx2($($arg),*) },
-                Isa::Portable => $body::<Plain>($($arg),*),
+                Isa::Portable => $body::<Portable>($($arg),*),
             }
         }
 
@@ -167,14 +344,14 @@ macro_rules! dispatch {
         #[target_feature(enable = "avx512f,avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         fn $avx512($($arg: $ty),*) -> $ret {
-            $body::<Fused>($($arg),*)
+            $body::<Avx512>($($arg),*)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         fn $avx2($($arg: $ty),*) -> $ret {
-            $body::<Fused>($($arg),*)
+            $body::<Avx2>($($arg),*)
         }
     };
 }
@@ -304,28 +481,42 @@ impl Geom {
     /// Copies one input plane into the padded buffer (padding positions are never written,
     /// so they stay zero from the buffer's allocation).
     #[inline(always)]
-    fn fill_input(&self, xp: &[f32], pad: &mut [f32]) {
+    fn fill_input<S: Simd>(&self, xp: &[f32], pad: &mut [f32]) {
         let (w, row) = (self.w, self.row);
         if self.stride == 1 {
             for (i, src) in xp.chunks_exact(w).enumerate() {
-                pad[(i + 1) * row + 1..][..w].copy_from_slice(src);
+                copy::<S>(src, &mut pad[(i + 1) * row + 1..][..w]);
             }
         } else {
             // x[i][j] = P[i + 1][j + 1] = Q[(i+1)&1][(j+1)&1][(i+1)>>1][(j+1)>>1]:
             // x[i][2m] -> Q[ph][1][a][m], x[i][2m + 1] -> Q[ph][0][a][m + 1].
+            let half = w / 2;
             for (i, src) in xp.chunks_exact(w).enumerate() {
                 let (ph, a) = ((i + 1) & 1, (i + 1) >> 1);
                 let even = (ph * 2) * self.phase + a * row;
                 let odd = (ph * 2 + 1) * self.phase + a * row;
                 let (lo, hi) = pad.split_at_mut(odd);
-                let q0 = &mut lo[even + 1..][..w / 2];
+                let q0 = &mut lo[even + 1..][..half];
                 let q1 = &mut hi[..w.div_ceil(2)];
-                for ((pair, d1), d0) in src.chunks_exact(2).zip(q1.iter_mut()).zip(q0.iter_mut()) {
-                    *d1 = pair[0];
-                    *d0 = pair[1];
+                let mut m = 0;
+                while m + LANES <= half {
+                    // SAFETY: 2m + 2 LANES <= 2 half <= w = src.len(), and
+                    // m + LANES <= half <= q0.len(), q1.len().
+                    unsafe {
+                        S::deinterleave(
+                            src.as_ptr().add(2 * m),
+                            q1.as_mut_ptr().add(m),
+                            q0.as_mut_ptr().add(m),
+                        )
+                    };
+                    m += LANES;
+                }
+                for m in m..half {
+                    q1[m] = src[2 * m];
+                    q0[m] = src[2 * m + 1];
                 }
                 if w % 2 == 1 {
-                    q1[w / 2] = src[w - 1];
+                    q1[half] = src[w - 1];
                 }
             }
         }
@@ -334,36 +525,50 @@ impl Geom {
     /// Copies one `dy` plane into the padded `dy` buffer: `dy[oh][ow]` goes to
     /// `(oh + 1) * R + ow + 1`, every other position stays zero.
     #[inline(always)]
-    fn fill_grad(&self, dyp: &[f32], dpad: &mut [f32]) {
+    fn fill_grad<S: Simd>(&self, dyp: &[f32], dpad: &mut [f32]) {
         let (wo, row) = (self.wo, self.row);
         for (oh, src) in dyp.chunks_exact(wo).enumerate() {
-            dpad[(oh + 1) * row + 1..][..wo].copy_from_slice(src);
+            copy::<S>(src, &mut dpad[(oh + 1) * row + 1..][..wo]);
         }
     }
 
     /// Copies the valid columns of a flat result (`rows` rows of length `R`) out.
     #[inline(always)]
-    fn copy_rows(&self, flat: &[f32], dst: &mut [f32], cols: usize) {
+    fn copy_rows<S: Simd>(&self, flat: &[f32], dst: &mut [f32], cols: usize) {
         for (r, d) in dst.chunks_exact_mut(cols).enumerate() {
-            d.copy_from_slice(&flat[r * self.row..][..cols]);
+            copy::<S>(&flat[r * self.row..][..cols], d);
         }
     }
 
     /// Stride 2: interleaves the four polyphase components of the padded `dx` (in `tmp`,
     /// component `ph * 2 + pw` at `(ph * 2 + pw) * phase_r`) back into the `dx` plane.
     #[inline(always)]
-    fn interleave_dx(&self, tmp: &[f32], dxp: &mut [f32]) {
+    fn interleave_dx<S: Simd>(&self, tmp: &[f32], dxp: &mut [f32]) {
         let (w, row) = (self.w, self.row);
+        let half = w / 2;
         for (i, dst) in dxp.chunks_exact_mut(w).enumerate() {
             let (ph, a) = ((i + 1) & 1, (i + 1) >> 1);
-            let q0 = &tmp[(ph * 2) * self.phase_r + a * row + 1..][..w / 2];
+            let q0 = &tmp[(ph * 2) * self.phase_r + a * row + 1..][..half];
             let q1 = &tmp[(ph * 2 + 1) * self.phase_r + a * row..][..w.div_ceil(2)];
-            for ((pair, s1), s0) in dst.chunks_exact_mut(2).zip(q1.iter()).zip(q0.iter()) {
-                pair[0] = *s1;
-                pair[1] = *s0;
+            let mut m = 0;
+            while m + LANES <= half {
+                // SAFETY: m + LANES <= half <= q0.len(), q1.len(), and
+                // 2m + 2 LANES <= 2 half <= w = dst.len().
+                unsafe {
+                    S::interleave(
+                        q1.as_ptr().add(m),
+                        q0.as_ptr().add(m),
+                        dst.as_mut_ptr().add(2 * m),
+                    )
+                };
+                m += LANES;
+            }
+            for m in m..half {
+                dst[2 * m] = q1[m];
+                dst[2 * m + 1] = q0[m];
             }
             if w % 2 == 1 {
-                dst[w - 1] = q1[w / 2];
+                dst[w - 1] = q1[half];
             }
         }
     }
@@ -395,71 +600,47 @@ impl Scratch {
 // Vector kernels
 // ---------------------------------------------------------------------------------------
 
-/// Reads `LANES` floats at `p`.
-///
-/// # Safety
-/// `p .. p + LANES` must be readable.
-#[inline(always)]
-unsafe fn load(p: *const f32) -> [f32; LANES] {
-    // SAFETY: the caller guarantees the range is in bounds; unaligned read of plain floats.
-    unsafe { p.cast::<[f32; LANES]>().read_unaligned() }
-}
-
 /// `out[q] = sum_t wts[t] * src[q + offs[t]]` for every `q` of `out` (a whole number of
 /// vectors).
 #[inline(always)]
-fn conv<M: Madd, const N: usize>(src: &[f32], offs: &[usize; N], wts: &[f32; N], out: &mut [f32]) {
+fn conv<S: Simd, const N: usize>(src: &[f32], offs: &[usize; N], wts: &[f32; N], out: &mut [f32]) {
     assert!(out.len().is_multiple_of(LANES));
     let max_off = offs.iter().copied().max().unwrap_or(0);
     assert!(src.len() >= out.len() + max_off);
+    let wv: [S::V; N] = std::array::from_fn(|t| S::splat(wts[t]));
     let sp = src.as_ptr();
-    for (ci, o) in out.chunks_exact_mut(LANES).enumerate() {
-        let q = ci * LANES;
-        let mut acc = [0.0f32; LANES];
+    let op = out.as_mut_ptr();
+    for q in (0..out.len()).step_by(LANES) {
+        let mut acc = S::splat(0.0);
         for t in 0..N {
             // SAFETY: q + LANES <= out.len() and offs[t] <= max_off, so the read ends at
             // most at out.len() + max_off <= src.len() (asserted above).
-            let s = unsafe { load(sp.add(q + offs[t])) };
-            for l in 0..LANES {
-                acc[l] = M::madd(wts[t], s[l], acc[l]);
-            }
+            acc = S::fmadd(wv[t], unsafe { S::load(sp.add(q + offs[t])) }, acc);
         }
-        o.copy_from_slice(&acc);
+        // SAFETY: q + LANES <= out.len().
+        unsafe { S::store(op.add(q), acc) };
     }
 }
 
 /// `[sum_q d[q] * src[q + offs[t]] for t in 0..9]` over all of `d` (a whole number of
 /// vectors), accumulated in per-lane f32 sums reduced at the end.
 #[inline(always)]
-fn dots9<M: Madd>(d: &[f32], src: &[f32], offs: &[usize; 9]) -> [f32; 9] {
+fn dots9<S: Simd>(d: &[f32], src: &[f32], offs: &[usize; 9]) -> [f32; 9] {
     assert!(d.len().is_multiple_of(LANES));
     let max_off = offs.iter().copied().max().unwrap_or(0);
     assert!(src.len() >= d.len() + max_off);
     let sp = src.as_ptr();
-    let mut acc = [[0.0f32; LANES]; 9];
-    for (ci, dc) in d.chunks_exact(LANES).enumerate() {
-        let q = ci * LANES;
-        let dv: [f32; LANES] = dc.try_into().unwrap();
+    let dp = d.as_ptr();
+    let mut acc = [S::splat(0.0); 9];
+    for q in (0..d.len()).step_by(LANES) {
+        // SAFETY: q + LANES <= d.len().
+        let dv = unsafe { S::load(dp.add(q)) };
         for t in 0..9 {
             // SAFETY: as in `conv`: q + offs[t] + LANES <= d.len() + max_off <= src.len().
-            let s = unsafe { load(sp.add(q + offs[t])) };
-            for l in 0..LANES {
-                acc[t][l] = M::madd(dv[l], s[l], acc[t][l]);
-            }
+            acc[t] = S::fmadd(dv, unsafe { S::load(sp.add(q + offs[t])) }, acc[t]);
         }
     }
-    acc.map(|a| {
-        // Pairwise reduction of the lanes.
-        let mut v = a;
-        let mut width = LANES / 2;
-        while width >= 1 {
-            for l in 0..width {
-                v[l] += v[l + width];
-            }
-            width /= 2;
-        }
-        v[0]
-    })
+    acc.map(S::reduce)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -496,7 +677,7 @@ fn forward_isa(
 /// Forward of the consecutive planes `x` -> `y`, the first one being plane `p0` of the
 /// batch (its channel is `p0 % c`).
 #[inline(always)]
-fn forward_task_body<M: Madd>(
+fn forward_task_body<S: Simd>(
     g: &Geom,
     x: &[f32],
     y: &mut [f32],
@@ -513,10 +694,10 @@ fn forward_task_body<M: Madd>(
     {
         let ch = (p0 + k) % c;
         let wt: &[f32; 9] = weight[ch * 9..ch * 9 + 9].try_into().unwrap();
-        g.fill_input(xp, &mut scr.pad);
+        g.fill_input::<S>(xp, &mut scr.pad);
         let out = &mut scr.tmp[..g.out_r];
-        conv::<M, 9>(&scr.pad, &g.offs, wt, out);
-        g.copy_rows(out, yp, g.wo);
+        conv::<S, 9>(&scr.pad, &g.offs, wt, out);
+        g.copy_rows::<S>(out, yp, g.wo);
     }
 }
 
@@ -590,7 +771,7 @@ fn backward_isa(
 /// Backward of channel `ch` over the whole batch: writes its `dx` planes (when asked) and
 /// returns its weight gradient (zeros when not asked).
 #[inline(always)]
-fn backward_channel_body<M: Madd>(
+fn backward_channel_body<S: Simd>(
     g: &Geom,
     job: &BackwardJob<'_>,
     ch: usize,
@@ -605,13 +786,13 @@ fn backward_channel_body<M: Madd>(
     for b in 0..job.n {
         let p = b * job.c + ch;
         let dyp = &job.dy[p * pout..][..pout];
-        g.fill_grad(dyp, &mut scr.dpad);
+        g.fill_grad::<S>(dyp, &mut scr.dpad);
         if job.need_weight {
             let xp = &job.x[p * pin..][..pin];
-            g.fill_input(xp, &mut scr.pad);
+            g.fill_input::<S>(xp, &mut scr.pad);
             // Flat dy with zero junk columns: d[q] = dpad[q + R + 1].
             let d = &scr.dpad[row + 1..][..g.out_r];
-            let part = dots9::<M>(d, &scr.pad, &g.offs);
+            let part = dots9::<S>(d, &scr.pad, &g.offs);
             for t in 0..9 {
                 dw[t] += f64::from(part[t]);
             }
@@ -623,8 +804,8 @@ fn backward_channel_body<M: Madd>(
             if g.stride == 1 {
                 // dx[i][j] = sum w[kh][kw] * dpad[q + (2 - kh) R + (2 - kw)], q = i R + j.
                 let out = &mut scr.tmp[..g.out_r];
-                conv::<M, 9>(&scr.dpad, &g.offs, &wrev, out);
-                g.copy_rows(out, dxp, g.w);
+                conv::<S, 9>(&scr.dpad, &g.offs, &wrev, out);
+                g.copy_rows::<S>(out, dxp, g.w);
             } else {
                 // Polyphase component (ph, pw) of the padded dx, at a = (q / R, b = q % R):
                 // sum over taps of that phase of w * dy[a - dr][b - dc]
@@ -636,11 +817,11 @@ fn backward_channel_body<M: Madd>(
                 let (t10, rest) = rest.split_at_mut(pr);
                 let t11 = &mut rest[..pr];
                 let dp = &scr.dpad;
-                conv::<M, 4>(dp, &[r1, r0, 1, 0], &[wt[0], wt[2], wt[6], wt[8]], t00);
-                conv::<M, 2>(dp, &[r1, 1], &[wt[1], wt[7]], t01);
-                conv::<M, 2>(dp, &[r1, r0], &[wt[3], wt[5]], t10);
-                conv::<M, 1>(dp, &[r1], &[wt[4]], t11);
-                g.interleave_dx(&scr.tmp, dxp);
+                conv::<S, 4>(dp, &[r1, r0, 1, 0], &[wt[0], wt[2], wt[6], wt[8]], t00);
+                conv::<S, 2>(dp, &[r1, 1], &[wt[1], wt[7]], t01);
+                conv::<S, 2>(dp, &[r1, r0], &[wt[3], wt[5]], t10);
+                conv::<S, 1>(dp, &[r1], &[wt[4]], t11);
+                g.interleave_dx::<S>(&scr.tmp, dxp);
             }
         }
     }
