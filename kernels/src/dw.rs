@@ -22,6 +22,7 @@
 //!   1-tap correlation of `dy` that is then interleaved back (stride 2).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Vector width (f32 lanes) the inner loops are written for: one AVX-512 register.
@@ -138,6 +139,32 @@ trait Simd {
     fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Sum of the lanes.
     fn reduce(v: Self::V) -> f32;
+    /// Reads `len < LANES` floats at `p` into the first lanes (the others are zero).
+    ///
+    /// # Safety
+    /// `p .. p + len` must be readable.
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, len: usize) -> Self::V {
+        let mut a = [0.0f32; LANES];
+        // SAFETY: `len < LANES` floats readable by the caller's contract; `a` holds LANES.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, a.as_mut_ptr(), len.min(LANES));
+            Self::load(a.as_ptr())
+        }
+    }
+    /// Writes the first `len < LANES` lanes of `v` at `p`.
+    ///
+    /// # Safety
+    /// `p .. p + len` must be writable.
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self::V, len: usize) {
+        let mut a = [0.0f32; LANES];
+        // SAFETY: `a` holds LANES floats; `len < LANES` writable at `p` by contract.
+        unsafe {
+            Self::store(a.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(a.as_ptr(), p, len.min(LANES));
+        }
+    }
     /// `even[k] = src[2k]`, `odd[k] = src[2k + 1]` for `k < LANES`.
     ///
     /// # Safety
@@ -170,17 +197,39 @@ trait Simd {
 
 /// Copies `len` floats from `src` to `dst` with vector moves (rows are short, so this beats
 /// a `memmove` call).
+///
+/// # Safety
+/// `src .. src + len` readable, `dst .. dst + len` writable, not overlapping.
+#[inline(always)]
+unsafe fn copy_raw<S: Simd>(src: *const f32, dst: *mut f32, len: usize) {
+    let mut k = 0;
+    // SAFETY (whole body): every access is below `len` on both sides.
+    unsafe {
+        while k + LANES <= len {
+            S::store(dst.add(k), S::load(src.add(k)));
+            k += LANES;
+        }
+        if k < len {
+            S::store_part(dst.add(k), S::load_part(src.add(k), len - k), len - k);
+        }
+    }
+}
+
+/// Copies `dst.len()` floats of `src` into `dst`.
 #[inline(always)]
 fn copy<S: Simd>(src: &[f32], dst: &mut [f32]) {
-    let len = dst.len();
-    assert!(src.len() >= len);
-    let mut k = 0;
-    while k + LANES <= len {
-        // SAFETY: k + LANES <= len <= both lengths.
-        unsafe { S::store(dst.as_mut_ptr().add(k), S::load(src.as_ptr().add(k))) };
-        k += LANES;
-    }
-    dst[k..].copy_from_slice(&src[k..len]);
+    assert!(src.len() >= dst.len());
+    // SAFETY: both ranges in bounds (asserted), distinct borrows cannot overlap.
+    unsafe { copy_raw::<S>(src.as_ptr(), dst.as_mut_ptr(), dst.len()) }
+}
+
+/// Copies `dst.len()` floats of `src` into the (possibly uninitialised) `dst`.
+#[inline(always)]
+fn copy_out<S: Simd>(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    assert!(src.len() >= dst.len());
+    // SAFETY: both ranges in bounds (asserted), distinct borrows cannot overlap; writing
+    // f32s into MaybeUninit<f32> storage is always allowed.
+    unsafe { copy_raw::<S>(src.as_ptr(), dst.as_mut_ptr().cast::<f32>(), dst.len()) }
 }
 
 /// AVX-512 vectors (`__m512`).
@@ -214,6 +263,18 @@ impl Simd for Avx512 {
     fn reduce(v: Self::V) -> f32 {
         // SAFETY: as in `splat`.
         unsafe { std::arch::x86_64::_mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, len: usize) -> Self::V {
+        let mask = ((1u32 << len.min(LANES)) - 1) as u16;
+        // SAFETY: masked-off lanes are not accessed; the others are readable by contract.
+        unsafe { std::arch::x86_64::_mm512_maskz_loadu_ps(mask, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self::V, len: usize) {
+        let mask = ((1u32 << len.min(LANES)) - 1) as u16;
+        // SAFETY: masked-off lanes are not accessed; the others are writable by contract.
+        unsafe { std::arch::x86_64::_mm512_mask_storeu_ps(p, mask, v) }
     }
     #[inline(always)]
     unsafe fn deinterleave(src: *const f32, even: *mut f32, odd: *mut f32) {
@@ -361,7 +422,7 @@ dispatch!(
     forward_task_body,
     forward_task_avx512,
     forward_task_avx2,
-    (g: &Geom, x: &[f32], y: &mut [f32], weight: &[f32], c: usize, p0: usize, scr: &mut Scratch) -> ()
+    (g: &Geom, x: &[f32], y: &mut [MaybeUninit<f32>], weight: &[f32], c: usize, p0: usize, scr: &mut Scratch) -> ()
 );
 
 dispatch!(
@@ -534,16 +595,16 @@ impl Geom {
 
     /// Copies the valid columns of a flat result (`rows` rows of length `R`) out.
     #[inline(always)]
-    fn copy_rows<S: Simd>(&self, flat: &[f32], dst: &mut [f32], cols: usize) {
+    fn copy_rows<S: Simd>(&self, flat: &[f32], dst: &mut [MaybeUninit<f32>], cols: usize) {
         for (r, d) in dst.chunks_exact_mut(cols).enumerate() {
-            copy::<S>(&flat[r * self.row..][..cols], d);
+            copy_out::<S>(&flat[r * self.row..][..cols], d);
         }
     }
 
     /// Stride 2: interleaves the four polyphase components of the padded `dx` (in `tmp`,
     /// component `ph * 2 + pw` at `(ph * 2 + pw) * phase_r`) back into the `dx` plane.
     #[inline(always)]
-    fn interleave_dx<S: Simd>(&self, tmp: &[f32], dxp: &mut [f32]) {
+    fn interleave_dx<S: Simd>(&self, tmp: &[f32], dxp: &mut [MaybeUninit<f32>]) {
         let (w, row) = (self.w, self.row);
         let half = w / 2;
         for (i, dst) in dxp.chunks_exact_mut(w).enumerate() {
@@ -558,17 +619,17 @@ impl Geom {
                     S::interleave(
                         q1.as_ptr().add(m),
                         q0.as_ptr().add(m),
-                        dst.as_mut_ptr().add(2 * m),
+                        dst.as_mut_ptr().add(2 * m).cast::<f32>(),
                     )
                 };
                 m += LANES;
             }
             for m in m..half {
-                dst[2 * m] = q1[m];
-                dst[2 * m + 1] = q0[m];
+                dst[2 * m].write(q1[m]);
+                dst[2 * m + 1].write(q0[m]);
             }
             if w % 2 == 1 {
-                dst[w - 1] = q1[half];
+                dst[w - 1].write(q1[half]);
             }
         }
     }
@@ -622,6 +683,55 @@ fn conv<S: Simd, const N: usize>(src: &[f32], offs: &[usize; N], wts: &[f32; N],
     }
 }
 
+/// Row-wise `conv` written straight into the output: row `r` of `dst` (`cols` wide) gets
+/// `sum_t wts[t] * src[r * row + k + offs[t]]` for `k < cols`.
+#[inline(always)]
+fn conv_rows<S: Simd, const N: usize>(
+    src: &[f32],
+    offs: &[usize; N],
+    wts: &[f32; N],
+    row: usize,
+    dst: &mut [MaybeUninit<f32>],
+    cols: usize,
+) {
+    let rows = dst.len() / cols;
+    assert_eq!(rows * cols, dst.len());
+    if rows == 0 {
+        return;
+    }
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    // The last (partial) vector of a row reads whole vectors, up to round_up(cols) columns.
+    assert!(src.len() >= (rows - 1) * row + round_up(cols) + max_off);
+    let wv: [S::V; N] = std::array::from_fn(|t| S::splat(wts[t]));
+    let sp = src.as_ptr();
+    for (r, d) in dst.chunks_exact_mut(cols).enumerate() {
+        let dp = d.as_mut_ptr().cast::<f32>();
+        let base = r * row;
+        let mut k = 0;
+        while k < cols {
+            let mut acc = S::splat(0.0);
+            for t in 0..N {
+                // SAFETY: base + k + offs[t] + LANES <= (rows - 1) row + round_up(cols)
+                // + max_off <= src.len() (asserted above).
+                acc = S::fmadd(wv[t], unsafe { S::load(sp.add(base + k + offs[t])) }, acc);
+            }
+            // SAFETY: k < cols = d.len(); the stores stay below cols.
+            unsafe {
+                if k + LANES <= cols {
+                    S::store(dp.add(k), acc);
+                } else {
+                    S::store_part(dp.add(k), acc, cols - k);
+                }
+            }
+            k += LANES;
+        }
+    }
+}
+
+/// Output rows at least this wide are computed row by row straight into the output;
+/// narrower ones on the flat plane and then copied out.
+const DIRECT_COLS: usize = 14;
+
 /// `[sum_q d[q] * src[q + offs[t]] for t in 0..9]` over all of `d` (a whole number of
 /// vectors), accumulated in per-lane f32 sums reduced at the end.
 #[inline(always)]
@@ -647,6 +757,17 @@ fn dots9<S: Simd>(d: &[f32], src: &[f32], offs: &[usize; 9]) -> [f32; 9] {
 // Forward
 // ---------------------------------------------------------------------------------------
 
+/// An empty Vec with room for `len` outputs, which the kernels write in full before
+/// `set_len` (skipping the zeroing pass over a buffer that is overwritten anyway). In tests
+/// the spare capacity is poisoned with NaN, so an output the kernel misses fails the checks.
+fn alloc_output(len: usize) -> Vec<f32> {
+    #[allow(unused_mut)]
+    let mut v = Vec::with_capacity(len);
+    #[cfg(test)]
+    v.spare_capacity_mut()[..len].fill(MaybeUninit::new(f32::NAN));
+    v
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_isa(
     isa: Isa,
@@ -662,15 +783,20 @@ fn forward_isa(
     assert_eq!(x.len(), n * c * h * w, "dw::forward: x length");
     assert_eq!(weight.len(), c * 9, "dw::forward: weight length");
     let (pin, pout) = (h * w, g.ho * g.wo);
-    let mut y = vec![0.0f32; n * c * pout];
+    let len = n * c * pout;
+    let mut y = alloc_output(len);
     let ppt = (TASK_OUTPUTS / pout.max(pin)).max(1);
-    y.par_chunks_mut(ppt * pout)
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(ppt * pout)
         .zip(x.par_chunks(ppt * pin))
         .enumerate()
         .for_each_init(
             || Scratch::new(&g, false),
             |scr, (ti, (yc, xc))| forward_task(isa, &g, xc, yc, weight, c, ti * ppt, scr),
         );
+    // SAFETY: every plane of y has been fully written by `forward_task` (each output row
+    // is stored whole), and capacity >= len.
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -680,7 +806,7 @@ fn forward_isa(
 fn forward_task_body<S: Simd>(
     g: &Geom,
     x: &[f32],
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     weight: &[f32],
     c: usize,
     p0: usize,
@@ -695,9 +821,13 @@ fn forward_task_body<S: Simd>(
         let ch = (p0 + k) % c;
         let wt: &[f32; 9] = weight[ch * 9..ch * 9 + 9].try_into().unwrap();
         g.fill_input::<S>(xp, &mut scr.pad);
-        let out = &mut scr.tmp[..g.out_r];
-        conv::<S, 9>(&scr.pad, &g.offs, wt, out);
-        g.copy_rows::<S>(out, yp, g.wo);
+        if g.wo >= DIRECT_COLS {
+            conv_rows::<S, 9>(&scr.pad, &g.offs, wt, g.row, yp, g.wo);
+        } else {
+            let out = &mut scr.tmp[..g.out_r];
+            conv::<S, 9>(&scr.pad, &g.offs, wt, out);
+            g.copy_rows::<S>(out, yp, g.wo);
+        }
     }
 }
 
@@ -747,14 +877,17 @@ fn backward_isa(
     if !need_input && !need_weight {
         return (None, None);
     }
-    let mut dx = need_input.then(|| vec![0.0f32; n * c * h * w]);
+    let len = n * c * h * w;
+    let mut dx = need_input.then(|| alloc_output(len));
     let job = BackwardJob {
         x,
         weight,
         dy,
         n,
         c,
-        dx: dx.as_mut().map(|v| SyncPtr(v.as_mut_ptr())),
+        dx: dx
+            .as_mut()
+            .map(|v| SyncPtr(v.spare_capacity_mut().as_mut_ptr().cast::<f32>())),
         need_weight,
     };
     let dws: Vec<[f32; 9]> = (0..c)
@@ -764,6 +897,11 @@ fn backward_isa(
             |scr, ch| backward_channel(isa, &g, &job, ch, scr),
         )
         .collect();
+    if let Some(v) = dx.as_mut() {
+        // SAFETY: the channel tasks have fully written every plane of dx (each row is
+        // stored whole), and capacity >= len.
+        unsafe { v.set_len(len) };
+    }
     let dw = need_weight.then(|| dws.concat());
     (dx, dw)
 }
@@ -800,12 +938,19 @@ fn backward_channel_body<S: Simd>(
         if let Some(ptr) = job.dx {
             // SAFETY: plane p = b * c + ch lies inside the n * c * h * w dx buffer, which
             // outlives the parallel loop; only the task of channel ch touches it.
-            let dxp = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(p * pin), pin) };
+            // The slice is of MaybeUninit, so building it over unwritten memory is fine.
+            let dxp = unsafe {
+                std::slice::from_raw_parts_mut(ptr.0.add(p * pin).cast::<MaybeUninit<f32>>(), pin)
+            };
             if g.stride == 1 {
                 // dx[i][j] = sum w[kh][kw] * dpad[q + (2 - kh) R + (2 - kw)], q = i R + j.
-                let out = &mut scr.tmp[..g.out_r];
-                conv::<S, 9>(&scr.dpad, &g.offs, &wrev, out);
-                g.copy_rows::<S>(out, dxp, g.w);
+                if g.w >= DIRECT_COLS {
+                    conv_rows::<S, 9>(&scr.dpad, &g.offs, &wrev, row, dxp, g.w);
+                } else {
+                    let out = &mut scr.tmp[..g.out_r];
+                    conv::<S, 9>(&scr.dpad, &g.offs, &wrev, out);
+                    g.copy_rows::<S>(out, dxp, g.w);
+                }
             } else {
                 // Polyphase component (ph, pw) of the padded dx, at a = (q / R, b = q % R):
                 // sum over taps of that phase of w * dy[a - dr][b - dc]
