@@ -9,7 +9,11 @@
 //! an output at flat index `q = oh * R + ow` (`R` being the padded row length) reads its nine
 //! taps at `q + offset[tap]`, constant offsets, so one long vector loop over `q` covers the
 //! whole plane whatever its width (the few junk columns between rows are dropped when the
-//! result is copied out).
+//! result is copied out). Output rows of at least `DIRECT_COLS` pixels are instead computed
+//! row by row straight into the output (the row tail with a masked store), which saves the
+//! copy; the outputs are never zero-filled first, since every element is written once.
+//! All inner loops use 16-lane vectors (`Simd`: AVX-512, AVX2 + FMA, or portable arrays),
+//! chosen once at run time.
 //!
 //! - Stride 1: the padded plane is `(h + 2) x (w + 2)`, tap `(kh, kw)` is at `kh * R + kw`.
 //! - Stride 2: the padded plane is split into its four polyphase components
