@@ -15,4 +15,5 @@
 //!   and other targets.
 
 pub mod bn;
+pub mod dw;
 pub mod pw;

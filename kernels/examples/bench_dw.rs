@@ -1,0 +1,98 @@
+//! Microbenchmark of the depthwise 3x3 kernels on the MobileNetV2/ShuffleNet shapes.
+//!
+//! `cargo run --release -p dermclass-kernels --example bench_dw` (set `RAYON_NUM_THREADS`
+//! to pin the thread count). Prints the median milliseconds of forward and of backward
+//! (both gradients) per shape. Optional arguments: indices of the shapes to run.
+
+use dermclass_kernels::dw;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Median of `reps` timed runs of `f` in milliseconds, after `warm` untimed runs.
+fn median_ms(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[reps / 2]
+}
+
+fn main() {
+    let shapes = [
+        (16, 32, 112, 112, 1),
+        (16, 96, 112, 112, 2),
+        (16, 144, 56, 56, 1),
+        (16, 144, 56, 56, 2),
+        (16, 192, 28, 28, 1),
+        (16, 192, 28, 28, 2),
+        (16, 384, 14, 14, 1),
+        (16, 576, 14, 14, 1),
+        (16, 576, 14, 14, 2),
+        (16, 960, 7, 7, 1),
+        (1, 144, 56, 56, 1),
+    ];
+    println!(
+        "threads: {} (RAYON_NUM_THREADS to change)",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:>4} {:>4} {:>4} {:>4} {:>2} | {:>9} {:>9} {:>9}",
+        "n", "c", "h", "w", "s", "fwd ms", "bwd ms", "f+b ms"
+    );
+    let (mut tf, mut tb) = (0.0, 0.0);
+    // Optional arguments: indices (0-based) of the shapes to run.
+    let only: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    for (i, &(n, c, h, w, s)) in shapes.iter().enumerate() {
+        if !only.is_empty() && !only.contains(&i) {
+            continue;
+        }
+        let (ho, wo) = (dw::out_size(h, s), dw::out_size(w, s));
+        // Cheap deterministic pseudo-random data.
+        let data = |len: usize, seed: u32| -> Vec<f32> {
+            (0..len)
+                .map(|i| {
+                    let v = (i as u32).wrapping_mul(2654435761).wrapping_add(seed);
+                    (v >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let x = data(n * c * h * w, 1);
+        let wt = data(c * 9, 2);
+        let dy = data(n * c * ho * wo, 3);
+        let reps = if n * c * h * w > 4_000_000 { 9 } else { 21 };
+        let f = median_ms(3, reps, || {
+            black_box(dw::forward(black_box(&x), &wt, n, c, h, w, s));
+        });
+        let b = median_ms(3, reps, || {
+            black_box(dw::backward(
+                black_box(&x),
+                &wt,
+                &dy,
+                n,
+                c,
+                h,
+                w,
+                s,
+                true,
+                true,
+            ));
+        });
+        tf += f;
+        tb += b;
+        println!(
+            "{n:>4} {c:>4} {h:>4} {w:>4} {s:>2} | {f:>9.3} {b:>9.3} {:>9.3}",
+            f + b
+        );
+    }
+    println!("{:>22} | {tf:>9.3} {tb:>9.3} {:>9.3}", "total", tf + tb);
+}
