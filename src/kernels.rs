@@ -11,15 +11,17 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
+use dermclass_kernels::bn::{self, Act};
+use dermclass_kernels::dw;
 use dermclass_kernels::pw::{self, PwShape};
 
 /// Custom operations of the fast CPU path. Implemented for `Flex` and `Autodiff<Flex>`;
@@ -32,6 +34,37 @@ pub trait MobileKernels: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Depthwise 3x3 convolution, padding 1, stride 1 or 2, no bias: x [N, C, H, W],
+    /// weight [C, 1, 3, 3].
+    fn depthwise_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Training batch norm followed by `act`, with the batch statistics: returns
+    /// (output, batch mean [C], biased batch variance [C]). Mean and variance carry no
+    /// gradient.
+    fn batch_norm_act_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        act: Act,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Inference batch norm with the given statistics followed by `act`. Carries no
+    /// gradient: the wrappers only call it off autodiff.
+    fn batch_norm_act_eval(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        act: Act,
     ) -> FloatTensor<Self>;
 }
 
@@ -78,6 +111,71 @@ pub fn pointwise_conv(x: Tensor<4>, weight: Tensor<4>, groups: usize) -> Tensor<
     ))
 }
 
+/// Depthwise 3x3 convolution (padding 1, stride 1 or 2, no bias) on the fast path. The
+/// caller checks [`fast_path`] first.
+pub fn depthwise_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as MobileKernels>::depthwise_conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        stride,
+    ))
+}
+
+/// Output of [`batch_norm_act_train`].
+pub struct BatchNormActTrain {
+    /// `act(batch_norm(x))`, differentiable in x, gamma and beta.
+    pub output: Tensor<4>,
+    /// Batch mean per channel (no gradient).
+    pub mean: Tensor<1>,
+    /// Biased batch variance per channel (no gradient).
+    pub variance: Tensor<1>,
+}
+
+/// Training batch norm + activation in two passes forward and two backward. The caller
+/// checks [`fast_path`] first and updates its running statistics from the result.
+pub fn batch_norm_act_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    act: Act,
+) -> BatchNormActTrain {
+    let (output, mean, variance) = <Dispatch as MobileKernels>::batch_norm_act_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+        act,
+    );
+    BatchNormActTrain {
+        output: Tensor::from_dispatch(output),
+        mean: Tensor::from_dispatch(mean),
+        variance: Tensor::from_dispatch(variance),
+    }
+}
+
+/// Inference batch norm + activation in one pass. Gives no gradient, so the caller uses it
+/// only off autodiff (and checks [`fast_path`] first).
+pub fn batch_norm_act_eval(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+    act: Act,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as MobileKernels>::batch_norm_act_eval(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        mean.into_dispatch(),
+        var.into_dispatch(),
+        epsilon,
+        act,
+    ))
+}
+
 /// A contiguous `f32` view of a flex tensor with its shape.
 struct Raw {
     tensor: FlexTensor,
@@ -114,12 +212,67 @@ fn pw_shape(x: &[usize], weight: &[usize], groups: usize) -> PwShape {
     }
 }
 
+/// `(n, c, h*w)` of an NCHW shape.
+fn planes(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2] * shape[3])
+}
+
 impl MobileKernels for Flex {
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, groups: usize) -> FlexTensor {
         let (x, weight) = (Raw::new(x), Raw::new(weight));
         let s = pw_shape(&x.shape, &weight.shape, groups);
         let y = pw::forward(x.data(), weight.data(), s);
         flex(y, [s.n, s.c_out, x.shape[2], x.shape[3]])
+    }
+
+    fn depthwise_conv3x3(x: FlexTensor, weight: FlexTensor, stride: usize) -> FlexTensor {
+        let (x, weight) = (Raw::new(x), Raw::new(weight));
+        let [n, c, h, w] = x.shape[..] else {
+            panic!("depthwise conv: rank-4 input expected")
+        };
+        let y = dw::forward(x.data(), weight.data(), n, c, h, w, stride);
+        flex(y, [n, c, dw::out_size(h, stride), dw::out_size(w, stride)])
+    }
+
+    fn batch_norm_act_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        act: Act,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, gamma, beta) = (Raw::new(x), Raw::new(gamma), Raw::new(beta));
+        let (n, c, hw) = planes(&x.shape);
+        let (y, mean, var) =
+            bn::train_forward(x.data(), gamma.data(), beta.data(), n, c, hw, epsilon, act);
+        (flex(y, x.shape.clone()), flex(mean, [c]), flex(var, [c]))
+    }
+
+    fn batch_norm_act_eval(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        epsilon: f64,
+        act: Act,
+    ) -> FlexTensor {
+        let x = Raw::new(x);
+        let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(Raw::new);
+        let (n, c, hw) = planes(&x.shape);
+        let y = bn::eval_forward(
+            x.data(),
+            gamma.data(),
+            beta.data(),
+            mean.data(),
+            var.data(),
+            n,
+            c,
+            hw,
+            epsilon,
+            act,
+        );
+        flex(y, x.shape.clone())
     }
 }
 
@@ -147,6 +300,90 @@ impl Backward<Flex, 2> for PointwiseBackward {
     }
 }
 
+/// Backward of [`MobileKernels::depthwise_conv3x3`]: state is (x, weight, stride).
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 2> for DepthwiseBackward {
+    type State = (FlexTensor, FlexTensor, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = Raw::new(grads.consume::<Flex>(&ops.node));
+        let (x, weight, stride) = ops.state;
+        let (x, weight) = (Raw::new(x), Raw::new(weight));
+        let [n, c, h, w] = x.shape[..] else {
+            unreachable!("the forward checked the rank")
+        };
+        let (dx, dw) = dw::backward(
+            x.data(),
+            weight.data(),
+            dy.data(),
+            n,
+            c,
+            h,
+            w,
+            stride,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
+        }
+    }
+}
+
+/// Backward of [`MobileKernels::batch_norm_act_train`]: state is
+/// (x, gamma, beta, mean, variance, epsilon, act).
+#[derive(Debug)]
+struct BatchNormActBackward;
+
+impl Backward<Flex, 3> for BatchNormActBackward {
+    type State = (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        f64,
+        Act,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = Raw::new(grads.consume::<Flex>(&ops.node));
+        let (x, gamma, beta, mean, var, epsilon, act) = ops.state;
+        let x = Raw::new(x);
+        let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(Raw::new);
+        let (n, c, hw) = planes(&x.shape);
+        let (dx, d_gamma, d_beta) = bn::train_backward(
+            x.data(),
+            gamma.data(),
+            beta.data(),
+            mean.data(),
+            var.data(),
+            dy.data(),
+            n,
+            c,
+            hw,
+            epsilon,
+            act,
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex(d_gamma, [c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex(d_beta, [c]));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
     fn pointwise_conv(
         x: FloatTensor<Self>,
@@ -169,5 +406,79 @@ impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
                 groups,
             )),
         }
+    }
+
+    fn depthwise_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                let y = Flex::depthwise_conv3x3(x.clone(), weight.clone(), stride);
+                prep.finish((x, weight, stride), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::depthwise_conv3x3(
+                x.into_primitive(),
+                weight.into_primitive(),
+                stride,
+            )),
+        }
+    }
+
+    fn batch_norm_act_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        act: Act,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prepared = BatchNormActBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        let (y, mean, var) =
+            Flex::batch_norm_act_train(x.clone(), gamma.clone(), beta.clone(), epsilon, act);
+        let output = match prepared {
+            OpsKind::Tracked(prep) => {
+                prep.finish((x, gamma, beta, mean.clone(), var.clone(), epsilon, act), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (
+            output,
+            FloatTensor::<Self>::new(mean),
+            FloatTensor::<Self>::new(var),
+        )
+    }
+
+    fn batch_norm_act_eval(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        act: Act,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(Flex::batch_norm_act_eval(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            mean.into_primitive(),
+            var.into_primitive(),
+            epsilon,
+            act,
+        ))
     }
 }

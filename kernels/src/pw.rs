@@ -46,9 +46,17 @@ impl PwShape {
             self.c_out,
             self.groups
         );
-        assert_eq!(x_len, self.n * self.c_in * self.hw, "pointwise: input length");
+        assert_eq!(
+            x_len,
+            self.n * self.c_in * self.hw,
+            "pointwise: input length"
+        );
         assert_eq!(w_len, self.c_out * self.k(), "pointwise: weight length");
-        assert_eq!(y_len, self.n * self.c_out * self.hw, "pointwise: output length");
+        assert_eq!(
+            y_len,
+            self.n * self.c_out * self.hw,
+            "pointwise: output length"
+        );
     }
 }
 
@@ -281,12 +289,48 @@ mod tests {
     }
 
     const SHAPES: [PwShape; 6] = [
-        PwShape { n: 1, c_in: 3, c_out: 5, hw: 7, groups: 1 },
-        PwShape { n: 3, c_in: 16, c_out: 24, hw: 49, groups: 1 },
-        PwShape { n: 2, c_in: 12, c_out: 6, hw: 13, groups: 3 },
-        PwShape { n: 4, c_in: 24, c_out: 48, hw: 1, groups: 8 },
-        PwShape { n: 1, c_in: 40, c_out: 8, hw: 200, groups: 2 },
-        PwShape { n: 5, c_in: 17, c_out: 33, hw: 31, groups: 1 },
+        PwShape {
+            n: 1,
+            c_in: 3,
+            c_out: 5,
+            hw: 7,
+            groups: 1,
+        },
+        PwShape {
+            n: 3,
+            c_in: 16,
+            c_out: 24,
+            hw: 49,
+            groups: 1,
+        },
+        PwShape {
+            n: 2,
+            c_in: 12,
+            c_out: 6,
+            hw: 13,
+            groups: 3,
+        },
+        PwShape {
+            n: 4,
+            c_in: 24,
+            c_out: 48,
+            hw: 1,
+            groups: 8,
+        },
+        PwShape {
+            n: 1,
+            c_in: 40,
+            c_out: 8,
+            hw: 200,
+            groups: 2,
+        },
+        PwShape {
+            n: 5,
+            c_in: 17,
+            c_out: 33,
+            hw: 31,
+            groups: 1,
+        },
     ];
 
     // f32 sums of up to a few thousand terms of size <= 1: 1e-5 relative is ~100 ulps of
@@ -332,17 +376,37 @@ mod tests {
 
     #[test]
     fn single_threaded_and_parallel_paths_agree() {
-        let s = PwShape { n: 3, c_in: 8, c_out: 12, hw: 50, groups: 2 };
+        let s = PwShape {
+            n: 3,
+            c_in: 8,
+            c_out: 12,
+            hw: 50,
+            groups: 2,
+        };
         let x = random(s.n * s.c_in * s.hw, 7);
         let w = random(s.c_out * s.k(), 8);
         let dy = random(s.n * s.c_out * s.hw, 9);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let (y1, dx1, dw1) = pool.install(|| {
-            (forward(&x, &w, s), backward_input(&dy, &w, s), backward_weight(&dy, &x, s))
+            (
+                forward(&x, &w, s),
+                backward_input(&dy, &w, s),
+                backward_weight(&dy, &x, s),
+            )
         });
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
         let (y4, dx4, dw4) = pool.install(|| {
-            (forward(&x, &w, s), backward_input(&dy, &w, s), backward_weight(&dy, &x, s))
+            (
+                forward(&x, &w, s),
+                backward_input(&dy, &w, s),
+                backward_weight(&dy, &x, s),
+            )
         });
         assert_eq!(y1, y4);
         assert_eq!(dx1, dx4);
@@ -353,7 +417,13 @@ mod tests {
     #[test]
     #[should_panic(expected = "do not split")]
     fn uneven_groups_are_rejected() {
-        let s = PwShape { n: 1, c_in: 4, c_out: 6, hw: 1, groups: 4 };
+        let s = PwShape {
+            n: 1,
+            c_in: 4,
+            c_out: 6,
+            hw: 1,
+            groups: 4,
+        };
         forward(&[0.0; 4], &[0.0; 6], s);
     }
 }

@@ -13,8 +13,9 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 
 use super::ModelError;
-use crate::kernels;
 use super::cost::CostTable;
+use crate::kernels;
+use dermclass_kernels::bn::Act;
 
 /// Nonlinearity applied after a convolution's batch norm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -178,20 +179,30 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// Runs the block: on flex (CPU) through the fast kernels where one fits the layer,
-    /// elsewhere through burn's own ops.
+    /// Runs the block: on flex (CPU) through the fast kernels (the convolution where one
+    /// fits the layer, batch norm fused with the activation), elsewhere through burn's ops.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = match self.fast_conv(&x) {
-            Some(kind) => self.run_fast_conv(kind, x),
+        if !kernels::fast_path(&x) {
+            return self
+                .activation
+                .apply(self.norm.forward(self.conv.forward(x)));
+        }
+        let y = match self.fast_conv() {
+            Some(FastConv::Pointwise) => {
+                kernels::pointwise_conv(x, self.conv.weight.val(), self.conv.groups)
+            }
+            Some(FastConv::Depthwise3x3 { stride }) => {
+                kernels::depthwise_conv3x3(x, self.conv.weight.val(), stride)
+            }
             None => self.conv.forward(x),
         };
-        self.activation.apply(self.norm.forward(y))
+        self.fast_norm_act(y)
     }
 
-    /// The fast kernel that computes this block's convolution for `x`, if any.
-    fn fast_conv(&self, x: &Tensor<4>) -> Option<FastConv> {
+    /// The fast kernel that computes this block's convolution, if any.
+    fn fast_conv(&self) -> Option<FastConv> {
         let conv = &self.conv;
-        if conv.bias.is_some() || conv.dilation != [1, 1] || !kernels::fast_path(x) {
+        if conv.bias.is_some() || conv.dilation != [1, 1] {
             return None;
         }
         let pad = match conv.padding {
@@ -202,15 +213,60 @@ impl ConvBn {
             }
             _ => return None,
         };
+        let [c_out, per_group, _, _] = conv.weight.dims();
+        let depthwise = per_group == 1 && conv.groups == c_out;
         match (conv.kernel_size, conv.stride, pad) {
             ([1, 1], [1, 1], 0) => Some(FastConv::Pointwise),
+            ([3, 3], [s, t], 1) if depthwise && s == t && (s == 1 || s == 2) => {
+                Some(FastConv::Depthwise3x3 { stride: s })
+            }
             _ => None,
         }
     }
 
-    fn run_fast_conv(&self, kind: FastConv, x: Tensor<4>) -> Tensor<4> {
-        match kind {
-            FastConv::Pointwise => kernels::pointwise_conv(x, self.conv.weight.val(), self.conv.groups),
+    /// Batch norm and activation through the fused kernels: batch statistics (updating the
+    /// running ones exactly as burn's `BatchNorm` does) when training, running statistics
+    /// off autodiff, burn's own ops otherwise (an evaluated layer on an autodiff device).
+    fn fast_norm_act(&self, y: Tensor<4>) -> Tensor<4> {
+        let act = match self.activation {
+            Activation::None => Act::Identity,
+            Activation::Relu => Act::Relu,
+            Activation::Relu6 => Act::Relu6,
+        };
+        let norm = &self.norm;
+        let device = y.device();
+        if device.is_autodiff() && norm.training.is_enabled() {
+            let batch = kernels::batch_norm_act_train(
+                y,
+                norm.gamma.val(),
+                norm.beta.val(),
+                norm.epsilon,
+                act,
+            );
+            let blend = |running: Tensor<1>, batch: Tensor<1>| {
+                running
+                    .to_device(&device)
+                    .mul_scalar(1.0 - norm.momentum)
+                    .add(batch.detach().mul_scalar(norm.momentum))
+                    .detach()
+            };
+            norm.running_mean
+                .update(blend(norm.running_mean.value_sync(), batch.mean));
+            norm.running_var
+                .update(blend(norm.running_var.value_sync(), batch.variance));
+            batch.output
+        } else if !device.is_autodiff() {
+            kernels::batch_norm_act_eval(
+                y,
+                norm.gamma.val(),
+                norm.beta.val(),
+                norm.running_mean.value().to_device(&device),
+                norm.running_var.value().to_device(&device),
+                norm.epsilon,
+                act,
+            )
+        } else {
+            self.activation.apply(norm.forward(y))
         }
     }
 }
@@ -220,6 +276,8 @@ impl ConvBn {
 enum FastConv {
     /// 1x1, stride 1, any groups.
     Pointwise,
+    /// Depthwise 3x3, padding 1, stride 1 or 2.
+    Depthwise3x3 { stride: usize },
 }
 
 /// Specification of the classifier head: global average pool, optional dropout, linear.
