@@ -1,0 +1,167 @@
+//! One training step of every mobile family with the fast CPU kernels on and off: the same
+//! loss, the same gradients, and the same inference logits afterwards (which use the
+//! batch-norm running statistics the training step updated).
+//!
+//! Its own test binary: the kernel switch is process-wide.
+//!
+//! Tolerances. Loss and logits: 1e-4 relative to the loss and to
+//! the largest logit (observed: 1e-6..4e-5). Gradients: a freshly
+//! initialised batch-norm network at batch 3 amplifies rounding differences in its backward
+//! pass (measured while writing this test: a 1e-6 input perturbation through burn's own ops
+//! alone moves the median parameter gradient by 1e-4..8e-2 relative, the same order as the
+//! fast kernels do), so gradients are compared as directions: the whole gradient (all
+//! parameters concatenated) must have cosine similarity >= 0.999 with the reference, and each
+//! parameter's gradient whose norm is at least 1e-2 of the largest one >= 0.99 (the others
+//! are analytically ~0, e.g. the shift of a batch norm that feeds another one, and hold only
+//! rounding noise). Each op is held to 1e-4 elementwise in tests/fast_kernels.rs; a wrong
+//! kernel or a missed running-statistics update moves these figures by O(1).
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::{Distribution, Gradients};
+use dermclass::kernels;
+use dermclass::model::ModelSpec;
+use dermclass::train::loss::cross_entropy;
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
+/// Every float tensor of a module (parameters and running statistics), with its gradient.
+struct Collect<'a> {
+    grads: &'a Gradients,
+    tensors: Vec<(Vec<f32>, Option<Vec<f32>>)>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let grad = value.grad(self.grads).map(|g| values(&g));
+        self.tensors.push((values(&value), grad));
+    }
+}
+
+struct Step {
+    loss: f32,
+    /// (value, gradient) of every float tensor of the model.
+    tensors: Vec<(Vec<f32>, Option<Vec<f32>>)>,
+    /// Inference logits of the model after its training step.
+    eval_logits: Vec<f32>,
+}
+
+fn one_step(arch: &str, fast: bool) -> Step {
+    kernels::set_enabled(fast);
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let spec = ModelSpec::parse(arch, 7)
+        .unwrap()
+        .with_dropout(0.0)
+        .unwrap();
+    let model = spec.build(&device).unwrap();
+    let x = Tensor::<4>::random(
+        [
+            3,
+            3,
+            std::env::var("HH").map_or(64, |v| v.parse().unwrap()),
+            48,
+        ],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let loss = cross_entropy(model.forward(x.clone()), &[0, 3, 6], None, 0.0);
+    let grads = loss.backward();
+    let mut collect = Collect {
+        grads: &grads,
+        tensors: Vec::new(),
+    };
+    model.visit(&mut collect);
+    let eval = model.valid();
+    let x = Tensor::<4>::from_data(x.to_data(), &Device::flex());
+    Step {
+        loss: values(&loss)[0],
+        tensors: collect.tensors,
+        eval_logits: values(&eval.forward(x)),
+    }
+}
+
+fn close(fast: f32, reference: f32) -> bool {
+    (fast - reference).abs() <= 1e-4 * reference.abs().max(1e-3)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt()).max(f64::MIN_POSITIVE)
+}
+
+#[test]
+fn a_training_step_is_the_same_with_and_without_the_fast_kernels() {
+    for arch in [
+        "mobilenet_v2:0.35",
+        "mobilenet_v1:0.25",
+        "shufflenet_v1:g3:0.5",
+        "shufflenet_v2:0.5",
+    ] {
+        let fast = one_step(arch, true);
+        let reference = one_step(arch, false);
+        assert!(
+            close(fast.loss, reference.loss),
+            "{arch}: loss {} vs {}",
+            fast.loss,
+            reference.loss
+        );
+        let scale = reference
+            .eval_logits
+            .iter()
+            .fold(0.0f32, |a, v| a.max(v.abs()));
+        for (i, (f, r)) in fast
+            .eval_logits
+            .iter()
+            .zip(&reference.eval_logits)
+            .enumerate()
+        {
+            assert!(
+                close(*f - *r + scale, scale),
+                "{arch}: inference logit {i}: {f} vs {r}"
+            );
+        }
+        assert_eq!(fast.tensors.len(), reference.tensors.len());
+        let mut pairs = Vec::new();
+        for (i, (f, r)) in fast.tensors.iter().zip(&reference.tensors).enumerate() {
+            assert_eq!(f.0, r.0, "{arch}: tensor {i} differs before any update");
+            match (&f.1, &r.1) {
+                (Some(fg), Some(rg)) => pairs.push((i, fg, rg)),
+                (None, None) => {}
+                _ => panic!("{arch}: tensor {i} has a gradient on one side only"),
+            }
+        }
+        assert!(pairs.len() > 20, "{arch}: only {} gradients", pairs.len());
+        let all_fast: Vec<f32> = pairs.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let all_ref: Vec<f32> = pairs.iter().flat_map(|p| p.2.iter().copied()).collect();
+        let whole = cosine(&all_fast, &all_ref);
+        assert!(whole >= 0.999, "{arch}: whole-gradient cosine {whole}");
+        let largest = pairs
+            .iter()
+            .map(|p| dot(p.2, p.2).sqrt())
+            .fold(0.0, f64::max);
+        let mut checked = 0;
+        for (i, f, r) in &pairs {
+            if dot(r, r).sqrt() >= 1e-2 * largest {
+                let c = cosine(f, r);
+                assert!(c >= 0.99, "{arch}: gradient of tensor {i}: cosine {c}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 10,
+            "{arch}: only {checked} gradients large enough to compare"
+        );
+    }
+    kernels::set_enabled(true);
+}
