@@ -8,6 +8,7 @@
 pub mod data;
 pub mod device;
 pub mod kernels;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod report;

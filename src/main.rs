@@ -35,6 +35,7 @@ enum Command {
 }
 
 fn main() {
+    dermclass::memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models => {

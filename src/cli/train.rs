@@ -542,12 +542,35 @@ pub struct BenchArgs {
     /// Print this run's measurements as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the speed table, split training steps at `--size`/`--batch` into the fast
+    /// kernels (per op and phase) and everything else.
+    #[arg(long)]
+    pub profile: bool,
+    /// Input size for `--profile`.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Batch size for `--profile`.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
 }
 
 /// Runs `dermclass bench`.
 pub fn run_bench(args: BenchArgs) -> Result<()> {
     use dermclass::train::speed::{SpeedReport, measure, render_table};
     let device = parse_device(&args.device)?;
+    if args.profile {
+        use dermclass::train::speed::{profile_training, render_profile};
+        let p = profile_training(
+            &args.arch,
+            &device,
+            args.size,
+            args.batch,
+            args.warmup,
+            args.steps.max(1),
+        )?;
+        print!("{}", render_profile(&p));
+        return Ok(());
+    }
     let ours = measure(&args.arch, &device, args.warmup, args.steps.max(1))?;
     if args.json {
         println!("{}", serde_json::to_string(&ours)?);

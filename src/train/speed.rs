@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::cross_entropy;
 use crate::data::bench::proc_status_kb;
+use crate::kernels::profile::{self, Phase};
 use crate::model::ModelSpec;
 
 /// What one framework measured. Throughputs are images per second; `None` = not measured.
@@ -41,10 +42,14 @@ pub fn columns(r: &SpeedReport) -> [(&'static str, Option<f64>); 5] {
     ]
 }
 
-/// Median images/s of `step` over `steps` timed calls after `warmup` untimed ones.
+/// Median images/s of `step` over `steps` timed calls after `warmup` untimed ones. The
+/// kernel profile (when recording) is reset after the warm-up.
 fn median_rate(batch: usize, warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
     let mut rates = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
+        if i == warmup {
+            profile::reset();
+        }
         let started = Instant::now();
         step();
         if i >= warmup {
@@ -113,6 +118,94 @@ pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Resu
         infer_224_b16: Some(infer_speed(&spec, device, 224, 16, warmup, steps)?),
         peak_rss_mb: proc_status_kb("VmHWM").map(|kb| kb as f64 / 1024.0),
     })
+}
+
+/// Where a training step's time goes: the fast kernels per phase, and the rest.
+#[derive(Clone, Debug)]
+pub struct StepProfile {
+    /// Architecture measured.
+    pub arch: String,
+    /// Input size (square) and batch.
+    pub size: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Median step time, ms.
+    pub step_ms: f64,
+    /// Per kernel phase: calls per step and ms per step (mean over the measured steps).
+    pub phases: Vec<(Phase, f64, f64)>,
+}
+
+/// Runs training steps of `arch` at `size`x`size`, batch `batch`, recording the fast
+/// kernels' time per phase.
+pub fn profile_training(
+    arch: &str,
+    device: &Device,
+    size: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<StepProfile> {
+    let spec = ModelSpec::parse(arch, 7)?;
+    profile::set_enabled(true);
+    let rate = train_speed(&spec, device, size, batch, warmup, steps);
+    profile::set_enabled(false);
+    let rate = rate?;
+    let phases = profile::snapshot()
+        .into_iter()
+        .filter(|(_, calls, _)| *calls > 0)
+        .map(|(phase, calls, total)| {
+            (
+                phase,
+                calls as f64 / steps as f64,
+                total.as_secs_f64() * 1e3 / steps as f64,
+            )
+        })
+        .collect();
+    Ok(StepProfile {
+        arch: arch.to_string(),
+        size,
+        batch,
+        step_ms: batch as f64 / rate * 1e3,
+        phases,
+    })
+}
+
+/// The profile as a table: one row per kernel phase, then everything else (burn's own ops:
+/// the stem and other convolutions, residual adds, pooling, loss, optimizer, autodiff).
+pub fn render_profile(p: &StepProfile) -> String {
+    let mut out = format!(
+        "{} training step at {}x{}, batch {}: {:.1} ms ({:.2} img/s)\n",
+        p.arch,
+        p.size,
+        p.size,
+        p.batch,
+        p.step_ms,
+        p.batch as f64 / p.step_ms * 1e3
+    );
+    out += &format!(
+        "{:<28} {:>8} {:>10} {:>7}\n",
+        "part", "calls", "ms/step", "share"
+    );
+    let mut kernels = 0.0;
+    for (phase, calls, ms) in &p.phases {
+        kernels += ms;
+        out += &format!(
+            "{:<28} {:>8.0} {:>10.1} {:>6.1}%\n",
+            phase.label(),
+            calls,
+            ms,
+            100.0 * ms / p.step_ms
+        );
+    }
+    let rest = (p.step_ms - kernels).max(0.0);
+    out += &format!(
+        "{:<28} {:>8} {:>10.1} {:>6.1}%\n",
+        "everything else (burn)",
+        "",
+        rest,
+        100.0 * rest / p.step_ms
+    );
+    out
 }
 
 /// The comparison table: one row per framework, then `dermclass / best peer` per column

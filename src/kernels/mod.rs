@@ -9,6 +9,8 @@
 //! backends, other dtypes, `DERMCLASS_FAST_KERNELS=0`) the caller runs burn's own ops, so
 //! results there are unchanged.
 
+pub mod profile;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::autodiff::Autodiff;
@@ -23,6 +25,7 @@ use burn::tensor::{DType, TensorData};
 use dermclass_kernels::bn::{self, Act};
 use dermclass_kernels::dw;
 use dermclass_kernels::pw::{self, PwShape};
+use profile::{Phase, time};
 
 /// Custom operations of the fast CPU path. Implemented for `Flex` and `Autodiff<Flex>`;
 /// the wrappers never route other backends here.
@@ -221,7 +224,9 @@ impl MobileKernels for Flex {
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, groups: usize) -> FlexTensor {
         let (x, weight) = (Raw::new(x), Raw::new(weight));
         let s = pw_shape(&x.shape, &weight.shape, groups);
-        let y = pw::forward(x.data(), weight.data(), s);
+        let y = time(Phase::PointwiseForward, || {
+            pw::forward(x.data(), weight.data(), s)
+        });
         flex(y, [s.n, s.c_out, x.shape[2], x.shape[3]])
     }
 
@@ -230,7 +235,9 @@ impl MobileKernels for Flex {
         let [n, c, h, w] = x.shape[..] else {
             panic!("depthwise conv: rank-4 input expected")
         };
-        let y = dw::forward(x.data(), weight.data(), n, c, h, w, stride);
+        let y = time(Phase::DepthwiseForward, || {
+            dw::forward(x.data(), weight.data(), n, c, h, w, stride)
+        });
         flex(y, [n, c, dw::out_size(h, stride), dw::out_size(w, stride)])
     }
 
@@ -243,8 +250,9 @@ impl MobileKernels for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (x, gamma, beta) = (Raw::new(x), Raw::new(gamma), Raw::new(beta));
         let (n, c, hw) = planes(&x.shape);
-        let (y, mean, var) =
-            bn::train_forward(x.data(), gamma.data(), beta.data(), n, c, hw, epsilon, act);
+        let (y, mean, var) = time(Phase::BatchNormForward, || {
+            bn::train_forward(x.data(), gamma.data(), beta.data(), n, c, hw, epsilon, act)
+        });
         (flex(y, x.shape.clone()), flex(mean, [c]), flex(var, [c]))
     }
 
@@ -260,18 +268,20 @@ impl MobileKernels for Flex {
         let x = Raw::new(x);
         let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(Raw::new);
         let (n, c, hw) = planes(&x.shape);
-        let y = bn::eval_forward(
-            x.data(),
-            gamma.data(),
-            beta.data(),
-            mean.data(),
-            var.data(),
-            n,
-            c,
-            hw,
-            epsilon,
-            act,
-        );
+        let y = time(Phase::BatchNormInference, || {
+            bn::eval_forward(
+                x.data(),
+                gamma.data(),
+                beta.data(),
+                mean.data(),
+                var.data(),
+                n,
+                c,
+                hw,
+                epsilon,
+                act,
+            )
+        });
         flex(y, x.shape.clone())
     }
 }
@@ -290,11 +300,15 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (x, weight) = (Raw::new(x), Raw::new(weight));
         let s = pw_shape(&x.shape, &weight.shape, groups);
         if let Some(node) = node_w {
-            let dw = pw::backward_weight(dy.data(), x.data(), s);
+            let dw = time(Phase::PointwiseWeightGrad, || {
+                pw::backward_weight(dy.data(), x.data(), s)
+            });
             grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
         }
         if let Some(node) = node_x {
-            let dx = pw::backward_input(dy.data(), weight.data(), s);
+            let dx = time(Phase::PointwiseInputGrad, || {
+                pw::backward_input(dy.data(), weight.data(), s)
+            });
             grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
         }
     }
@@ -315,18 +329,20 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let [n, c, h, w] = x.shape[..] else {
             unreachable!("the forward checked the rank")
         };
-        let (dx, dw) = dw::backward(
-            x.data(),
-            weight.data(),
-            dy.data(),
-            n,
-            c,
-            h,
-            w,
-            stride,
-            node_x.is_some(),
-            node_w.is_some(),
-        );
+        let (dx, dw) = time(Phase::DepthwiseBackward, || {
+            dw::backward(
+                x.data(),
+                weight.data(),
+                dy.data(),
+                n,
+                c,
+                h,
+                w,
+                stride,
+                node_x.is_some(),
+                node_w.is_some(),
+            )
+        });
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
         }
@@ -359,19 +375,21 @@ impl Backward<Flex, 3> for BatchNormActBackward {
         let x = Raw::new(x);
         let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(Raw::new);
         let (n, c, hw) = planes(&x.shape);
-        let (dx, d_gamma, d_beta) = bn::train_backward(
-            x.data(),
-            gamma.data(),
-            beta.data(),
-            mean.data(),
-            var.data(),
-            dy.data(),
-            n,
-            c,
-            hw,
-            epsilon,
-            act,
-        );
+        let (dx, d_gamma, d_beta) = time(Phase::BatchNormBackward, || {
+            bn::train_backward(
+                x.data(),
+                gamma.data(),
+                beta.data(),
+                mean.data(),
+                var.data(),
+                dy.data(),
+                n,
+                c,
+                hw,
+                epsilon,
+                act,
+            )
+        });
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
         }
