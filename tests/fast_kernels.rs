@@ -33,7 +33,7 @@ fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.clone()
         .into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap()
 }
 

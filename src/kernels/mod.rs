@@ -21,6 +21,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
+use burn::tensor::activation::{relu, relu6};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 use dermclass_kernels::bn::{self, Act};
 use dermclass_kernels::dw;
@@ -104,9 +107,17 @@ pub fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
         )
 }
 
-/// 1x1 convolution (stride 1, no padding, no bias) with `groups` channel groups on the fast
-/// path. The caller checks [`fast_path`] first.
+/// 1x1 convolution (stride 1, no padding, no bias) with `groups` channel groups: the fast
+/// kernel where [`fast_path`] holds, burn's `conv2d` elsewhere.
 pub fn pointwise_conv(x: Tensor<4>, weight: Tensor<4>, groups: usize) -> Tensor<4> {
+    if !fast_path(&x) {
+        return conv2d(
+            x,
+            weight,
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], groups),
+        );
+    }
     Tensor::from_dispatch(<Dispatch as MobileKernels>::pointwise_conv(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -114,9 +125,14 @@ pub fn pointwise_conv(x: Tensor<4>, weight: Tensor<4>, groups: usize) -> Tensor<
     ))
 }
 
-/// Depthwise 3x3 convolution (padding 1, stride 1 or 2, no bias) on the fast path. The
-/// caller checks [`fast_path`] first.
+/// Depthwise 3x3 convolution (padding 1, stride 1 or 2, no bias): the fast kernel where
+/// [`fast_path`] holds, burn's `conv2d` elsewhere.
 pub fn depthwise_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
+    if !fast_path(&x) {
+        let channels = x.dims()[1];
+        let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], channels);
+        return conv2d(x, weight, None, options);
+    }
     Tensor::from_dispatch(<Dispatch as MobileKernels>::depthwise_conv3x3(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -134,8 +150,9 @@ pub struct BatchNormActTrain {
     pub variance: Tensor<1>,
 }
 
-/// Training batch norm + activation in two passes forward and two backward. The caller
-/// checks [`fast_path`] first and updates its running statistics from the result.
+/// Training batch norm + activation, in two passes forward and two backward where
+/// [`fast_path`] holds (burn's ops elsewhere). The caller updates its running statistics
+/// from the result.
 pub fn batch_norm_act_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
@@ -143,6 +160,14 @@ pub fn batch_norm_act_train(
     epsilon: f64,
     act: Act,
 ) -> BatchNormActTrain {
+    if !fast_path(&x) {
+        let out = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        return BatchNormActTrain {
+            output: apply(act, out.output),
+            mean: out.mean,
+            variance: out.variance,
+        };
+    }
     let (output, mean, variance) = <Dispatch as MobileKernels>::batch_norm_act_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
@@ -157,8 +182,8 @@ pub fn batch_norm_act_train(
     }
 }
 
-/// Inference batch norm + activation in one pass. Gives no gradient, so the caller uses it
-/// only off autodiff (and checks [`fast_path`] first).
+/// Inference batch norm + activation with given statistics: one pass where [`fast_path`]
+/// holds off autodiff, burn's (differentiable) ops elsewhere.
 pub fn batch_norm_act_eval(
     x: Tensor<4>,
     gamma: Tensor<1>,
@@ -168,6 +193,10 @@ pub fn batch_norm_act_eval(
     epsilon: f64,
     act: Act,
 ) -> Tensor<4> {
+    if !fast_path(&x) || x.device().is_autodiff() {
+        let y = burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
+        return apply(act, y);
+    }
     Tensor::from_dispatch(<Dispatch as MobileKernels>::batch_norm_act_eval(
         x.into_dispatch(),
         gamma.into_dispatch(),
@@ -177,6 +206,15 @@ pub fn batch_norm_act_eval(
         epsilon,
         act,
     ))
+}
+
+/// `act` with burn's ops (the fallback path).
+fn apply(act: Act, y: Tensor<4>) -> Tensor<4> {
+    match act {
+        Act::Identity => y,
+        Act::Relu => relu(y),
+        Act::Relu6 => relu6(y),
+    }
 }
 
 /// A contiguous `f32` view of a flex tensor with its shape.

@@ -224,9 +224,10 @@ impl ConvBn {
         }
     }
 
-    /// Batch norm and activation through the fused kernels: batch statistics (updating the
-    /// running ones exactly as burn's `BatchNorm` does) when training, running statistics
-    /// off autodiff, burn's own ops otherwise (an evaluated layer on an autodiff device).
+    /// Batch norm and activation through the fused kernels, choosing like burn's `BatchNorm`:
+    /// batch statistics (updating the running ones as it does) when training on an autodiff
+    /// device, running statistics otherwise (burn's differentiable ops on an autodiff
+    /// device, which the kernel wrapper picks itself).
     fn fast_norm_act(&self, y: Tensor<4>) -> Tensor<4> {
         let act = match self.activation {
             Activation::None => Act::Identity,
@@ -255,7 +256,7 @@ impl ConvBn {
             norm.running_var
                 .update(blend(norm.running_var.value_sync(), batch.variance));
             batch.output
-        } else if !device.is_autodiff() {
+        } else {
             kernels::batch_norm_act_eval(
                 y,
                 norm.gamma.val(),
@@ -265,8 +266,6 @@ impl ConvBn {
                 norm.epsilon,
                 act,
             )
-        } else {
-            self.activation.apply(norm.forward(y))
         }
     }
 }
