@@ -10,20 +10,9 @@
 //! (page faults included): a floor that every call pays, since each returns a new tensor.
 
 use dermclass_kernels::bn::{self, Act};
-use std::time::Instant;
 
-fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
+mod common;
+use common::median_ms;
 
 fn main() {
     let train = [
@@ -67,14 +56,14 @@ fn main() {
         let reps = ((2e9 / (bytes * 12.0)) as usize).clamp(7, 201);
         let gbs = |b: f64, ms: f64| b / (ms * 1e-3) / 1e9;
         let shape = format!("({n},{c},{h},{w})");
-        let alloc_ms = median_ms(reps, || {
+        let alloc_ms = median_ms(1, reps, || {
             let mut o = vec![0f32; len];
             o.fill(1.0);
             std::hint::black_box(o);
         });
         let eval_ms = {
             let (_, m, v) = bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act);
-            median_ms(reps, || {
+            median_ms(1, reps, || {
                 std::hint::black_box(bn::eval_forward(
                     &x, &gamma, &beta, &m, &v, n, c, hw, eps, act,
                 ));
@@ -91,11 +80,11 @@ fn main() {
             );
             continue;
         }
-        let fwd_ms = median_ms(reps, || {
+        let fwd_ms = median_ms(1, reps, || {
             std::hint::black_box(bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act));
         });
         let (_, m, v) = bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act);
-        let bwd_ms = median_ms(reps, || {
+        let bwd_ms = median_ms(1, reps, || {
             std::hint::black_box(bn::train_backward(
                 &x, &gamma, &beta, &m, &v, &dy, n, c, hw, eps, act,
             ));

@@ -6,23 +6,9 @@
 
 use dermclass_kernels::dw;
 use std::hint::black_box;
-use std::time::Instant;
 
-/// Median of `reps` timed runs of `f` in milliseconds, after `warm` untimed runs.
-fn median_ms(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warm {
-        f();
-    }
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[reps / 2]
-}
+mod common;
+use common::median_ms;
 
 fn main() {
     let shapes = [

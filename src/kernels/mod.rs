@@ -440,28 +440,47 @@ impl Backward<Flex, 3> for BatchNormActBackward {
     }
 }
 
+/// A convolution `forward(x, weight, setting)` recorded for autodiff with `backward`, whose
+/// state is (x, weight, setting).
+fn tracked_conv<C, B>(
+    backward: B,
+    x: AutodiffFloat,
+    weight: AutodiffFloat,
+    setting: usize,
+    forward: fn(FlexTensor, FlexTensor, usize) -> FlexTensor,
+) -> AutodiffFloat
+where
+    C: CheckpointStrategy,
+    B: Backward<Flex, 2, State = (FlexTensor, FlexTensor, usize)>,
+{
+    match backward
+        .prepare::<C>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, weight) = (x.into_primitive(), weight.into_primitive());
+            let y = forward(x.clone(), weight.clone(), setting);
+            prep.finish((x, weight, setting), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            setting,
+        )),
+    }
+}
+
+/// The float tensor primitive of `Autodiff<Flex>`.
+type AutodiffFloat = FloatTensor<Autodiff<Flex>>;
+
 impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
     fn pointwise_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        match PointwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                let y = Flex::pointwise_conv(x.clone(), weight.clone(), groups);
-                prep.finish((x, weight, groups), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::pointwise_conv(
-                x.into_primitive(),
-                weight.into_primitive(),
-                groups,
-            )),
-        }
+        tracked_conv::<C, _>(PointwiseBackward, x, weight, groups, Flex::pointwise_conv)
     }
 
     fn depthwise_conv3x3(
@@ -469,22 +488,13 @@ impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         stride: usize,
     ) -> FloatTensor<Self> {
-        match DepthwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                let y = Flex::depthwise_conv3x3(x.clone(), weight.clone(), stride);
-                prep.finish((x, weight, stride), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::depthwise_conv3x3(
-                x.into_primitive(),
-                weight.into_primitive(),
-                stride,
-            )),
-        }
+        tracked_conv::<C, _>(
+            DepthwiseBackward,
+            x,
+            weight,
+            stride,
+            Flex::depthwise_conv3x3,
+        )
     }
 
     fn batch_norm_act_train(
