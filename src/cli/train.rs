@@ -542,10 +542,13 @@ pub struct BenchArgs {
     /// Print this run's measurements as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Instead of the speed table, split training steps at `--size`/`--batch` into the fast
-    /// kernels (per op and phase) and everything else.
+    /// Instead of the speed table, split training steps (or `--inference` passes) at
+    /// `--size`/`--batch` into the fast kernels (per op and phase) and everything else.
     #[arg(long)]
     pub profile: bool,
+    /// With `--profile`: inference passes instead of training steps.
+    #[arg(long, requires = "profile")]
+    pub inference: bool,
     /// Input size for `--profile`.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
@@ -559,10 +562,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     use dermclass::train::speed::{SpeedReport, measure, render_table};
     let device = parse_device(&args.device)?;
     if args.profile {
-        use dermclass::train::speed::{profile_training, render_profile};
-        let p = profile_training(
+        use dermclass::train::speed::{profile_steps, render_profile};
+        let p = profile_steps(
             &args.arch,
             &device,
+            !args.inference,
             args.size,
             args.batch,
             args.warmup,

@@ -125,6 +125,8 @@ pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Resu
 pub struct StepProfile {
     /// Architecture measured.
     pub arch: String,
+    /// Training steps (true) or inference passes (false).
+    pub training: bool,
     /// Input size (square) and batch.
     pub size: usize,
     /// Images per step.
@@ -135,11 +137,12 @@ pub struct StepProfile {
     pub phases: Vec<(Phase, f64, f64)>,
 }
 
-/// Runs training steps of `arch` at `size`x`size`, batch `batch`, recording the fast
-/// kernels' time per phase.
-pub fn profile_training(
+/// Runs training steps (or, with `training` false, inference passes) of `arch` at
+/// `size`x`size`, batch `batch`, recording the fast kernels' time per phase.
+pub fn profile_steps(
     arch: &str,
     device: &Device,
+    training: bool,
     size: usize,
     batch: usize,
     warmup: usize,
@@ -147,7 +150,11 @@ pub fn profile_training(
 ) -> Result<StepProfile> {
     let spec = ModelSpec::parse(arch, 7)?;
     profile::set_enabled(true);
-    let rate = train_speed(&spec, device, size, batch, warmup, steps);
+    let rate = if training {
+        train_speed(&spec, device, size, batch, warmup, steps)
+    } else {
+        infer_speed(&spec, device, size, batch, warmup, steps)
+    };
     profile::set_enabled(false);
     let rate = rate?;
     let phases = profile::snapshot()
@@ -163,6 +170,7 @@ pub fn profile_training(
         .collect();
     Ok(StepProfile {
         arch: arch.to_string(),
+        training,
         size,
         batch,
         step_ms: batch as f64 / rate * 1e3,
@@ -172,10 +180,16 @@ pub fn profile_training(
 
 /// The profile as a table: one row per kernel phase, then everything else (burn's own ops:
 /// the stem and other convolutions, residual adds, pooling, loss, optimizer, autodiff).
+/// The step time is the median, the phases are means, so "everything else" is approximate.
 pub fn render_profile(p: &StepProfile) -> String {
     let mut out = format!(
-        "{} training step at {}x{}, batch {}: {:.1} ms ({:.2} img/s)\n",
+        "{} {} at {}x{}, batch {}: {:.1} ms ({:.2} img/s)\n",
         p.arch,
+        if p.training {
+            "training step"
+        } else {
+            "inference pass"
+        },
         p.size,
         p.size,
         p.batch,
