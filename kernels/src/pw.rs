@@ -132,10 +132,22 @@ fn for_each_task(tasks: usize, task: impl Fn(usize, Parallelism) + Sync) {
     }
 }
 
+/// An output buffer of `len` elements that the GEMMs overwrite entirely (no zeroing pass;
+/// in test builds it starts as NaN so that an element left unwritten fails the tests).
+fn output_buffer(len: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    if cfg!(test) {
+        out.spare_capacity_mut()
+            .fill(std::mem::MaybeUninit::new(f32::NAN));
+    }
+    out
+}
+
 /// Forward: `x` [n, c_in, hw], `weight` [c_out, c_in/groups] → y [n, c_out, hw].
 pub fn forward(x: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
-    let mut y = vec![0.0f32; s.n * s.c_out * s.hw];
-    s.check(x.len(), weight.len(), y.len());
+    let len = s.n * s.c_out * s.hw;
+    s.check(x.len(), weight.len(), len);
+    let mut y = output_buffer(len);
     let (k, m, p) = (s.k(), s.m(), s.hw);
     let dst = SendPtr(y.as_mut_ptr());
     for_each_task(s.n * s.groups, |task, par| {
@@ -156,13 +168,16 @@ pub fn forward(x: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
             );
         }
     });
+    // SAFETY: the GEMMs above wrote all n * groups blocks, which tile the whole output.
+    unsafe { y.set_len(len) };
     y
 }
 
 /// Input gradient: `dy` [n, c_out, hw], `weight` [c_out, c_in/groups] → dx [n, c_in, hw].
 pub fn backward_input(dy: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
-    let mut dx = vec![0.0f32; s.n * s.c_in * s.hw];
-    s.check(dx.len(), weight.len(), dy.len());
+    let len = s.n * s.c_in * s.hw;
+    s.check(len, weight.len(), dy.len());
+    let mut dx = output_buffer(len);
     let (k, m, p) = (s.k(), s.m(), s.hw);
     let dst = SendPtr(dx.as_mut_ptr());
     for_each_task(s.n * s.groups, |task, par| {
@@ -182,6 +197,8 @@ pub fn backward_input(dy: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
             );
         }
     });
+    // SAFETY: the GEMMs above wrote all n * groups blocks, which tile the whole output.
+    unsafe { dx.set_len(len) };
     dx
 }
 
