@@ -337,6 +337,17 @@ pub fn channel_shuffle(x: Tensor<4>, groups: usize) -> Tensor<4> {
         .reshape([batch, channels, height, width])
 }
 
+/// `channel_shuffle(cat([a, b], 1), 2)` in one copy instead of two: with equal widths, the
+/// shuffled order interleaves the channels of `a` and `b`, which is stacking them on a new
+/// axis after the channels and flattening. Unequal widths take the two-copy route.
+pub fn concat_shuffle(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let [batch, ca, height, width] = a.dims();
+    if b.dims()[1] != ca {
+        return channel_shuffle(Tensor::cat(vec![a, b], 1), 2);
+    }
+    Tensor::<4>::stack::<5>(vec![a, b], 2).reshape([batch, 2 * ca, height, width])
+}
+
 /// The channel index that ends up at position `i` after [`channel_shuffle`]: position
 /// `i = k*groups + g` takes channel `g*(channels/groups) + k`.
 pub fn shuffled_source(i: usize, channels: usize, groups: usize) -> usize {
@@ -347,6 +358,20 @@ pub fn shuffled_source(i: usize, channels: usize, groups: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concat_shuffle_is_channel_shuffle_of_the_concatenation() {
+        let device = Device::flex();
+        let a = Tensor::<4>::random([2, 3, 4, 5], burn::tensor::Distribution::Default, &device);
+        let b = Tensor::<4>::random([2, 3, 4, 5], burn::tensor::Distribution::Default, &device);
+        let c = Tensor::<4>::random([2, 5, 4, 5], burn::tensor::Distribution::Default, &device);
+        for other in [b, c] {
+            let expected = channel_shuffle(Tensor::cat(vec![a.clone(), other.clone()], 1), 2);
+            let got = concat_shuffle(a.clone(), other);
+            assert_eq!(got.dims(), expected.dims());
+            got.into_data().assert_eq(&expected.into_data(), true);
+        }
+    }
 
     #[test]
     fn make_divisible_matches_torchvision() {

@@ -4,7 +4,7 @@
 use burn::prelude::*;
 
 use super::ModelError;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle};
+use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle};
 use super::cost::{CostTable, FeatureShape};
 use super::stem::{Stem, StemSpec};
 
@@ -109,17 +109,16 @@ pub struct ShuffleV2Unit {
 impl ShuffleV2Unit {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let run = |convs: &[ConvBn], x: Tensor<4>| convs.iter().fold(x, |x, c| c.forward(x));
-        let out = match &self.shortcut {
-            Some(shortcut) => Tensor::cat(vec![run(shortcut, x.clone()), run(&self.main, x)], 1),
+        match &self.shortcut {
+            Some(shortcut) => concat_shuffle(run(shortcut, x.clone()), run(&self.main, x)),
             None => {
                 let [_, channels, _, _] = x.dims();
                 let half = channels / 2;
                 let left = x.clone().narrow(1, 0, half);
                 let right = x.narrow(1, half, channels - half);
-                Tensor::cat(vec![left, run(&self.main, right)], 1)
+                concat_shuffle(left, run(&self.main, right))
             }
-        };
-        channel_shuffle(out, 2)
+        }
     }
 }
 
