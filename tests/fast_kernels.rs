@@ -140,6 +140,32 @@ fn depthwise_conv_matches_burn_conv2d() {
 }
 
 #[test]
+fn dense_stem_conv_matches_burn_conv2d() {
+    // (batch, c_in, c_out, h, w): stems, odd sizes, batch 1; the input gradient (burn's own
+    // op inside the fast backward) is compared too.
+    let cases = [
+        (2, 3, 8, 15, 15),
+        (1, 3, 16, 32, 24),
+        (3, 1, 4, 7, 9),
+        (2, 4, 5, 1, 2),
+    ];
+    for (i, &(n, c_in, c_out, h, w)) in cases.iter().enumerate() {
+        for stride in [1, 2] {
+            let d = device();
+            let x = random([n, c_in, h, w], i as u64, &d);
+            let weight = random([c_out, c_in, 3, 3], 100 + i as u64, &d);
+            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+            compare(
+                &format!("dense 3x3 {:?} stride {stride}", cases[i]),
+                &[x, weight],
+                |t| kernels::dense_conv3x3(t[0].clone(), t[1].clone(), stride),
+                |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
+            );
+        }
+    }
+}
+
+#[test]
 fn fast_convs_accept_non_contiguous_inputs() {
     let d = device();
     // A [n, h, c, w] tensor viewed as [n, c, h, w]: strided, not contiguous.

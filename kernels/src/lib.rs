@@ -15,5 +15,6 @@
 //!   and other targets.
 
 pub mod bn;
+pub mod dense;
 pub mod dw;
 pub mod pw;

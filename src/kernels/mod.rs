@@ -4,7 +4,8 @@
 //! The arithmetic lives in the `dermclass-kernels` crate (plain NCHW `f32` slices, tested
 //! against naive references there); this module moves tensors in and out of it and registers
 //! the gradients with burn's autodiff. The public wrappers ([`pointwise_conv`],
-//! [`depthwise_conv3x3`], [`batch_norm_act_train`], [`batch_norm_act_eval`]) take the fast
+//! [`depthwise_conv3x3`], [`dense_conv3x3`], [`batch_norm_act_train`],
+//! [`batch_norm_act_eval`]) take the fast
 //! path only for `f32` tensors on a flex device and when [`enabled`]; everywhere else (GPU
 //! backends, other dtypes, `DERMCLASS_FAST_KERNELS=0`) the caller runs burn's own ops, so
 //! results there are unchanged.
@@ -18,6 +19,7 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
@@ -26,6 +28,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 use dermclass_kernels::bn::{self, Act};
+use dermclass_kernels::dense::{self, DenseShape};
 use dermclass_kernels::dw;
 use dermclass_kernels::pw::{self, PwShape};
 use profile::{Phase, time};
@@ -45,6 +48,14 @@ pub trait MobileKernels: Backend {
     /// Depthwise 3x3 convolution, padding 1, stride 1 or 2, no bias: x [N, C, H, W],
     /// weight [C, 1, 3, 3].
     fn depthwise_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Dense 3x3 convolution, padding 1, stride 1 or 2, no bias, for few input channels
+    /// (stems): x [N, Cin, H, W], weight [Cout, Cin, 3, 3].
+    fn dense_conv3x3(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         stride: usize,
@@ -134,6 +145,25 @@ pub fn depthwise_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tens
         return conv2d(x, weight, None, options);
     }
     Tensor::from_dispatch(<Dispatch as MobileKernels>::depthwise_conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        stride,
+    ))
+}
+
+/// Dense 3x3 convolution (padding 1, stride 1 or 2, no bias) through im2col + GEMM, meant
+/// for stems (few input channels): the fast kernel where [`fast_path`] holds, burn's
+/// `conv2d` elsewhere. The input gradient, when one is needed, comes from burn's own op.
+pub fn dense_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
+    if !fast_path(&x) {
+        return conv2d(
+            x,
+            weight,
+            None,
+            ConvOptions::new([stride; 2], [1, 1], [1, 1], 1),
+        );
+    }
+    Tensor::from_dispatch(<Dispatch as MobileKernels>::dense_conv3x3(
         x.into_dispatch(),
         weight.into_dispatch(),
         stride,
@@ -253,6 +283,17 @@ fn pw_shape(x: &[usize], weight: &[usize], groups: usize) -> PwShape {
     }
 }
 
+fn dense_shape(x: &[usize], weight: &[usize], stride: usize) -> DenseShape {
+    DenseShape {
+        n: x[0],
+        c_in: x[1],
+        c_out: weight[0],
+        h: x[2],
+        w: x[3],
+        stride,
+    }
+}
+
 /// `(n, c, h*w)` of an NCHW shape.
 fn planes(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2] * shape[3])
@@ -277,6 +318,16 @@ impl MobileKernels for Flex {
             dw::forward(x.data(), weight.data(), n, c, h, w, stride)
         });
         flex(y, [n, c, dw::out_size(h, stride), dw::out_size(w, stride)])
+    }
+
+    fn dense_conv3x3(x: FlexTensor, weight: FlexTensor, stride: usize) -> FlexTensor {
+        let (x, weight) = (Raw::new(x), Raw::new(weight));
+        let s = dense_shape(&x.shape, &weight.shape, stride);
+        let (ho, wo) = s.out_hw();
+        let y = time(Phase::DenseForward, || {
+            dense::forward(x.data(), weight.data(), s)
+        });
+        flex(y, [s.n, s.c_out, ho, wo])
     }
 
     fn batch_norm_act_train(
@@ -348,6 +399,39 @@ impl Backward<Flex, 2> for PointwiseBackward {
                 pw::backward_input(dy.data(), weight.data(), s)
             });
             grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
+        }
+    }
+}
+
+/// Backward of [`MobileKernels::dense_conv3x3`]: state is (x, weight, stride). The input
+/// gradient (not needed for a stem, whose input is the image) is burn's own.
+#[derive(Debug)]
+struct DenseBackward;
+
+impl Backward<Flex, 2> for DenseBackward {
+    type State = (FlexTensor, FlexTensor, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, stride) = ops.state;
+        if let Some(node) = node_x {
+            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+            let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(
+                x.clone(),
+                weight.clone(),
+                dy.clone(),
+                options,
+            );
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            let (x, weight, dy) = (Raw::new(x), Raw::new(weight), Raw::new(dy));
+            let s = dense_shape(&x.shape, &weight.shape, stride);
+            let dw = time(Phase::DenseWeightGrad, || {
+                dense::backward_weight(dy.data(), x.data(), s)
+            });
+            grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
         }
     }
 }
@@ -495,6 +579,14 @@ impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
             stride,
             Flex::depthwise_conv3x3,
         )
+    }
+
+    fn dense_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        tracked_conv::<C, _>(DenseBackward, x, weight, stride, Flex::dense_conv3x3)
     }
 
     fn batch_norm_act_train(

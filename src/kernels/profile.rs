@@ -18,6 +18,10 @@ pub enum Phase {
     DepthwiseForward,
     /// Depthwise 3x3 backward (input and weight gradients together).
     DepthwiseBackward,
+    /// Dense 3x3 (stem) forward.
+    DenseForward,
+    /// Dense 3x3 (stem) weight gradient.
+    DenseWeightGrad,
     /// Training batch norm + activation forward.
     BatchNormForward,
     /// Training batch norm + activation backward.
@@ -28,12 +32,14 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 10] = [
         Phase::PointwiseForward,
         Phase::PointwiseInputGrad,
         Phase::PointwiseWeightGrad,
         Phase::DepthwiseForward,
         Phase::DepthwiseBackward,
+        Phase::DenseForward,
+        Phase::DenseWeightGrad,
         Phase::BatchNormForward,
         Phase::BatchNormBackward,
         Phase::BatchNormInference,
@@ -47,6 +53,8 @@ impl Phase {
             Phase::PointwiseWeightGrad => "1x1 conv weight grad",
             Phase::DepthwiseForward => "depthwise 3x3 forward",
             Phase::DepthwiseBackward => "depthwise 3x3 backward",
+            Phase::DenseForward => "stem 3x3 conv forward",
+            Phase::DenseWeightGrad => "stem 3x3 conv weight grad",
             Phase::BatchNormForward => "batch norm + act forward",
             Phase::BatchNormBackward => "batch norm + act backward",
             Phase::BatchNormInference => "batch norm + act inference",
@@ -55,8 +63,8 @@ impl Phase {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static NANOS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-static CALLS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static NANOS: [AtomicU64; Phase::ALL.len()] = [const { AtomicU64::new(0) }; Phase::ALL.len()];
+static CALLS: [AtomicU64; Phase::ALL.len()] = [const { AtomicU64::new(0) }; Phase::ALL.len()];
 
 /// Starts (or stops) recording; recording is off by default and costs nothing then.
 pub fn set_enabled(on: bool) {

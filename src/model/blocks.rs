@@ -194,6 +194,9 @@ impl ConvBn {
             Some(FastConv::Depthwise3x3 { stride }) => {
                 kernels::depthwise_conv3x3(x, self.conv.weight.val(), stride)
             }
+            Some(FastConv::Stem3x3 { stride }) => {
+                kernels::dense_conv3x3(x, self.conv.weight.val(), stride)
+            }
             None => self.conv.forward(x),
         };
         self.fast_norm_act(y)
@@ -219,6 +222,13 @@ impl ConvBn {
             ([1, 1], [1, 1], 0) => Some(FastConv::Pointwise),
             ([3, 3], [s, t], 1) if depthwise && s == t && (s == 1 || s == 2) => {
                 Some(FastConv::Depthwise3x3 { stride: s })
+            }
+            // Few input channels: the stem, where im2col is small and flex's generic
+            // weight gradient is slowest.
+            ([3, 3], [s, t], 1)
+                if conv.groups == 1 && per_group <= 4 && s == t && (s == 1 || s == 2) =>
+            {
+                Some(FastConv::Stem3x3 { stride: s })
             }
             _ => None,
         }
@@ -277,6 +287,8 @@ enum FastConv {
     Pointwise,
     /// Depthwise 3x3, padding 1, stride 1 or 2.
     Depthwise3x3 { stride: usize },
+    /// Dense 3x3, padding 1, stride 1 or 2, at most 4 input channels (stems).
+    Stem3x3 { stride: usize },
 }
 
 /// Specification of the classifier head: global average pool, optional dropout, linear.
