@@ -53,7 +53,7 @@ struct Step {
     eval_logits: Vec<f32>,
 }
 
-fn one_step(arch: &str, fast: bool) -> Step {
+fn one_step(arch: &str, fast: bool, [batch, height, width]: [usize; 3]) -> Step {
     kernels::set_enabled(fast);
     let device = Device::flex().autodiff();
     device.seed(7);
@@ -63,16 +63,12 @@ fn one_step(arch: &str, fast: bool) -> Step {
         .unwrap();
     let model = spec.build(&device).unwrap();
     let x = Tensor::<4>::random(
-        [
-            3,
-            3,
-            std::env::var("HH").map_or(64, |v| v.parse().unwrap()),
-            48,
-        ],
+        [batch, 3, height, width],
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let loss = cross_entropy(model.forward(x.clone()), &[0, 3, 6], None, 0.0);
+    let labels: Vec<usize> = (0..batch).map(|i| (i * 3) % 7).collect();
+    let loss = cross_entropy(model.forward(x.clone()), &labels, None, 0.0);
     let grads = loss.backward();
     let mut collect = Collect {
         grads: &grads,
@@ -100,16 +96,20 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt()).max(f64::MIN_POSITIVE)
 }
 
+/// The kernel switch is process-wide: tests that flip it take turns.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_training_step_is_the_same_with_and_without_the_fast_kernels() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     for arch in [
         "mobilenet_v2:0.35",
         "mobilenet_v1:0.25",
         "shufflenet_v1:g3:0.5",
         "shufflenet_v2:0.5",
     ] {
-        let fast = one_step(arch, true);
-        let reference = one_step(arch, false);
+        let fast = one_step(arch, true, [3, 64, 48]);
+        let reference = one_step(arch, false, [3, 64, 48]);
         assert!(
             close(fast.loss, reference.loss),
             "{arch}: loss {} vs {}",
@@ -164,4 +164,62 @@ fn a_training_step_is_the_same_with_and_without_the_fast_kernels() {
         );
     }
     kernels::set_enabled(true);
+}
+
+/// At a training-sized batch (32 images of 96x128, as in bench/loss-curve.sh) the network is
+/// better conditioned, so gradients can be held per tensor: every gradient with a norm of at
+/// least 1e-2 of the largest has cosine >= 0.999 with burn's and a norm within 2% of it, and
+/// the norms show no drift overall (mean log ratio within 0.2%). Measured while writing it:
+/// cosines 0.9996-1.0, falling slowly from the classifier back to the stem (rounding
+/// compounds through the batch-norm backward passes), norm ratios 0.988-1.010, mean log
+/// ratio -0.0007.
+#[test]
+fn gradients_at_a_training_batch_agree_tensor_by_tensor() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let arch = "mobilenet_v2:0.5";
+    let fast = one_step(arch, true, [32, 96, 128]);
+    let reference = one_step(arch, false, [32, 96, 128]);
+    kernels::set_enabled(true);
+    assert!(
+        close(fast.loss, reference.loss),
+        "loss {} vs {}",
+        fast.loss,
+        reference.loss
+    );
+    let pairs: Vec<(usize, &Vec<f32>, &Vec<f32>)> = fast
+        .tensors
+        .iter()
+        .zip(&reference.tensors)
+        .enumerate()
+        .filter_map(|(i, (f, r))| Some((i, f.1.as_ref()?, r.1.as_ref()?)))
+        .collect();
+    let largest = pairs
+        .iter()
+        .map(|p| dot(p.2, p.2).sqrt())
+        .fold(0.0, f64::max);
+    let mut log_ratios = Vec::new();
+    for (i, f, r) in pairs {
+        let (nf, nr) = (dot(f, f).sqrt(), dot(r, r).sqrt());
+        if nr < 1e-2 * largest {
+            continue;
+        }
+        let c = cosine(f, r);
+        assert!(c >= 0.999, "gradient of tensor {i}: cosine {c}");
+        assert!(
+            (nf / nr - 1.0).abs() <= 0.02,
+            "gradient of tensor {i}: norm ratio {}",
+            nf / nr
+        );
+        log_ratios.push((nf / nr).ln());
+    }
+    assert!(
+        log_ratios.len() > 40,
+        "only {} gradients compared",
+        log_ratios.len()
+    );
+    let drift = log_ratios.iter().sum::<f64>() / log_ratios.len() as f64;
+    assert!(
+        drift.abs() <= 2e-3,
+        "gradient norms drift by {drift} (mean log ratio)"
+    );
 }
