@@ -4,7 +4,7 @@
 //! glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh `mmap`
 //! and unmaps it on free, so each step faults all those pages in again and the kernel zeroes
 //! them: measured at ~20% of a MobileNetV2 step at 224x224, batch 16 (`dermclass bench
-//! --profile`: 17.5 img/s with glibc's defaults, 22.4 with this policy). [`keep_freed_memory`]
+//! --profile`: 17.5 img/s with glibc's defaults, 22.4-23.7 with this policy). [`keep_freed_memory`]
 //! makes glibc serve large blocks from its heap and keep freed memory for reuse instead. The
 //! process then holds on to its peak memory until it exits, which is what a training run
 //! wants.
