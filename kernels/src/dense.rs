@@ -5,8 +5,10 @@
 //! so `Y = W · col` and `dW = Σ_b dY_b · col_bᵀ`. With 3 input channels `col` is 27 rows: a
 //! few MB per image, rebuilt in the backward pass instead of kept.
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
+
+use crate::gemm::{matmul, sum_over_images};
 
 /// Shape of a dense 3x3, padding-1 convolution over NCHW data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,41 +85,31 @@ fn im2col(x: &[f32], s: DenseShape, col: &mut [f32]) {
     }
 }
 
-/// `dst (m x n) [+]= lhs (m x k, row-major) · rhs`, where `rhs` is `k x n` row-major
-/// (`rhs_transposed` false) or the transpose of an `n x k` row-major matrix (true).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
+/// `dst (m x n) [+]= lhs (m x k) · rhs` for row-major slices, where `rhs` is `k x n`
+/// (`rhs_transposed` false) or the transpose of an `n x k` matrix (true).
+fn matmul_rows(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     accumulate: bool,
-    lhs: &[f32],
-    rhs: &[f32],
+    (lhs, rhs): (&[f32], &[f32]),
     rhs_transposed: bool,
+    parallelism: Parallelism,
 ) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let (rhs_rs, rhs_cs) = if rhs_transposed { (1, k) } else { (n, 1) };
-    // SAFETY: the lengths were checked above for these row-major strides.
+    let rhs_strides = if rhs_transposed { (1, k) } else { (n, 1) };
+    // SAFETY: the lengths were checked above for these row-major strides, and `dst` is a
+    // distinct mutable slice.
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
+        matmul(
+            (m, n, k),
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            n,
             accumulate,
             lhs.as_ptr(),
-            1,
-            k as isize,
+            (k, 1),
             rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            rhs_strides,
+            parallelism,
         );
     }
 }
@@ -134,7 +126,8 @@ pub fn forward(x: &[f32], weight: &[f32], s: DenseShape) -> Vec<f32> {
             || vec![0.0f32; s.c_in * 9 * ho * wo],
             |col, (y, x)| {
                 im2col(x, s, col);
-                matmul((s.c_out, ho * wo, s.c_in * 9), y, false, weight, col, false);
+                let shape = (s.c_out, ho * wo, s.c_in * 9);
+                matmul_rows(shape, y, false, (weight, col), false, Parallelism::None);
             },
         );
     y
@@ -151,46 +144,21 @@ pub fn backward_weight(dy: &[f32], x: &[f32], s: DenseShape) -> Vec<f32> {
         s.n * plane_out,
         "dense 3x3: output gradient length"
     );
-    // One partial sum per run of images (as many runs as threads), then their sum.
-    let runs = rayon::current_num_threads().clamp(1, s.n.max(1));
-    let per = s.n.div_ceil(runs).max(1);
-    let partials: Vec<Vec<f32>> = (0..s.n.div_ceil(per))
-        .into_par_iter()
-        .map(|run| {
-            let mut acc = vec![0.0f32; w_len];
-            let mut col = vec![0.0f32; s.c_in * 9 * ho * wo];
-            for b in run * per..((run + 1) * per).min(s.n) {
-                im2col(&x[b * plane_in..(b + 1) * plane_in], s, &mut col);
-                let dy_b = &dy[b * plane_out..(b + 1) * plane_out];
-                matmul(
-                    (s.c_out, s.c_in * 9, ho * wo),
-                    &mut acc,
-                    true,
-                    dy_b,
-                    &col,
-                    true,
-                );
-            }
-            acc
-        })
-        .collect();
-    let mut total = vec![0.0f32; w_len];
-    for part in partials {
-        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-    }
-    total
+    sum_over_images(s.n, w_len, |acc, images, parallelism| {
+        let mut col = vec![0.0f32; s.c_in * 9 * ho * wo];
+        for b in images {
+            im2col(&x[b * plane_in..(b + 1) * plane_in], s, &mut col);
+            let dy_b = &dy[b * plane_out..(b + 1) * plane_out];
+            let shape = (s.c_out, s.c_in * 9, ho * wo);
+            matmul_rows(shape, acc, true, (dy_b, &col), true, parallelism);
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-    }
+    use crate::gemm::random;
 
     /// The input tap of output (oh, ow) at kernel (kh, kw), or None outside the image.
     fn tap(s: DenseShape, oh: usize, ow: usize, kh: usize, kw: usize) -> Option<usize> {

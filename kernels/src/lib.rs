@@ -17,4 +17,5 @@
 pub mod bn;
 pub mod dense;
 pub mod dw;
+mod gemm;
 pub mod pw;

@@ -9,8 +9,10 @@
 //! transposed. Work is spread over images (and groups) on rayon's pool; when there are fewer
 //! of those than threads (batch-1 inference) the GEMM itself runs in parallel.
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
+
+use crate::gemm::{matmul, sum_over_images};
 
 /// Shape of a grouped pointwise convolution over NCHW data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,46 +73,6 @@ impl SendPtr {
     fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: callers pass offsets inside the allocation the pointer came from.
         unsafe { self.0.add(offset) }
-    }
-}
-
-/// One `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` call with element strides
-/// `(row, column)` for each operand; `dst` is row-major with row stride `dst_rs`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    parallelism: Parallelism,
-) {
-    // SAFETY: the caller guarantees every strided access stays inside its buffer.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -228,50 +190,13 @@ pub fn backward_weight(dy: &[f32], x: &[f32], s: PwShape) -> Vec<f32> {
             }
         }
     };
-    let threads = rayon::current_num_threads();
-    if threads > 1 && s.n >= threads {
-        // One partial sum per thread over a contiguous run of images, then their sum.
-        let per = s.n.div_ceil(threads);
-        let partials: Vec<Vec<f32>> = (0..s.n.div_ceil(per))
-            .into_par_iter()
-            .map(|chunk| {
-                let mut acc = vec![0.0f32; w_len];
-                accumulate(
-                    &mut acc,
-                    chunk * per..((chunk + 1) * per).min(s.n),
-                    Parallelism::None,
-                );
-                acc
-            })
-            .collect();
-        let mut parts = partials.into_iter();
-        let mut total = parts.next().unwrap_or_else(|| vec![0.0; w_len]);
-        for part in parts {
-            total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-        }
-        total
-    } else {
-        let mut acc = vec![0.0f32; w_len];
-        let par = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        accumulate(&mut acc, 0..s.n, par);
-        acc
-    }
+    sum_over_images(s.n, w_len, accumulate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-    }
+    use crate::gemm::random;
 
     /// Naive f64 forward: y[b, o, p] = Σ_i w[o, i] x[b, g*k + i, p] with g = o / m.
     fn reference_forward(x: &[f32], w: &[f32], s: PwShape) -> Vec<f64> {
