@@ -238,8 +238,8 @@ pub fn batch_norm_act_eval(
     ))
 }
 
-/// `act` with burn's ops (the fallback path).
-fn apply(act: Act, y: Tensor<4>) -> Tensor<4> {
+/// `act` with burn's ops (the fallback path, and the model's activations off the kernels).
+pub fn apply<const D: usize>(act: Act, y: Tensor<D>) -> Tensor<D> {
     match act {
         Act::Identity => y,
         Act::Relu => relu(y),

@@ -10,7 +10,6 @@ use burn::nn::{
     PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{relu, relu6};
 
 use super::ModelError;
 use super::cost::CostTable;
@@ -32,10 +31,16 @@ pub enum Activation {
 impl Activation {
     /// Applies the activation.
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Activation::None => x,
-            Activation::Relu => relu(x),
-            Activation::Relu6 => relu6(x),
+        kernels::apply(self.into(), x)
+    }
+}
+
+impl From<Activation> for Act {
+    fn from(activation: Activation) -> Act {
+        match activation {
+            Activation::None => Act::Identity,
+            Activation::Relu => Act::Relu,
+            Activation::Relu6 => Act::Relu6,
         }
     }
 }
@@ -239,11 +244,7 @@ impl ConvBn {
     /// device, running statistics otherwise (burn's differentiable ops on an autodiff
     /// device, which the kernel wrapper picks itself).
     fn fast_norm_act(&self, y: Tensor<4>) -> Tensor<4> {
-        let act = match self.activation {
-            Activation::None => Act::Identity,
-            Activation::Relu => Act::Relu,
-            Activation::Relu6 => Act::Relu6,
-        };
+        let act = self.activation.into();
         let norm = &self.norm;
         let device = y.device();
         if device.is_autodiff() && norm.training.is_enabled() {
