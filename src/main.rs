@@ -24,6 +24,8 @@ enum Command {
     Evaluate(cli::train::EvaluateArgs),
     /// Class probabilities for images, in the ISIC 2018 submission CSV format.
     Predict(cli::train::PredictArgs),
+    /// Write a weights-only copy of a checkpoint (for shipping; it cannot resume).
+    Strip(cli::train::StripArgs),
     /// Train several architectures alike and tabulate cost, time, accuracy and latency.
     Compare(Box<cli::train::CompareArgs>),
     /// Training and inference speed of one model (compare with PyTorch/Keras: bench/speed.sh).
@@ -46,6 +48,7 @@ fn main() {
         Command::Train(args) => cli::train::run_train(*args),
         Command::Evaluate(args) => cli::train::run_evaluate(args),
         Command::Predict(args) => cli::train::run_predict(args),
+        Command::Strip(args) => cli::train::run_strip(args),
         Command::Demo(args) => cli::train::run_demo(args),
         Command::Compare(args) => cli::train::run_compare(*args),
         Command::Bench(args) => cli::train::run_bench(args),

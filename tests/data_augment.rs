@@ -308,3 +308,161 @@ fn random_warps_match_an_f64_reference() {
         assert!(worst <= 1, "{p:?}: max difference {worst}");
     }
 }
+
+/// The 8 symmetries of a square, by hand: `(x, y) -> source pixel`.
+fn dihedral_by_hand(img: &RgbImage, k: usize) -> RgbImage {
+    let n = img.width();
+    assert_eq!(n, img.height());
+    let m = n - 1;
+    RgbImage::from_fn(n, n, |x, y| {
+        let (sx, sy) = match k {
+            0 => (x, y),
+            1 => (m - x, y),     // mirror left-right
+            2 => (x, m - y),     // mirror top-bottom
+            3 => (m - x, m - y), // half turn
+            4 => (y, x),         // transpose
+            5 => (m - y, x),     // quarter turn
+            6 => (y, m - x),     // the other quarter turn
+            _ => (m - y, m - x), // anti-transpose
+        };
+        *img.get_pixel(sx, sy)
+    })
+}
+
+#[test]
+fn dihedral_views_are_the_8_pixel_permutations() {
+    let img = pattern(9, 9);
+    let by_hand: Vec<RgbImage> = (0..8).map(|k| dihedral_by_hand(&img, k)).collect();
+    for (i, a) in by_hand.iter().enumerate() {
+        for b in &by_hand[i + 1..] {
+            assert_ne!(a, b, "the pattern has no symmetry");
+        }
+    }
+    // Every combination of the two flips and a quarter turn is one of them, exactly.
+    let mut seen = Vec::new();
+    for flip_h in [false, true] {
+        for flip_v in [false, true] {
+            for quarter in [0.0, 90.0] {
+                let p = AugmentParams {
+                    flip_h,
+                    flip_v,
+                    rotation_deg: quarter,
+                    ..AugmentParams::identity()
+                };
+                let out = augment_image(&img, &p);
+                let k = by_hand
+                    .iter()
+                    .position(|v| *v == out)
+                    .unwrap_or_else(|| panic!("{p:?} is not a pixel permutation"));
+                seen.push(k);
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    // Sampling with `dihedral` reaches all 8 views, with no other geometry.
+    let cfg = AugmentConfig {
+        dihedral: true,
+        horizontal_flip: false,
+        ..AugmentConfig::none()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut hits = [0usize; 8];
+    for _ in 0..400 {
+        let out = augment_image(&img, &cfg.sample(&mut rng));
+        hits[by_hand.iter().position(|v| *v == out).unwrap()] += 1;
+    }
+    assert!(hits.iter().all(|&h| h > 20), "{hits:?}");
+}
+
+#[test]
+fn random_resized_crops_stay_inside_the_image() {
+    let cfg = AugmentConfig {
+        crop_scale: Some([0.35, 1.0]),
+        ..AugmentConfig::none()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut smallest: f32 = 1.0;
+    for _ in 0..2000 {
+        let p = cfg.sample(&mut rng);
+        let area = p.zoom_x * p.zoom_y;
+        smallest = smallest.min(area);
+        assert!(area >= 0.35 - 1e-4 && area <= 1.0 + 1e-4, "{p:?}");
+        let ratio = p.zoom_x / p.zoom_y;
+        assert!(
+            p.zoom_x >= 1.0 - 1e-6 || p.zoom_y >= 1.0 - 1e-6 || (0.749..1.334).contains(&ratio)
+        );
+        // The crop's edges: centre shift plus half its side stays within half the image.
+        assert!(p.shift_x.abs() + p.zoom_x / 2.0 <= 0.5 + 1e-5, "{p:?}");
+        assert!(p.shift_y.abs() + p.zoom_y / 2.0 <= 0.5 + 1e-5, "{p:?}");
+    }
+    assert!(smallest < 0.4, "small crops are drawn: {smallest}");
+    // A crop of the left half, scaled back up: output column x samples source x / 2.
+    let img = pattern(16, 16);
+    let p = AugmentParams {
+        zoom_x: 0.5,
+        shift_x: -0.25,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    let m = p.matrix(16, 16);
+    assert!((m[0] - 0.5).abs() < 1e-12 && m[2].abs() < 0.5, "{m:?}");
+    assert_eq!(out.get_pixel(0, 5), img.get_pixel(0, 5));
+}
+
+#[test]
+fn shades_of_gray_maps_a_tinted_grey_image_to_neutral_grey() {
+    use dermclass::data::augment::shades_of_gray_gains;
+    // A grey card under a warm light: every pixel (200, 150, 100).
+    let img = RgbImage::from_pixel(8, 6, Rgb([200, 150, 100]));
+    let gains = shades_of_gray_gains(img.as_raw(), 6.0);
+    let p = AugmentParams {
+        gains,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    let px = out.get_pixel(3, 3).0;
+    assert!(
+        px[0].abs_diff(px[1]) <= 1 && px[1].abs_diff(px[2]) <= 1,
+        "not neutral: {px:?}"
+    );
+    // Brightness is kept: the grey level is the channels' root mean square, 155.5.
+    assert!(px[0].abs_diff(155) <= 1, "{px:?}");
+    // A neutral image is left alone.
+    let grey = RgbImage::from_pixel(4, 4, Rgb([90, 90, 90]));
+    let g = shades_of_gray_gains(grey.as_raw(), 6.0);
+    assert!(g.iter().all(|v| (v - 1.0).abs() < 1e-6), "{g:?}");
+}
+
+#[test]
+fn saturation_and_hue_jitter_keep_grey_and_change_colour() {
+    let grey = RgbImage::from_pixel(3, 3, Rgb([120, 120, 120]));
+    let colour = RgbImage::from_pixel(3, 3, Rgb([200, 80, 40]));
+    let desaturate = AugmentParams {
+        saturation: 0.0,
+        ..AugmentParams::identity()
+    };
+    let px = augment_image(&colour, &desaturate).get_pixel(1, 1).0;
+    assert!(
+        px[0].abs_diff(px[1]) <= 1 && px[1].abs_diff(px[2]) <= 1,
+        "{px:?}"
+    );
+    // Luma 0.299*200 + 0.587*80 + 0.114*40 = 111.3.
+    assert!(px[0].abs_diff(111) <= 1, "{px:?}");
+    let hue = AugmentParams {
+        hue: 0.25,
+        saturation: 1.5,
+        ..AugmentParams::identity()
+    };
+    assert_eq!(augment_image(&grey, &hue), grey, "grey has no hue");
+    assert_ne!(augment_image(&colour, &hue), colour);
+    // A full turn changes nothing.
+    let turn = AugmentParams {
+        hue: 1.0,
+        ..AugmentParams::identity()
+    };
+    let back = augment_image(&colour, &turn).get_pixel(0, 0).0;
+    for (a, b) in back.iter().zip([200u8, 80, 40]) {
+        assert!(a.abs_diff(b) <= 1, "{back:?}");
+    }
+}

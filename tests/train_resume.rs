@@ -6,6 +6,7 @@ mod common;
 
 use common::{quiet, tiny_config};
 use dermclass::data::synth;
+use dermclass::train::config::{LossKind, ScheduleKind, TrainConfig};
 use dermclass::train::{SessionOptions, train};
 
 #[test]
@@ -13,11 +14,27 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synth::generate(&data, 6, 40, 30, 3).unwrap();
-    let config = tiny_config(&data, 2);
+    // One after the other in this one test: they share the process-wide generator.
+    let plain = tiny_config(&data, 2);
+    check_resume(&plain, &dir.path().join("plain"));
+    // With the weights' moving average and the accuracy recipe's other parts: the
+    // average, its warm-up position and the decision rule are restored too.
+    let mut recipe = tiny_config(&data, 2);
+    recipe.ema = Some(0.9);
+    recipe.loss = LossKind::LogitAdjusted;
+    recipe.tau = 1.0;
+    recipe.schedule = ScheduleKind::Onecycle;
+    recipe.shades_of_gray = Some(6.0);
+    recipe.augment.crop_scale = Some([0.5, 1.0]);
+    recipe.augment.saturation = 0.2;
+    check_resume(&recipe, &dir.path().join("recipe"));
+}
 
-    let straight = train(&config, &dir.path().join("straight"), &quiet()).unwrap();
+fn check_resume(config: &TrainConfig, dir: &std::path::Path) {
+    let config = config.clone();
+    let straight = train(&config, &dir.join("straight"), &quiet()).unwrap();
 
-    let run = dir.path().join("resumed");
+    let run = dir.join("resumed");
     let first = SessionOptions {
         max_epochs_this_session: Some(1),
         ..quiet()
@@ -37,14 +54,17 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     // Same data order, augmentation, dropout draws and optimizer state: the histories agree.
     // burn's flex CPU kernels are deterministic for the same thread count, so the tolerance
     // only absorbs float formatting; a difference in state restoration shows up far above it.
+    assert_eq!(straight.state.history.len(), resumed.state.history.len());
+    assert_eq!(straight.state.ema_updates, resumed.state.ema_updates);
+    assert_eq!(straight.state.adjustment, resumed.state.adjustment);
     for (a, b) in straight.state.history.iter().zip(&resumed.state.history) {
         assert!((a.train_loss - b.train_loss).abs() < 1e-4, "{a:?}\n{b:?}");
         assert!((a.val_loss - b.val_loss).abs() < 1e-4, "{a:?}\n{b:?}");
         assert_eq!(a.val_balanced_accuracy, b.val_balanced_accuracy);
     }
     assert_eq!(
-        straight.best_metrics.confusion,
-        resumed.best_metrics.confusion
+        straight.best_metrics.unwrap().confusion,
+        resumed.best_metrics.unwrap().confusion
     );
     for file in [
         "config.toml",

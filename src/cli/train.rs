@@ -13,10 +13,11 @@ use dermclass::data::{
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
 use dermclass::report::submission::write_submission;
+use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::config::{
-    NormKind, OptimizerKind, SamplerKind, ScheduleKind, TrainConfig, WeightingKind,
+    LossKind, NormKind, OptimizerKind, SamplerKind, ScheduleKind, TrainConfig, WeightingKind,
 };
-use dermclass::train::evaluate::predict_loader;
+use dermclass::train::evaluate::{Tta, predict_loader};
 use dermclass::train::trainer::eval_loader_config;
 use dermclass::train::{Checkpoint, RunPaths, SessionOptions, checkpoint, train};
 
@@ -143,6 +144,47 @@ pub struct TrainArgs {
     /// Skip unreadable images (reported) instead of failing before training.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Training loss: ce or logit-adjusted.
+    #[arg(long, value_enum)]
+    pub loss: Option<LossKind>,
+    /// Logit adjustment strength: in the logit-adjusted loss, or post hoc after ce (0 = off).
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999).
+    #[arg(long)]
+    pub ema: Option<f64>,
+    /// No weight decay on batch-norm and bias parameters (default for sgd and adamw).
+    #[arg(long)]
+    pub no_decay_norm_bias: bool,
+    /// Shades-of-Gray colour constancy with this norm (6 is usual), in training and use.
+    #[arg(long)]
+    pub shades_of_gray: Option<f32>,
+    /// Augment with all 8 dihedral views (flips and quarter turns; square inputs).
+    #[arg(long)]
+    pub dihedral: bool,
+    /// Random-resized crop with this area range, e.g. 0.35,1.0 (replaces zoom and shift).
+    #[arg(long, value_parser = parse_range)]
+    pub crop_scale: Option<[f32; 2]>,
+    /// Saturation jitter (0 = off), e.g. 0.2.
+    #[arg(long)]
+    pub saturation: Option<f32>,
+    /// Hue jitter in turns (0 = off), e.g. 0.02.
+    #[arg(long)]
+    pub hue: Option<f32>,
+}
+
+/// Parses `MIN,MAX`.
+fn parse_range(text: &str) -> Result<[f32; 2], String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let [lo, hi] = parts.as_slice() else {
+        return Err(format!("expected MIN,MAX, got `{text}`"));
+    };
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f32>()
+            .map_err(|_| format!("`{v}` is not a number"))
+    };
+    Ok([parse(lo)?, parse(hi)?])
 }
 
 macro_rules! override_fields {
@@ -182,7 +224,18 @@ impl TrainArgs {
             seed,
             device,
             workers,
+            loss,
+            tau,
         );
+        if self.ema.is_some() {
+            config.ema = self.ema;
+        }
+        if self.no_decay_norm_bias {
+            config.no_decay_norm_bias = Some(true);
+        }
+        if self.shades_of_gray.is_some() {
+            config.shades_of_gray = self.shades_of_gray;
+        }
         if let Some(input) = self.input {
             config.width = input.width;
             config.height = input.height;
@@ -209,7 +262,13 @@ impl TrainArgs {
         augment.enabled &= !self.no_augment;
         augment.vertical_flip |= self.vflip;
         augment.horizontal_flip &= !self.no_hflip;
-        override_fields!(self, augment, rotation, zoom, shift, brightness, contrast);
+        override_fields!(
+            self, augment, rotation, zoom, shift, brightness, contrast, saturation, hue
+        );
+        augment.dihedral |= self.dihedral;
+        if self.crop_scale.is_some() {
+            augment.crop_scale = self.crop_scale;
+        }
         if config.data.as_os_str().is_empty() && !self.resume {
             bail!("--data is required (or `data = ...` in --config)");
         }
@@ -228,7 +287,9 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     };
     let summary = train(&config, &args.out, &options)?;
     println!();
-    println!("{}", summary.best_metrics.render_table());
+    if let Some(metrics) = &summary.best_metrics {
+        println!("{}", metrics.render_table());
+    }
     println!(
         "best epoch {} of {}; report: {}",
         summary.state.best_epoch,
@@ -256,6 +317,26 @@ pub fn resolve_checkpoint(model: &Path) -> Result<PathBuf> {
     Ok(model.to_path_buf())
 }
 
+/// File name of the model that ships with dermclass, in `models/`.
+pub const SHIPPED_MODEL: &str = "isic2018-mobilenet_v2.ckpt";
+
+/// The shipped model: `$DERMCLASS_MODEL` when set, else `models/` of this checkout.
+pub fn shipped_model() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("DERMCLASS_MODEL") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(SHIPPED_MODEL);
+    if !path.is_file() {
+        bail!(
+            "the shipped model {} is missing; pass --model RUN_OR_CKPT or set DERMCLASS_MODEL",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Arguments of `dermclass evaluate`.
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
@@ -271,9 +352,18 @@ pub struct EvaluateArgs {
     /// ...with this value in the split column.
     #[arg(long, default_value = "val")]
     pub split: String,
-    /// Average over flipped copies (test-time augmentation).
+    /// Test-time augmentation: 1 (none), 2 (+ mirror), 8 (all dihedral views).
+    #[arg(long, value_enum, default_value = "1")]
+    pub tta: Tta,
+    /// Logit adjustment strength (default: the model's own).
     #[arg(long)]
-    pub tta: bool,
+    pub tau: Option<f64>,
+    /// Print balanced accuracy against tau (0 to 2) instead of the metric table.
+    #[arg(long)]
+    pub sweep_tau: bool,
+    /// Use the weights being trained instead of their moving average (runs with an EMA).
+    #[arg(long)]
+    pub trained_weights: bool,
     /// Device: cpu, cuda:N or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -285,6 +375,15 @@ pub struct EvaluateArgs {
 fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
     let config = eval_loader_config(&checkpoint.state.config);
     Ok(Loader::new(samples, config)?)
+}
+
+/// The model's stored decision rule, with `tau` overriding its strength.
+fn decision_rule(checkpoint: &Checkpoint, tau: Option<f64>) -> LogitAdjustment {
+    let stored = &checkpoint.state.adjustment;
+    match tau {
+        Some(tau) => stored.with_tau(tau),
+        None => stored.clone(),
+    }
 }
 
 /// Runs `dermclass evaluate`.
@@ -321,14 +420,37 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         None => dataset.samples,
     };
     let device = parse_device(&args.device)?;
-    let model = checkpoint.model(&device)?;
+    let model = if args.trained_weights {
+        if checkpoint.train_model.is_empty() {
+            bail!("this checkpoint has no separate trained weights (no EMA, or weights only)");
+        }
+        checkpoint.train_model(&device)?
+    } else {
+        checkpoint.model(&device)?
+    };
     let loader = eval_loader(&checkpoint, samples)?;
-    let predictions = predict_loader(&model, &loader, &device, args.tta)?;
-    let metrics = Metrics::compute(
-        &predictions.labels,
-        &predictions.probs,
-        &checkpoint.state.classes,
-    )?;
+    let classes = &checkpoint.state.classes;
+    let rule = decision_rule(&checkpoint, args.tau);
+    if args.sweep_tau {
+        let raw = predict_loader(
+            &model,
+            &loader,
+            &device,
+            args.tta,
+            &LogitAdjustment::default(),
+        )?;
+        println!("tau   balanced_accuracy   accuracy");
+        for step in 0..=8 {
+            let tau = step as f64 * 0.25;
+            let mut probs = raw.probs.clone();
+            rule.with_tau(tau).apply(&mut probs);
+            let m = Metrics::compute(&raw.labels, &probs, classes)?;
+            println!("{tau:<5.2} {:<19.4} {:.4}", m.balanced_accuracy, m.accuracy);
+        }
+        return Ok(());
+    }
+    let predictions = predict_loader(&model, &loader, &device, args.tta, &rule)?;
+    let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
     if args.json {
         println!("{}", metrics.to_json());
     } else {
@@ -340,18 +462,21 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
 /// Arguments of `dermclass predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A run folder or a checkpoint file.
+    /// A run folder or a checkpoint file (default: the model that ships with dermclass).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Image files or folders of images.
     #[arg(long, num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
     /// Output CSV (ISIC 2018 Task 3 submission format).
     #[arg(long)]
     pub out: PathBuf,
-    /// Average over flipped copies (test-time augmentation).
+    /// Test-time augmentation: 1 (none), 2 (+ mirror), 8 (all dihedral views).
+    #[arg(long, value_enum, default_value = "1")]
+    pub tta: Tta,
+    /// Logit adjustment strength (default: the model's own).
     #[arg(long)]
-    pub tta: bool,
+    pub tau: Option<f64>,
     /// Device: cpu, cuda:N or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -401,13 +526,26 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
 
 /// Runs `dermclass predict`.
 pub fn run_predict(args: PredictArgs) -> Result<()> {
-    let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
+    let path = match &args.model {
+        Some(model) => resolve_checkpoint(model)?,
+        None => shipped_model()?,
+    };
+    let checkpoint = checkpoint::load(&path)?;
+    println!(
+        "model: {} ({}, {} classes, input {}x{})",
+        path.display(),
+        checkpoint.state.arch,
+        checkpoint.state.classes.len(),
+        checkpoint.state.config.width,
+        checkpoint.state.config.height
+    );
     let samples = collect_images(&args.input)?;
     let device = parse_device(&args.device)?;
     let model = checkpoint.model(&device)?;
     let loader = eval_loader(&checkpoint, samples)?;
     let started = Instant::now();
-    let predictions = predict_loader(&model, &loader, &device, args.tta)?;
+    let rule = decision_rule(&checkpoint, args.tau);
+    let predictions = predict_loader(&model, &loader, &device, args.tta, &rule)?;
     write_submission(
         &args.out,
         &checkpoint.state.classes,
@@ -419,6 +557,36 @@ pub fn run_predict(args: PredictArgs) -> Result<()> {
         predictions.ids.len(),
         args.out.display(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Arguments of `dermclass strip`.
+#[derive(Args, Debug)]
+pub struct StripArgs {
+    /// A run folder (its best.ckpt) or a checkpoint file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The weights-only checkpoint to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `dermclass strip`.
+pub fn run_strip(args: StripArgs) -> Result<()> {
+    let source = resolve_checkpoint(&args.model)?;
+    checkpoint::load(&source)?.weights_only().save(&args.out)?;
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "wrote {} ({:.1} MB; {} was {:.1} MB)",
+        args.out.display(),
+        size(&args.out),
+        source.display(),
+        size(&source)
     );
     Ok(())
 }
@@ -440,6 +608,81 @@ pub struct DemoArgs {
     pub arch: Option<String>,
 }
 
+/// The real demo images bundled in `assets/demo` (one per class, with `labels.csv`).
+fn demo_images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join("demo")
+}
+
+/// Reads `labels.csv` (`image,class`) of the demo images.
+fn read_demo_labels(dir: &Path) -> Result<Vec<(String, String)>> {
+    let path = dir.join("labels.csv");
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("bad row in {}", path.display()))?;
+        match (record.get(0), record.get(1)) {
+            (Some(image), Some(class)) => rows.push((image.to_string(), class.to_string())),
+            _ => bail!("{}: each row needs image,class", path.display()),
+        }
+    }
+    Ok(rows)
+}
+
+/// The demo's first part: the shipped model's answers on the bundled real images.
+fn classify_demo_images() -> Result<()> {
+    let model_path = match shipped_model() {
+        Ok(path) => path,
+        Err(err) => {
+            println!("(skipping the real images: {err:#})\n");
+            return Ok(());
+        }
+    };
+    let dir = demo_images_dir();
+    let labels = read_demo_labels(&dir)?;
+    let checkpoint = checkpoint::load(&model_path)?;
+    let device = parse_device("cpu")?;
+    let model = checkpoint.model(&device)?;
+    let samples: Vec<Sample> = labels
+        .iter()
+        .map(|(image, _)| Sample {
+            id: image.clone(),
+            path: dir.join(format!("{image}.jpg")),
+            label: 0,
+            lesion_id: None,
+        })
+        .collect();
+    let loader = eval_loader(&checkpoint, samples)?;
+    let rule = checkpoint.state.adjustment.clone();
+    let predictions = predict_loader(&model, &loader, &device, Tta::Eight, &rule)?;
+    let classes = &checkpoint.state.classes;
+    println!(
+        "0/3 the shipped model ({}, {}) on {} real dermoscopic images \
+         (HAM10000, CC BY-NC 4.0; see assets/demo/README.md):",
+        model_path.display(),
+        checkpoint.state.arch,
+        labels.len()
+    );
+    println!("  {:<14} {:<6} {:<6} probability", "image", "true", "model");
+    let k = classes.len();
+    let mut right = 0;
+    for (i, (image, truth)) in labels.iter().enumerate() {
+        let row = &predictions.probs[i * k..(i + 1) * k];
+        let best = (0..k)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap_or(0);
+        right += usize::from(classes[best] == *truth);
+        println!(
+            "  {:<14} {:<6} {:<6} {:.2}",
+            image, truth, classes[best], row[best]
+        );
+    }
+    println!("  {right} of {} right\n", labels.len());
+    Ok(())
+}
+
 /// Runs `dermclass demo`: synthetic data, a short training run, the evaluation.
 pub fn run_demo(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
@@ -451,6 +694,7 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
             args.out.display()
         );
     }
+    classify_demo_images()?;
     println!(
         "1/3 generating {} synthetic images per class ({}) in {}",
         args.per_class,
@@ -471,12 +715,15 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         ..SessionOptions::default()
     };
     let summary = train(&config, &run_dir, &options)?;
+    let metrics = summary
+        .best_metrics
+        .context("the demo run has a validation split")?;
     println!("3/3 best checkpoint on the held-out lesions:\n");
-    println!("{}", summary.best_metrics.render_table());
+    println!("{}", metrics.render_table());
     println!(
         "chance balanced accuracy is {:.3}; this run: {:.3}",
         1.0 / summary.state.classes.len() as f64,
-        summary.best_metrics.balanced_accuracy
+        metrics.balanced_accuracy
     );
     println!(
         "done in {:.0}s. Run folder: {} (report.md, curves.png, confusion.png, best.ckpt)",

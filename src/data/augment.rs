@@ -50,6 +50,19 @@ pub struct AugmentConfig {
     pub brightness_range: f32,
     /// Contrast jitter: scale around mid-grey by `c` from `[1-r, 1+r]` (0 = off).
     pub contrast_range: f32,
+    /// The 8 dihedral views: random horizontal and vertical flips (whatever the two flip
+    /// switches say) and a random quarter turn on top of the rotation.
+    pub dihedral: bool,
+    /// Random-resized crop: the crop's area fraction is drawn from this range and its
+    /// aspect ratio (log-uniformly) from `crop_ratio`; the crop is placed uniformly inside
+    /// the image and scaled to the output. Replaces the zoom and shift ranges when set.
+    pub crop_scale: Option<[f32; 2]>,
+    /// Random-resized crop: aspect-ratio range (width / height of the crop).
+    pub crop_ratio: [f32; 2],
+    /// Saturation jitter: factor from `[1-s, 1+s]` around the pixel's luma (0 = off).
+    pub saturation_range: f32,
+    /// Hue jitter: rotation of the chroma plane by `[-h, h]` turns (0 = off).
+    pub hue_range: f32,
 }
 
 impl Default for AugmentConfig {
@@ -67,6 +80,11 @@ impl Default for AugmentConfig {
             fill_mode: FillMode::Nearest,
             brightness_range: 0.0,
             contrast_range: 0.0,
+            dihedral: false,
+            crop_scale: None,
+            crop_ratio: [0.75, 4.0 / 3.0],
+            saturation_range: 0.0,
+            hue_range: 0.0,
         }
     }
 }
@@ -85,6 +103,11 @@ impl AugmentConfig {
             fill_mode: FillMode::Nearest,
             brightness_range: 0.0,
             contrast_range: 0.0,
+            dihedral: false,
+            crop_scale: None,
+            crop_ratio: [0.75, 4.0 / 3.0],
+            saturation_range: 0.0,
+            hue_range: 0.0,
         }
     }
 
@@ -99,6 +122,10 @@ impl AugmentConfig {
             && self.zoom_range == 0.0
             && self.brightness_range == 0.0
             && self.contrast_range == 0.0
+            && !self.dihedral
+            && self.crop_scale.is_none()
+            && self.saturation_range == 0.0
+            && self.hue_range == 0.0
     }
 
     /// Draws one set of parameters. The number of draws does not depend on the config, so
@@ -114,24 +141,48 @@ impl AugmentConfig {
         let zy = u(rng);
         let br = u(rng);
         let ct = u(rng);
+        // Draws added after the Keras ones, so their stream is unchanged.
+        let quarter = rng.random::<bool>();
+        let area = rng.random::<f32>();
+        let ratio = rng.random::<f32>();
+        let (cx, cy) = (u(rng), u(rng));
+        let (sat, hue) = (u(rng), u(rng));
         let zx = 1.0 + self.zoom_range * zx;
         let zy = if self.zoom_keep_aspect {
             zx
         } else {
             1.0 + self.zoom_range * zy
         };
-        AugmentParams {
-            flip_h: self.horizontal_flip && fh,
-            flip_v: self.vertical_flip && fv,
-            rotation_deg: self.rotation_range * rot,
+        let mut params = AugmentParams {
+            flip_h: (self.horizontal_flip || self.dihedral) && fh,
+            flip_v: (self.vertical_flip || self.dihedral) && fv,
+            rotation_deg: self.rotation_range * rot
+                + if self.dihedral && quarter { 90.0 } else { 0.0 },
             shift_x: self.width_shift_range * tx,
             shift_y: self.height_shift_range * ty,
             zoom_x: zx,
             zoom_y: zy,
             brightness: self.brightness_range * br,
             contrast: 1.0 + self.contrast_range * ct,
+            saturation: 1.0 + self.saturation_range * sat,
+            hue: self.hue_range * hue,
+            gains: [1.0; 3],
             fill_mode: self.fill_mode,
+        };
+        if let Some([lo, hi]) = self.crop_scale {
+            let area = lo + (hi - lo) * area;
+            let [rlo, rhi] = self.crop_ratio;
+            let ratio = (rlo.ln() + (rhi.ln() - rlo.ln()) * ratio).exp();
+            // Crop sides as fractions of the image; a crop wider or taller than the image
+            // is clipped to it (torchvision falls back to a centre crop after 10 tries).
+            let cw = (area * ratio).sqrt().min(1.0);
+            let ch = (area / ratio).sqrt().min(1.0);
+            params.zoom_x = cw;
+            params.zoom_y = ch;
+            params.shift_x = cx * (1.0 - cw) / 2.0;
+            params.shift_y = cy * (1.0 - ch) / 2.0;
         }
+        params
     }
 }
 
@@ -156,6 +207,12 @@ pub struct AugmentParams {
     pub brightness: f32,
     /// Contrast factor around 127.5.
     pub contrast: f32,
+    /// Saturation factor around the luma (1 = unchanged).
+    pub saturation: f32,
+    /// Hue rotation in turns (0 = unchanged).
+    pub hue: f32,
+    /// Per-channel gains applied first (colour constancy; `[1, 1, 1]` = none).
+    pub gains: [f32; 3],
     /// Fill mode.
     pub fill_mode: FillMode,
 }
@@ -173,8 +230,45 @@ impl AugmentParams {
             zoom_y: 1.0,
             brightness: 0.0,
             contrast: 1.0,
+            saturation: 1.0,
+            hue: 0.0,
+            gains: [1.0; 3],
             fill_mode: FillMode::Nearest,
         }
+    }
+
+    /// The colour part as one affine map `v' = A·v + b` on 0..=255 RGB values (clamped
+    /// after): gains, then saturation and hue around the luma axis (YIQ), then contrast
+    /// around mid-grey and brightness. `None` when it changes nothing.
+    pub fn colour_affine(&self) -> Option<([[f32; 3]; 3], [f32; 3])> {
+        if self.gains == [1.0; 3]
+            && self.saturation == 1.0
+            && self.hue == 0.0
+            && self.contrast == 1.0
+            && self.brightness == 0.0
+        {
+            return None;
+        }
+        // RGB -> YIQ and back (NTSC); saturation scales I and Q, hue rotates them.
+        const T: [[f64; 3]; 3] = [
+            [0.299, 0.587, 0.114],
+            [0.595_716, -0.274_453, -0.321_263],
+            [0.211_456, -0.522_591, 0.311_135],
+        ];
+        let ti = invert3(&T);
+        let (s, c) = (self.hue as f64 * std::f64::consts::TAU).sin_cos();
+        let k = self.saturation as f64;
+        let chroma = [[1.0, 0.0, 0.0], [0.0, k * c, -k * s], [0.0, k * s, k * c]];
+        let mut a = mul3(&ti, &mul3(&chroma, &T));
+        let contrast = self.contrast as f64;
+        for row in a.iter_mut() {
+            for (col, v) in row.iter_mut().enumerate() {
+                *v *= contrast * self.gains[col] as f64;
+            }
+        }
+        let offset = (127.5 * (1.0 - contrast) + self.brightness as f64 * 255.0) as f32;
+        let a = a.map(|row| row.map(|v| v as f32));
+        Some((a, [offset; 3]))
     }
 
     /// The affine map `src = A·(x, y) + b` from output pixel coordinates to source pixel
@@ -230,6 +324,49 @@ impl AugmentParams {
     }
 }
 
+fn mul3(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let mut out = [[0.0; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            out[i][j] = (0..3).map(|k| a[i][k] * b[k][j]).sum();
+        }
+    }
+    out
+}
+
+fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let cof =
+        |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let adj = [
+        [cof(1, 2, 1, 2), -cof(0, 2, 1, 2), cof(0, 1, 1, 2)],
+        [-cof(1, 2, 0, 2), cof(0, 2, 0, 2), -cof(0, 1, 0, 2)],
+        [cof(1, 2, 0, 1), -cof(0, 2, 0, 1), cof(0, 1, 0, 1)],
+    ];
+    let det = m[0][0] * adj[0][0] + m[0][1] * adj[1][0] + m[0][2] * adj[2][0];
+    adj.map(|row| row.map(|v| v / det))
+}
+
+/// Shades-of-Gray colour constancy (Finlayson and Trezzi 2004): per-channel gains that
+/// map the illuminant, estimated as the Minkowski `p`-norm mean of each channel, to
+/// neutral grey while keeping its overall brightness, for interleaved RGB8 `pixels`.
+pub fn shades_of_gray_gains(pixels: &[u8], p: f32) -> [f32; 3] {
+    let p = p as f64;
+    let mut table = [0f64; 256];
+    for (v, t) in table.iter_mut().enumerate() {
+        *t = (v as f64 / 255.0).powf(p);
+    }
+    let mut sums = [0f64; 3];
+    for px in pixels.chunks_exact(3) {
+        for c in 0..3 {
+            sums[c] += table[px[c] as usize];
+        }
+    }
+    let n = (pixels.len() / 3).max(1) as f64;
+    let e = sums.map(|s| (s / n).powf(1.0 / p));
+    let norm = (e.iter().map(|v| v * v).sum::<f64>() / 3.0).sqrt();
+    e.map(|v| if v > 1e-12 { (norm / v) as f32 } else { 1.0 })
+}
+
 #[inline]
 fn reflect(i: i64, n: i64) -> i64 {
     if n == 1 {
@@ -276,15 +413,14 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
     mut emit: F,
 ) {
     assert_eq!(src.len(), w * h * 3);
-    let jitter = p.brightness != 0.0 || p.contrast != 1.0;
-    let bright = p.brightness * 255.0;
-    let contrast = p.contrast;
+    let affine = p.colour_affine();
     let colour = |v: [f32; 3]| -> [f32; 3] {
-        if !jitter {
+        let Some((a, b)) = &affine else {
             return v;
-        }
-        let f = |x: f32| ((x - 127.5) * contrast + 127.5 + bright).clamp(0.0, 255.0);
-        [f(v[0]), f(v[1]), f(v[2])]
+        };
+        let f =
+            |r: usize| (a[r][0] * v[0] + a[r][1] * v[1] + a[r][2] * v[2] + b[r]).clamp(0.0, 255.0);
+        [f(0), f(1), f(2)]
     };
     if p.is_geometric_identity() {
         for (i, px) in src.chunks_exact(3).enumerate() {

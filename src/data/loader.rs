@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::Normalization;
-use super::augment::{AugmentConfig, warp_with};
+use super::augment::{AugmentConfig, shades_of_gray_gains, warp_with};
 use super::cache::PreprocessedCache;
 use super::error::DataError;
 use super::image_io::{load_image_rgb, resize_rgb_into};
@@ -71,6 +71,9 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Seed of shuffling and augmentation.
     pub seed: u64,
+    /// Shades-of-Gray colour constancy with this norm, computed on each resized image
+    /// before augmentation (`None` = off).
+    pub shades_of_gray: Option<f32>,
 }
 
 impl Default for LoaderConfig {
@@ -87,6 +90,7 @@ impl Default for LoaderConfig {
             sampler: Sampler::Uniform,
             drop_last: false,
             seed: 1,
+            shades_of_gray: None,
         }
     }
 }
@@ -329,7 +333,10 @@ fn build_batch(
             }
         };
         let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, epoch, pos));
-        let params = cfg.augment.sample(&mut rng);
+        let mut params = cfg.augment.sample(&mut rng);
+        if let Some(p) = cfg.shades_of_gray {
+            params.gains = shades_of_gray_gains(pixels, p);
+        }
         let out = &mut images[k * 3 * plane..(k + 1) * 3 * plane];
         let (r, rest) = out.split_at_mut(plane);
         let (g, bl) = rest.split_at_mut(plane);

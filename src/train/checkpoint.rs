@@ -1,5 +1,8 @@
-//! Checkpoints: one file holding the run state (JSON), the model weights and the optimizer
-//! state, written atomically (temporary file + rename) so a crash never leaves a torn file.
+//! Checkpoints: one file holding the run state (JSON), the model weights, the weights being
+//! trained when they differ (with an EMA the model is the average) and the optimizer state,
+//! written atomically (temporary file + rename) so a crash never leaves a torn file.
+//!
+//! Version 1 files (before the EMA) hold no training weights; they still load.
 
 use std::path::Path;
 
@@ -11,12 +14,13 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::adjust::LogitAdjustment;
 use super::config::TrainConfig;
 use crate::model::{Classifier, ModelSpec};
 use crate::report::{EpochRow, write_atomic};
 
 const MAGIC: &[u8; 12] = b"DERMCLASS-CK";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// What a run has done so far, enough to resume it exactly or to use its model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,6 +43,12 @@ pub struct RunState {
     pub history: Vec<EpochRow>,
     /// Seconds spent training and validating, over all sessions of the run.
     pub seconds: f64,
+    /// The decision rule applied to the model's probabilities (logit adjustment).
+    #[serde(default)]
+    pub adjustment: LogitAdjustment,
+    /// EMA updates done so far (the EMA's warm-up position).
+    #[serde(default)]
+    pub ema_updates: u64,
 }
 
 impl RunState {
@@ -56,8 +66,11 @@ impl RunState {
 pub struct Checkpoint {
     /// Run state.
     pub state: RunState,
-    /// Serialized model record.
+    /// Serialized model record: the model to use (the average when the run has an EMA).
     pub model: Vec<u8>,
+    /// Serialized record of the weights being trained, when they differ from `model`
+    /// (empty otherwise).
+    pub train_model: Vec<u8>,
     /// Serialized optimizer record (empty for weights-only files).
     pub optimizer: Vec<u8>,
 }
@@ -82,19 +95,29 @@ fn take<'a>(bytes: &mut &'a [u8], path: &Path) -> Result<&'a [u8]> {
     Ok(part)
 }
 
-/// Writes a checkpoint of `model` and `optimizer` with `state` to `path`, atomically.
-pub fn save(
-    path: &Path,
-    state: &RunState,
-    model: &Classifier,
-    optimizer: Option<&ModuleOptimizer>,
-) -> Result<()> {
-    let model = model
+fn model_bytes(model: &Classifier) -> Result<Vec<u8>> {
+    Ok(model
         .clone()
         .into_record()
         .into_bytes()
         .map_err(|e| anyhow::anyhow!("cannot serialize the model: {e}"))?
-        .to_vec();
+        .to_vec())
+}
+
+/// Writes a checkpoint of `model` (the one to use), the weights being trained when they
+/// differ (`train_model`, with an EMA) and `optimizer`, with `state`, to `path`, atomically.
+pub fn save(
+    path: &Path,
+    state: &RunState,
+    model: &Classifier,
+    train_model: Option<&Classifier>,
+    optimizer: Option<&ModuleOptimizer>,
+) -> Result<()> {
+    let model = model_bytes(model)?;
+    let train_model = match train_model {
+        Some(m) => model_bytes(m)?,
+        None => Vec::new(),
+    };
     let optimizer = match optimizer {
         Some(o) => o
             .into_bytes()
@@ -105,6 +128,7 @@ pub fn save(
     Checkpoint {
         state: state.clone(),
         model,
+        train_model,
         optimizer,
     }
     .save(path)
@@ -117,9 +141,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         bail!("{} is not a dermclass checkpoint", path.display());
     }
     let version = u32::from_le_bytes(data[MAGIC.len()..MAGIC.len() + 4].try_into()?);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         bail!(
-            "{} is checkpoint version {version}; this dermclass reads version {VERSION}",
+            "{} is checkpoint version {version}; this dermclass reads versions 1 to {VERSION}",
             path.display()
         );
     }
@@ -127,10 +151,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let state: RunState = serde_json::from_slice(take(&mut rest, path)?)
         .with_context(|| format!("bad run state in {}", path.display()))?;
     let model = take(&mut rest, path)?.to_vec();
+    let train_model = if version >= 2 {
+        take(&mut rest, path)?.to_vec()
+    } else {
+        Vec::new()
+    };
     let optimizer = take(&mut rest, path)?.to_vec();
     Ok(Checkpoint {
         state,
         model,
+        train_model,
         optimizer,
     })
 }
@@ -143,18 +173,43 @@ impl Checkpoint {
         out.extend_from_slice(&VERSION.to_le_bytes());
         put(&mut out, &serde_json::to_vec(&self.state)?);
         put(&mut out, &self.model);
+        put(&mut out, &self.train_model);
         put(&mut out, &self.optimizer);
         write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// Builds the model on `device` and loads the saved weights into it.
+    /// Builds the model to use on `device` and loads the saved weights into it.
     pub fn model(&self, device: &Device) -> Result<Classifier> {
+        self.build_with(&self.model, device)
+    }
+
+    /// Builds the weights being trained (the same as [`Checkpoint::model`] without an EMA).
+    pub fn train_model(&self, device: &Device) -> Result<Classifier> {
+        if self.train_model.is_empty() {
+            return self.model(device);
+        }
+        self.build_with(&self.train_model, device)
+    }
+
+    fn build_with(&self, bytes: &[u8], device: &Device) -> Result<Classifier> {
         let model = self.state.model_spec()?.build(device)?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone()))
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
             .map_err(|e| anyhow::anyhow!("bad model record: {e}"))?;
         model
             .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("the saved weights do not fit {}: {e}", self.state.arch))
+    }
+
+    /// A copy with only the model to use: no training weights, no optimizer state. It
+    /// predicts and evaluates like the original but cannot resume; about a third of the size
+    /// with Adam and an EMA.
+    pub fn weights_only(&self) -> Checkpoint {
+        Checkpoint {
+            state: self.state.clone(),
+            model: self.model.clone(),
+            train_model: Vec::new(),
+            optimizer: Vec::new(),
+        }
     }
 
     /// Restores the optimizer state into `optimizer`.

@@ -130,7 +130,10 @@ pub fn compare(
         let spec = best.state.model_spec()?;
         let model = best.model(&device)?;
         let latency = batch1_latency_ms(&model, config.width, config.height, &device, 20);
-        let m = &summary.best_metrics;
+        let m = summary
+            .best_metrics
+            .as_ref()
+            .context("compare needs a validation split (val_fraction > 0)")?;
         let row = CompareRow {
             trick: spec.arch.family().trick.to_string(),
             arch: spec.arch.to_string(),

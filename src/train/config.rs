@@ -30,6 +30,22 @@ pub enum ScheduleKind {
     Cosine,
     /// Multiply by `step_gamma` every `step_epochs` epochs.
     Step,
+    /// One-cycle (Smith 2018, PyTorch's `OneCycleLR`): a cosine rise from `lr / 25` to `lr`
+    /// over the warm-up (30% of the run when `warmup_epochs` is 0), then a cosine fall to
+    /// `lr / 25e4`.
+    Onecycle,
+}
+
+/// Training loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Cross-entropy (with the class weights and label smoothing set).
+    Ce,
+    /// Logit-adjusted cross-entropy (Menon et al. 2021): cross-entropy of the logits plus
+    /// `tau * log(prior)`, the prior being the class frequencies the training batches show.
+    /// The model's raw logits then target balanced error, so no post-hoc adjustment follows.
+    LogitAdjusted,
 }
 
 /// Class weighting in the loss.
@@ -84,6 +100,18 @@ pub struct AugmentSettings {
     pub brightness: f32,
     /// Contrast jitter (0 = off).
     pub contrast: f32,
+    /// All 8 dihedral views: random horizontal and vertical flips and quarter turns
+    /// (dermoscopy has no up or down). Needs a square input.
+    pub dihedral: bool,
+    /// Random-resized crop: area fraction range `[min, max]` of the crop (replaces `zoom`
+    /// and `shift` when set), e.g. `[0.35, 1.0]`.
+    pub crop_scale: Option<[f32; 2]>,
+    /// Random-resized crop: aspect-ratio range of the crop.
+    pub crop_ratio: [f32; 2],
+    /// Saturation jitter: factor drawn from `[1 - s, 1 + s]` (0 = off).
+    pub saturation: f32,
+    /// Hue jitter: rotation drawn from `[-h, h]` turns (torchvision's `hue`; 0 = off).
+    pub hue: f32,
 }
 
 impl Default for AugmentSettings {
@@ -97,11 +125,46 @@ impl Default for AugmentSettings {
             shift: 0.3,
             brightness: 0.0,
             contrast: 0.0,
+            dihedral: false,
+            crop_scale: None,
+            crop_ratio: [0.75, 4.0 / 3.0],
+            saturation: 0.0,
+            hue: 0.0,
         }
     }
 }
 
 impl AugmentSettings {
+    /// Checks the ranges for an input of `width x height`.
+    pub fn validate(&self, width: usize, height: usize) -> Result<()> {
+        if self.dihedral && self.enabled && width != height {
+            bail!(
+                "augment.dihedral needs a square input (quarter turns of a {width}x{height} \
+                 image leave corners empty); use e.g. --input {} or turn dihedral off",
+                width.min(height)
+            );
+        }
+        if let Some([lo, hi]) = self.crop_scale
+            && !(0.0 < lo && lo <= hi && hi <= 1.0)
+        {
+            bail!("augment.crop_scale must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]");
+        }
+        let [lo, hi] = self.crop_ratio;
+        if !(0.0 < lo && lo <= hi && hi.is_finite()) {
+            bail!("augment.crop_ratio must satisfy 0 < min <= max, got [{lo}, {hi}]");
+        }
+        if !(0.0..=1.0).contains(&self.saturation) {
+            bail!(
+                "augment.saturation must be in [0, 1], got {}",
+                self.saturation
+            );
+        }
+        if !(0.0..=0.5).contains(&self.hue) {
+            bail!("augment.hue must be in [0, 0.5] turns, got {}", self.hue);
+        }
+        Ok(())
+    }
+
     /// The loader's augmentation ranges.
     pub fn to_config(&self) -> AugmentConfig {
         if !self.enabled {
@@ -118,6 +181,11 @@ impl AugmentSettings {
             fill_mode: FillMode::Nearest,
             brightness_range: self.brightness,
             contrast_range: self.contrast,
+            dihedral: self.dihedral,
+            crop_scale: self.crop_scale,
+            crop_ratio: self.crop_ratio,
+            saturation_range: self.saturation,
+            hue_range: self.hue,
         }
     }
 }
@@ -158,6 +226,21 @@ pub struct TrainConfig {
     pub step_gamma: f64,
     /// Label smoothing epsilon.
     pub label_smoothing: f64,
+    /// Training loss.
+    pub loss: LossKind,
+    /// Strength of the logit adjustment: in the loss (`loss = "logit-adjusted"`), or
+    /// post hoc (`loss = "ce"`: `tau * log(prior)` is subtracted from the logits at
+    /// validation, evaluation and prediction; 0 turns it off).
+    pub tau: f64,
+    /// Exponential moving average of the weights with this decay (e.g. 0.999); validation,
+    /// checkpoints and prediction then use the averaged model.
+    pub ema: Option<f64>,
+    /// No weight decay on batch-norm and bias parameters (default: on for SGD and AdamW,
+    /// off for Adam).
+    pub no_decay_norm_bias: Option<bool>,
+    /// Shades-of-Gray colour constancy with this Minkowski norm (e.g. 6), applied to every
+    /// image in training, evaluation and prediction alike.
+    pub shades_of_gray: Option<f32>,
     /// Class weights in the loss.
     pub class_weights: WeightingKind,
     /// Beta of the effective-number weights.
@@ -207,6 +290,11 @@ impl Default for TrainConfig {
             step_epochs: 10,
             step_gamma: 0.1,
             label_smoothing: 0.0,
+            loss: LossKind::Ce,
+            tau: 0.0,
+            ema: None,
+            no_decay_norm_bias: None,
+            shades_of_gray: None,
             class_weights: WeightingKind::None,
             effective_beta: 0.999,
             sampler: SamplerKind::Uniform,
@@ -278,8 +366,25 @@ impl TrainConfig {
             );
         }
         if !(0.0..1.0).contains(&self.val_fraction) && self.split.is_none() {
-            bail!("val_fraction must be in (0, 1), got {}", self.val_fraction);
+            bail!(
+                "val_fraction must be in [0, 1) (0 trains on every image), got {}",
+                self.val_fraction
+            );
         }
+        if !(self.tau.is_finite() && self.tau >= 0.0) {
+            bail!("tau must be a number >= 0, got {}", self.tau);
+        }
+        if let Some(decay) = self.ema
+            && !(0.0..1.0).contains(&decay)
+        {
+            bail!("ema must be a decay in [0, 1), e.g. 0.999; got {decay}");
+        }
+        if let Some(p) = self.shades_of_gray
+            && !(p.is_finite() && p >= 1.0)
+        {
+            bail!("shades_of_gray must be a norm >= 1 (6 is usual), got {p}");
+        }
+        self.augment.validate(self.width, self.height)?;
         if self.weight_decay < 0.0 || self.warmup_epochs < 0.0 {
             bail!("weight_decay and warmup_epochs must not be negative");
         }
@@ -290,6 +395,12 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// Whether batch-norm and bias parameters are exempt from weight decay.
+    pub fn exempt_norm_bias(&self) -> bool {
+        self.no_decay_norm_bias
+            .unwrap_or(self.optimizer != OptimizerKind::Adam)
     }
 
     /// Class weighting for the data module.

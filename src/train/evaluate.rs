@@ -5,33 +5,86 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use super::adjust::LogitAdjustment;
 use crate::data::{Batch, Loader};
 use crate::model::Classifier;
 
-/// Class probabilities (softmax) of a batch, flat row-major `[n, classes]`.
+/// Test-time augmentation: how many views of each image are averaged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tta {
+    /// The image as it is.
+    #[default]
+    #[value(name = "1")]
+    One,
+    /// The image and its mirror image (horizontal flip).
+    #[value(name = "2")]
+    Two,
+    /// All 8 dihedral views: flips and quarter turns (transposes). A non-square input
+    /// gives transposed views of the other shape, which every model accepts.
+    #[value(name = "8")]
+    Eight,
+}
+
+impl Tta {
+    /// The views of an NCHW batch.
+    pub fn views(self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        match self {
+            Tta::One => vec![x],
+            Tta::Two => vec![x.clone(), x.flip([3])],
+            Tta::Eight => {
+                let t = x.clone().swap_dims(2, 3);
+                let mut views = Vec::with_capacity(8);
+                for base in [x, t] {
+                    views.push(base.clone().flip([3]));
+                    views.push(base.clone().flip([2]));
+                    views.push(base.clone().flip([2, 3]));
+                    views.push(base);
+                }
+                views
+            }
+        }
+    }
+
+    /// Number of views.
+    pub fn count(self) -> usize {
+        match self {
+            Tta::One => 1,
+            Tta::Two => 2,
+            Tta::Eight => 8,
+        }
+    }
+}
+
+/// Class probabilities of a batch, flat row-major `[n, classes]`: the softmax averaged over
+/// the `tta` views, then the logit adjustment.
 ///
-/// `model` must be in inference mode (`model.valid()`); `tta` also averages the
-/// horizontally, vertically and doubly flipped images.
+/// `model` must be in inference mode (`model.valid()`).
 pub fn batch_probabilities(
     model: &Classifier,
     batch: &Batch,
     device: &Device,
-    tta: bool,
+    tta: Tta,
+    adjustment: &LogitAdjustment,
 ) -> Vec<f32> {
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
-    let mut probs = softmax(model.forward(x.clone()), 1);
-    if tta {
-        let views = [x.clone().flip([3]), x.clone().flip([2]), x.flip([2, 3])];
-        for view in views {
-            probs = probs + softmax(model.forward(view), 1);
-        }
-        probs = probs.div_scalar(4.0);
+    let mut probs: Option<Tensor<2>> = None;
+    for view in tta.views(x) {
+        let p = softmax(model.forward(view), 1);
+        probs = Some(match probs {
+            Some(sum) => sum + p,
+            None => p,
+        });
     }
-    probs
+    let probs = probs
+        .expect("at least one view")
+        .div_scalar(tta.count() as f64);
+    let mut probs = probs
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .expect("f32 probabilities")
+        .expect("f32 probabilities");
+    adjustment.apply(&mut probs);
+    probs
 }
 
 /// Labels, ids and probabilities of every image a loader yields for epoch 0.
@@ -63,7 +116,8 @@ pub fn predict_loader(
     model: &Classifier,
     loader: &Loader,
     device: &Device,
-    tta: bool,
+    tta: Tta,
+    adjustment: &LogitAdjustment,
 ) -> Result<Predictions> {
     let model = model.valid();
     let mut out = Predictions {
@@ -74,9 +128,88 @@ pub fn predict_loader(
     for batch in loader.epoch(0) {
         let batch = batch?;
         out.probs
-            .extend(batch_probabilities(&model, &batch, device, tta));
+            .extend(batch_probabilities(&model, &batch, device, tta, adjustment));
         out.labels.extend_from_slice(&batch.labels);
         out.ids.extend(batch.ids);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+
+    fn batch_of(image: Vec<f32>, n: usize) -> Batch {
+        Batch {
+            images: image,
+            labels: vec![0],
+            ids: vec!["x".into()],
+            shape: [1, 3, n, n],
+        }
+    }
+
+    #[test]
+    fn eight_views_are_distinct_and_cover_the_dihedral_group() {
+        let device = Device::default();
+        let n = 3;
+        let values: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, n, n]), &device);
+        let views: Vec<Vec<f32>> = Tta::Eight
+            .views(x)
+            .into_iter()
+            .map(|v| v.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+            .collect();
+        assert_eq!(views.len(), 8);
+        for (i, a) in views.iter().enumerate() {
+            let mut sorted = a.clone();
+            sorted.sort_by(f32::total_cmp);
+            assert_eq!(sorted, (0..9).map(|v| v as f32).collect::<Vec<_>>());
+            for b in &views[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The centre stays; the corners stay corners.
+        assert!(views.iter().all(|v| v[4] == 4.0));
+        assert!(views.iter().all(|v| [0.0, 2.0, 6.0, 8.0].contains(&v[0])));
+    }
+
+    #[test]
+    fn tta_of_a_symmetric_image_equals_one_view() {
+        let device = Device::default();
+        let model = ModelSpec::parse("shufflenet_v2:0.5", 7)
+            .unwrap()
+            .build(&device)
+            .unwrap()
+            .valid();
+        // Symmetric under every flip and quarter turn: a function of the sorted distances
+        // to the centre.
+        let n = 33;
+        let c = 16i32;
+        let mut image = Vec::new();
+        for ch in 0..3 {
+            for y in 0..n as i32 {
+                for x in 0..n as i32 {
+                    let (a, b) = ((x - c).abs(), (y - c).abs());
+                    let (lo, hi) = (a.min(b), a.max(b));
+                    image.push(((lo * 3 + hi * 7 + ch * 5) % 17) as f32 / 17.0);
+                }
+            }
+        }
+        let batch = batch_of(image, n);
+        let none = LogitAdjustment::default();
+        let one = batch_probabilities(&model, &batch, &device, Tta::One, &none);
+        let eight = batch_probabilities(&model, &batch, &device, Tta::Eight, &none);
+        for (a, b) in one.iter().zip(&eight) {
+            assert!((a - b).abs() < 1e-6, "{one:?} vs {eight:?}");
+        }
+        // An asymmetric image gives a different average.
+        let mut skew = batch.images.clone();
+        skew[0] += 5.0;
+        skew[40] -= 3.0;
+        let skewed = batch_of(skew, n);
+        let a = batch_probabilities(&model, &skewed, &device, Tta::One, &none);
+        let b = batch_probabilities(&model, &skewed, &device, Tta::Eight, &none);
+        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
+    }
 }

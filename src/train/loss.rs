@@ -35,6 +35,28 @@ pub fn cross_entropy(
         .reshape([1])
 }
 
+/// Logit-adjusted cross-entropy (Menon et al. 2021, eq. 10): cross-entropy of
+/// `logits + tau * log(prior)`. Rare classes need a larger margin to win during training,
+/// so the raw logits come out tuned for balanced error.
+pub fn logit_adjusted_cross_entropy(
+    logits: Tensor<2>,
+    labels: &[usize],
+    class_weights: Option<&[f32]>,
+    label_smoothing: f64,
+    prior: &[f64],
+    tau: f64,
+) -> Tensor<1> {
+    let [_, k] = logits.dims();
+    assert_eq!(prior.len(), k, "one prior per class");
+    let offsets: Vec<f32> = prior
+        .iter()
+        .map(|p| (tau * p.max(1e-12).ln()) as f32)
+        .collect();
+    let offsets = Tensor::<1>::from_data(TensorData::new(offsets, [k]), &logits.device());
+    let shifted = logits + offsets.reshape([1, k]);
+    cross_entropy(shifted, labels, class_weights, label_smoothing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +89,38 @@ mod tests {
         let lp1 = -(1.0 + 2f32.exp()).ln();
         let smooth = value(cross_entropy(logits.narrow(0, 1, 1), &[1], None, 0.2));
         assert!((smooth + 0.1 * lp0 + 0.9 * lp1).abs() < 1e-5, "{smooth}");
+    }
+
+    #[test]
+    fn logit_adjusted_loss_is_cross_entropy_of_shifted_logits() {
+        let device = Device::default();
+        let logits = Tensor::<2>::from_data([[1.0f32, 0.5], [0.0, 2.0]], &device);
+        let prior = [0.75, 0.25];
+        let la = value(logit_adjusted_cross_entropy(
+            logits.clone(),
+            &[1, 0],
+            None,
+            0.0,
+            &prior,
+            1.0,
+        ));
+        // By hand: shifted rows (1 + ln .75, .5 + ln .25) and (ln .75, 2 + ln .25).
+        let (a, b) = (1.0 + 0.75f32.ln(), 0.5 + 0.25f32.ln());
+        let row1 = -(b - (a.exp() + b.exp()).ln());
+        let (c, d) = (0.75f32.ln(), 2.0 + 0.25f32.ln());
+        let row2 = -(c - (c.exp() + d.exp()).ln());
+        assert!((la - (row1 + row2) / 2.0).abs() < 1e-5, "{la}");
+        // A rare true class costs more than under plain cross-entropy.
+        let first = logits.narrow(0, 0, 1);
+        let plain = value(cross_entropy(first.clone(), &[1], None, 0.0));
+        let rare = value(logit_adjusted_cross_entropy(
+            first,
+            &[1],
+            None,
+            0.0,
+            &prior,
+            1.0,
+        ));
+        assert!(rare > plain + 0.5, "{rare} vs {plain}");
     }
 }

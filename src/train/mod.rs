@@ -1,8 +1,10 @@
 //! Training, evaluation and prediction: settings, loss, schedules, the loop, checkpoints.
 
+pub mod adjust;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod ema;
 pub mod evaluate;
 pub mod loss;
 pub mod schedule;

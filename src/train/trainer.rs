@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burn::module::{Module, ParamGroup};
 use burn::optim::{
     AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
     momentum::MomentumConfig,
@@ -13,10 +14,12 @@ use burn::optim::{
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::adjust::{LogitAdjustment, effective_prior};
 use super::checkpoint::{self, RunState};
-use super::config::{OptimizerKind, TrainConfig};
-use super::evaluate::predict_loader;
-use super::loss::cross_entropy;
+use super::config::{LossKind, OptimizerKind, TrainConfig, WeightingKind};
+use super::ema::Ema;
+use super::evaluate::{Tta, predict_loader};
+use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
 use super::schedule::LrSchedule;
 use crate::data::{
     Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_split_csv,
@@ -78,8 +81,8 @@ pub struct SessionOptions {
 pub struct RunSummary {
     /// Final state (epochs, history, best epoch).
     pub state: RunState,
-    /// Metrics of the best checkpoint on the validation images.
-    pub best_metrics: Metrics,
+    /// Metrics of the best checkpoint on the validation images (none without validation).
+    pub best_metrics: Option<Metrics>,
     /// Trainable parameters.
     pub params: usize,
     /// Multiply-adds per image at the training input size.
@@ -90,16 +93,18 @@ pub struct RunSummary {
 struct RunData {
     classes: Vec<String>,
     train: Loader,
-    val: Loader,
+    /// None when every image trains (`val_fraction = 0`).
+    val: Option<Loader>,
     train_counts: Vec<usize>,
 }
 
-/// Loader settings for running a model trained with `config` over images: its input size
-/// and normalisation, no augmentation, no shuffling.
+/// Loader settings for running a model trained with `config` over images: its input size,
+/// normalisation and colour constancy, no augmentation, no shuffling.
 pub fn eval_loader_config(config: &TrainConfig) -> LoaderConfig {
     let mut lc = LoaderConfig::eval(config.width, config.height, config.batch.max(16));
     lc.normalization = config.loader_normalization();
     lc.workers = config.workers;
+    lc.shades_of_gray = config.shades_of_gray;
     lc
 }
 
@@ -123,7 +128,38 @@ fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
         workers: config.workers,
         cache_dir: config.cache.clone(),
         seed: config.seed,
+        shades_of_gray: config.shades_of_gray,
     }
+}
+
+fn choose_split(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    options: &SessionOptions,
+    dataset: &Dataset,
+) -> Result<Split> {
+    let split = if options.resume && paths.split().exists() {
+        read_split_csv(&paths.split(), dataset)?
+    } else if let Some(file) = &config.split {
+        read_split_csv(file, dataset)?
+    } else if config.val_fraction == 0.0 {
+        Split {
+            train: (0..dataset.samples.len()).collect(),
+            val: Vec::new(),
+        }
+    } else {
+        split_train_val(dataset, config.val_fraction, config.seed)
+    };
+    let final_fit = config.val_fraction == 0.0 && config.split.is_none();
+    if split.train.is_empty() || (split.val.is_empty() && !final_fit) {
+        bail!(
+            "the split leaves {} training and {} validation images; both need some \
+             (val_fraction = 0 trains on every image without validation)",
+            split.train.len(),
+            split.val.len()
+        );
+    }
+    Ok(split)
 }
 
 fn prepare_data(
@@ -141,20 +177,7 @@ fn prepare_data(
             report.bad_by_kind()
         );
     }
-    let split = if options.resume && paths.split().exists() {
-        read_split_csv(&paths.split(), &dataset)?
-    } else if let Some(file) = &config.split {
-        read_split_csv(file, &dataset)?
-    } else {
-        split_train_val(&dataset, config.val_fraction, config.seed)
-    };
-    if split.train.is_empty() || split.val.is_empty() {
-        bail!(
-            "the split leaves {} training and {} validation images; both need some",
-            split.train.len(),
-            split.val.len()
-        );
-    }
+    let split = choose_split(config, paths, options, &dataset)?;
     write_split_csv(&paths.split(), &dataset, &split)?;
     let pick = |indices: &[usize]| -> Vec<Sample> {
         indices
@@ -175,31 +198,62 @@ fn prepare_data(
     }
     let mut train_cfg = loader_config(config, true);
     train_cfg.drop_last = train.len() > config.batch;
+    let val = if val.is_empty() {
+        None
+    } else {
+        Some(Loader::new(pick(val), loader_config(config, false))?)
+    };
     Ok(RunData {
         classes: dataset.classes.clone(),
         train: Loader::new(pick(train), train_cfg)?,
-        val: Loader::new(pick(val), loader_config(config, false))?,
+        val,
         train_counts,
     })
 }
 
 fn build_optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    let decay =
-        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    let base = optimizer_with_decay(config, config.weight_decay);
+    if config.weight_decay > 0.0 && config.exempt_norm_bias() {
+        // Batch-norm scales and shifts and biases: every 1-D parameter of the zoo.
+        let norm_and_bias = ParamGroup::from_any_predicates(vec!["gamma", "beta", "bias"]);
+        return match config.optimizer {
+            OptimizerKind::Adam => base.with_group(
+                norm_and_bias,
+                AdamConfig::new().with_weight_decay(None).build(),
+                None,
+            ),
+            OptimizerKind::Adamw => base.with_group(
+                norm_and_bias,
+                AdamWConfig::new().with_weight_decay(0.0).build(),
+                None,
+            ),
+            OptimizerKind::Sgd => {
+                base.with_group(norm_and_bias, sgd_config(config, None).build(), None)
+            }
+        };
+    }
+    base
+}
+
+fn sgd_config(config: &TrainConfig, decay: Option<WeightDecayConfig>) -> SgdConfig {
+    SgdConfig::new()
+        .with_weight_decay(decay)
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0)
+                .with_nesterov(config.nesterov),
+        ))
+}
+
+fn optimizer_with_decay(config: &TrainConfig, weight_decay: f64) -> ModuleOptimizer {
+    let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32));
     match config.optimizer {
         OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
         OptimizerKind::Adamw => AdamWConfig::new()
-            .with_weight_decay(config.weight_decay as f32)
+            .with_weight_decay(weight_decay as f32)
             .init(),
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_weight_decay(decay)
-            .with_momentum(Some(
-                MomentumConfig::new()
-                    .with_momentum(config.momentum)
-                    .with_dampening(0.0)
-                    .with_nesterov(config.nesterov),
-            ))
-            .init(),
+        OptimizerKind::Sgd => sgd_config(config, decay).init(),
     }
 }
 
@@ -225,9 +279,230 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> Progress
     bar
 }
 
+/// The model, its average and the optimizer of a run in progress.
+struct Learner {
+    model: Classifier,
+    /// The EMA of the weights (inference device), when the run has one.
+    ema: Option<Classifier>,
+    optimizer: ModuleOptimizer,
+}
+
+impl Learner {
+    /// The model validation, checkpoints and prediction use: the average when there is one.
+    fn inference_model(&self) -> Classifier {
+        match &self.ema {
+            Some(ema) => ema.clone(),
+            None => self.model.valid(),
+        }
+    }
+}
+
+/// What one epoch of training gives.
+struct EpochTraining {
+    loss: f64,
+    images: usize,
+    lr: f64,
+    seconds: f64,
+}
+
+/// The loss the run trains with, for one batch.
+fn batch_loss(
+    config: &TrainConfig,
+    logits: Tensor<2>,
+    labels: &[usize],
+    weights: Option<&[f32]>,
+    prior: &[f64],
+) -> Tensor<1> {
+    match config.loss {
+        LossKind::Ce => cross_entropy(logits, labels, weights, config.label_smoothing),
+        LossKind::LogitAdjusted => logit_adjusted_cross_entropy(
+            logits,
+            labels,
+            weights,
+            config.label_smoothing,
+            prior,
+            config.tau,
+        ),
+    }
+}
+
+/// Runs one epoch of optimisation steps.
+#[allow(clippy::too_many_arguments)]
+fn train_one_epoch(
+    config: &TrainConfig,
+    data: &RunData,
+    learner: &mut Learner,
+    state: &mut RunState,
+    schedule: &LrSchedule,
+    weights: Option<&[f32]>,
+    prior: &[f64],
+    bar: &ProgressBar,
+    last: &Path,
+) -> Result<EpochTraining> {
+    let epoch = state.epochs_done + 1;
+    let started = Instant::now();
+    let device = learner.model.devices()[0].clone();
+    let ema = config.ema.map(|decay| Ema {
+        decay,
+        warmup: true,
+    });
+    let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
+    for batch in data.train.epoch(epoch) {
+        let batch = batch?;
+        lr = schedule.lr(state.steps_done);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+        let logits = learner.model.forward(x);
+        let loss = batch_loss(config, logits, &batch.labels, weights, prior);
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            bar.abandon();
+            bail!(
+                "the training loss became {loss_value} at epoch {epoch}, step {}; \
+                 try a lower --lr. The last good checkpoint is {}",
+                state.steps_done + 1,
+                last.display()
+            );
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &learner.model);
+        learner.model = learner.optimizer.step(lr, learner.model.clone(), grads);
+        if let (Some(rule), Some(average)) = (ema, learner.ema.take()) {
+            learner.ema = Some(rule.update(average, &learner.model.valid(), state.ema_updates));
+            state.ema_updates += 1;
+        }
+        state.steps_done += 1;
+        loss_sum += loss_value * batch.labels.len() as f64;
+        seen += batch.labels.len();
+        bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+        bar.inc(batch.labels.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(EpochTraining {
+        loss: loss_sum / seen.max(1) as f64,
+        images: seen,
+        lr,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Validation metrics of `model` (with the run's decision rule) and the loss of its raw
+/// probabilities.
+fn validate(
+    model: &Classifier,
+    val: &Loader,
+    classes: &[String],
+    adjustment: &LogitAdjustment,
+    device: &Device,
+) -> Result<(Metrics, f64)> {
+    let mut predictions =
+        predict_loader(model, val, device, Tta::One, &LogitAdjustment::default())?;
+    let loss = predictions.loss();
+    adjustment.apply(&mut predictions.probs);
+    let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
+    Ok((metrics, loss))
+}
+
+/// Prints an epoch's summary line.
+fn print_epoch(row: &EpochRow, epochs: usize) {
+    println!(
+        "epoch {}/{epochs}: train_loss {:.4} val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4} lr {:.2e} {:.0}s {:.1} img/s",
+        row.epoch,
+        row.train_loss,
+        row.val_loss,
+        row.val_accuracy,
+        row.val_balanced_accuracy,
+        row.val_macro_auc,
+        row.lr,
+        row.seconds,
+        row.images_per_second
+    );
+}
+
+/// Adds the epoch to the history, then writes `best` (when better, or always without a
+/// validation split) and `last`, the metrics CSV and the curves.
+fn record_epoch(
+    paths: &RunPaths,
+    state: &mut RunState,
+    learner: &Learner,
+    row: EpochRow,
+    has_val: bool,
+) -> Result<()> {
+    let epoch = row.epoch;
+    let bacc = row.val_balanced_accuracy;
+    state.seconds += row.seconds;
+    state.history.push(row);
+    state.epochs_done = epoch;
+    // Without validation the last (averaged) model is the one to keep.
+    let improved = !has_val || bacc > state.best_balanced_accuracy;
+    if improved {
+        state.best_balanced_accuracy = if has_val { bacc } else { -1.0 };
+        state.best_epoch = epoch;
+    }
+    let model = learner.inference_model();
+    let train_model = learner.ema.as_ref().map(|_| learner.model.valid());
+    let optimizer = Some(&learner.optimizer);
+    // Best first, then last: a crash between the two leaves a consistent pair.
+    if improved {
+        checkpoint::save(
+            &paths.best(),
+            state,
+            &model,
+            train_model.as_ref(),
+            optimizer,
+        )?;
+    }
+    checkpoint::save(
+        &paths.last(),
+        state,
+        &model,
+        train_model.as_ref(),
+        optimizer,
+    )?;
+    report::write_epochs_csv(paths.metrics(), &state.history)?;
+    report::plots::plot_curves(paths.dir.join("curves.png"), &state.history)?;
+    Ok(())
+}
+
+/// Why the run stops before its last epoch, if it does.
+fn should_stop(config: &TrainConfig, state: &RunState, has_val: bool) -> Option<String> {
+    let epoch = state.epochs_done;
+    if let Some(patience) = config.early_stop
+        && has_val
+        && epoch - state.best_epoch >= patience
+    {
+        return Some(format!(
+            "early stop: no better balanced accuracy for {patience} epochs"
+        ));
+    }
+    if let Some(budget) = config.budget_minutes
+        && state.seconds >= budget * 60.0
+    {
+        return Some(format!(
+            "time budget of {budget} minutes used: stopping after epoch {epoch}"
+        ));
+    }
+    None
+}
+
+/// Checks everything in `config` that needs no data: ranges, the architecture name and its
+/// options, the device name.
+pub fn check_settings(config: &TrainConfig) -> Result<()> {
+    config.validate()?;
+    let mut spec = ModelSpec::parse(&config.arch, 2)?;
+    if let Some(dropout) = config.dropout {
+        spec = spec.with_dropout(dropout)?;
+    }
+    spec.cost(config.height, config.width)?;
+    parse_device(&config.device)?;
+    Ok(())
+}
+
 /// Trains (or resumes) the run described by `config` in `out`.
 pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Result<RunSummary> {
     let paths = RunPaths::new(out);
+    if !options.resume {
+        // Names and ranges are checked before any file is written or image decoded.
+        check_settings(config)?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     // Settings: a resumed run keeps its own, whatever the command line says.
@@ -265,15 +540,30 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
     let device = parse_device(&config.device)?;
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
-    let mut optimizer = build_optimizer(&config);
-    let (mut model, mut state) = match &resumed {
+    let weights = class_weights(&data.train_counts, config.weighting());
+    let weights = (config.class_weights != WeightingKind::None).then_some(weights.as_slice());
+    let prior = effective_prior(&data.train_counts, config.sampler, weights);
+    let (mut learner, mut state) = match &resumed {
         Some(ck) => {
-            optimizer = ck.restore_optimizer(optimizer)?;
-            (ck.model(&train_device)?, ck.state.clone())
+            let model = ck.train_model(&train_device)?;
+            let ema = match config.ema {
+                Some(_) => Some(ck.model(&device)?),
+                None => None,
+            };
+            let optimizer = ck.restore_optimizer(build_optimizer(&config))?;
+            (
+                Learner {
+                    model,
+                    ema,
+                    optimizer,
+                },
+                ck.state.clone(),
+            )
         }
-        None => (
-            spec.build(&train_device)?,
-            RunState {
+        None => {
+            let model = spec.build(&train_device)?;
+            let ema = config.ema.map(|_| model.valid());
+            let state = RunState {
                 config: config.clone(),
                 arch: spec.arch.to_string(),
                 classes: data.classes.clone(),
@@ -283,11 +573,21 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
                 best_epoch: 0,
                 history: Vec::new(),
                 seconds: 0.0,
-            },
-        ),
+                adjustment: LogitAdjustment::for_run(&config, prior.clone()),
+                ema_updates: 0,
+            };
+            let optimizer = build_optimizer(&config);
+            (
+                Learner {
+                    model,
+                    ema,
+                    optimizer,
+                },
+                state,
+            )
+        }
     };
 
-    let weights = class_weights(&data.train_counts, config.weighting());
     let steps_per_epoch = data.train.len_batches();
     let schedule = LrSchedule {
         peak: config.lr,
@@ -315,97 +615,56 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
                 .wrapping_mul(1_000_003)
                 .wrapping_add(epoch as u64),
         );
-        let started = Instant::now();
         let bar = progress_bar(
             options.progress,
             steps_per_epoch * config.batch,
             epoch,
             config.epochs,
         );
-        let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
-        for batch in data.train.epoch(epoch) {
-            let batch = batch?;
-            lr = schedule.lr(state.steps_done);
-            let x =
-                Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &train_device);
-            let logits = model.forward(x);
-            let weights = (config.class_weights != super::config::WeightingKind::None)
-                .then_some(weights.as_slice());
-            let loss = cross_entropy(logits, &batch.labels, weights, config.label_smoothing);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
-                bar.abandon();
-                bail!(
-                    "the training loss became {loss_value} at epoch {epoch}, step {}; \
-                     try a lower --lr. The last good checkpoint is {}",
-                    state.steps_done + 1,
-                    paths.last().display()
-                );
+        let trained = train_one_epoch(
+            &config,
+            &data,
+            &mut learner,
+            &mut state,
+            &schedule,
+            weights,
+            &prior,
+            &bar,
+            &paths.last(),
+        )?;
+        let started = Instant::now();
+        let (metrics, val_loss) = match &data.val {
+            Some(val) => {
+                let (m, loss) = validate(
+                    &learner.inference_model(),
+                    val,
+                    &data.classes,
+                    &state.adjustment,
+                    &device,
+                )?;
+                (Some(m), loss)
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
-            state.steps_done += 1;
-            loss_sum += loss_value * batch.labels.len() as f64;
-            seen += batch.labels.len();
-            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-            bar.inc(batch.labels.len() as u64);
-        }
-        bar.finish_and_clear();
-        let train_seconds = started.elapsed().as_secs_f64();
-
-        let predictions = predict_loader(&model, &data.val, &device, false)?;
-        let metrics = Metrics::compute(&predictions.labels, &predictions.probs, &data.classes)?;
-        let seconds = started.elapsed().as_secs_f64();
+            None => (None, f64::NAN),
+        };
         let row = EpochRow {
             epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            val_loss: predictions.loss(),
-            val_accuracy: metrics.accuracy,
-            val_balanced_accuracy: metrics.balanced_accuracy,
-            val_macro_auc: metrics.macro_auc.unwrap_or(f64::NAN),
-            lr,
-            seconds,
-            images_per_second: seen as f64 / train_seconds.max(1e-9),
+            train_loss: trained.loss,
+            val_loss,
+            val_accuracy: metrics.as_ref().map_or(f64::NAN, |m| m.accuracy),
+            val_balanced_accuracy: metrics.as_ref().map_or(f64::NAN, |m| m.balanced_accuracy),
+            val_macro_auc: metrics
+                .as_ref()
+                .and_then(|m| m.macro_auc)
+                .unwrap_or(f64::NAN),
+            lr: trained.lr,
+            seconds: trained.seconds + started.elapsed().as_secs_f64(),
+            images_per_second: trained.images as f64 / trained.seconds.max(1e-9),
         };
-        println!(
-            "epoch {epoch}/{}: train_loss {:.4} val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4} lr {:.2e} {:.0}s {:.1} img/s",
-            config.epochs,
-            row.train_loss,
-            row.val_loss,
-            row.val_accuracy,
-            row.val_balanced_accuracy,
-            row.val_macro_auc,
-            row.lr,
-            row.seconds,
-            row.images_per_second
-        );
-        state.history.push(row);
-        state.epochs_done = epoch;
-        state.seconds += seconds;
-        let improved = metrics.balanced_accuracy > state.best_balanced_accuracy;
-        if improved {
-            state.best_balanced_accuracy = metrics.balanced_accuracy;
-            state.best_epoch = epoch;
-        }
-        // Best first, then last: a crash between the two leaves a consistent pair.
-        if improved {
-            checkpoint::save(&paths.best(), &state, &model, Some(&optimizer))?;
-        }
-        checkpoint::save(&paths.last(), &state, &model, Some(&optimizer))?;
-        report::write_epochs_csv(paths.metrics(), &state.history)?;
-        report::plots::plot_curves(paths.dir.join("curves.png"), &state.history)?;
+        print_epoch(&row, config.epochs);
+        record_epoch(&paths, &mut state, &learner, row, data.val.is_some())?;
         session_epochs += 1;
-
-        if let Some(patience) = config.early_stop
-            && epoch - state.best_epoch >= patience
-        {
-            println!("early stop: no better balanced accuracy for {patience} epochs");
-            break;
-        }
-        if let Some(budget) = config.budget_minutes
-            && state.seconds >= budget * 60.0
-        {
-            println!("time budget of {budget} minutes used: stopping after epoch {epoch}");
+        if let Some(reason) = should_stop(&config, &state, data.val.is_some()) {
+            println!("{reason}");
             break;
         }
     }
@@ -422,18 +681,24 @@ fn finish(
     params: usize,
     madds: u64,
 ) -> Result<RunSummary> {
-    let best = checkpoint::load(&paths.best())?;
-    let model: Classifier = best.model(device)?;
-    let predictions = predict_loader(&model, &data.val, device, false)?;
-    let metrics = Metrics::compute(&predictions.labels, &predictions.probs, &data.classes)?;
-    report::plots::plot_confusion(
-        paths.dir.join("confusion.png"),
-        &metrics.confusion,
-        &data.classes,
-    )?;
+    let best_metrics = match &data.val {
+        Some(val) => {
+            let best = checkpoint::load(&paths.best())?;
+            let model: Classifier = best.model(device)?;
+            let (metrics, _) =
+                validate(&model, val, &data.classes, &best.state.adjustment, device)?;
+            report::plots::plot_confusion(
+                paths.dir.join("confusion.png"),
+                &metrics.confusion,
+                &data.classes,
+            )?;
+            Some(metrics)
+        }
+        None => None,
+    };
     let summary = RunSummary {
         state,
-        best_metrics: metrics,
+        best_metrics,
         params,
         madds,
     };
@@ -444,10 +709,14 @@ fn finish(
     Ok(summary)
 }
 
+fn format_prior(prior: &[f64]) -> String {
+    let parts: Vec<String> = prior.iter().map(|p| format!("{p:.3}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
 /// The run's `report.md`: settings, final metrics, per-class table, time and cost.
 pub fn render_report(summary: &RunSummary) -> String {
     let state = &summary.state;
-    let m = &summary.best_metrics;
     let c = &state.config;
     let mut text = format!("# dermclass run: {}\n\n", state.arch);
     text += &format!(
@@ -468,10 +737,28 @@ pub fn render_report(summary: &RunSummary) -> String {
         summary.madds as f64 / 1e6
     );
     text += &format!(
+        "- loss {:?}, tau {}, EMA {}, Shades-of-Gray {}; decision rule: tau {} x log(prior {})\n",
+        c.loss,
+        c.tau,
+        c.ema.map_or("off".into(), |d| d.to_string()),
+        c.shades_of_gray
+            .map_or("off".into(), |p| format!("p = {p}")),
+        state.adjustment.tau,
+        format_prior(&state.adjustment.prior)
+    );
+    text += &format!(
         "- training time {} ({:.0} s)\n\n",
         report::markdown::format_duration_hms(state.seconds),
         state.seconds
     );
+    let Some(m) = &summary.best_metrics else {
+        text += &format!(
+            "## Final fit on every image\n\nNo validation split: the model is the last \
+             epoch's ({}).\n\n![curves](curves.png)\n",
+            state.epochs_done
+        );
+        return text;
+    };
     text += &format!(
         "## Best epoch {} on the validation split ({} images)\n\n",
         state.best_epoch, m.n_samples

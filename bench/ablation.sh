@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Ablation of the accuracy recipe (configs/isic2018.toml): equal short runs of the recipe,
+# of the recipe with one part removed or swapped, and of the earlier baseline, for several
+# seeds, on the lesion-grouped 30% validation split of the real data. Prints the validation
+# balanced accuracy of each run's LAST epoch (no best-epoch picking), mean and spread over
+# seeds. Runs that finished are kept and not redone, so the script resumes.
+# Usage: bench/ablation.sh [data root] [out dir]
+#   EPOCHS (default 8), SIZE (default 96), SEEDS (default "1 2"), VARIANTS (default all),
+#   NICE (default 0: the niceness of the runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/isic2018-task3-200x150}
+out=${2:-results/ablation}
+epochs=${EPOCHS:-8}
+size=${SIZE:-96}
+seeds=${SEEDS:-1 2}
+variants=${VARIANTS:-recipe baseline no-adjust no-ema keras-aug no-sog cosine la-loss}
+cargo build --release --quiet
+bin=target/release/dermclass
+mkdir -p "$out"
+
+# Each variant's settings: the recipe file with one part removed or swapped.
+recipe=configs/isic2018.toml
+mkdir -p "$out/configs"
+variant_config() {
+    local file="$out/configs/$1.toml"
+    case $1 in
+        recipe | no-adjust | cosine | la-loss) cp "$recipe" "$file" ;;
+        no-ema) grep -v '^ema' "$recipe" > "$file" ;;
+        no-sog) grep -v '^shades_of_gray' "$recipe" > "$file" ;;
+        # The Keras study's augmentation (flip, rotation 30, zoom 0.3, shift 0.3) + vflip.
+        keras-aug) sed '/^\[augment\]/,$d' "$recipe" > "$file"
+            printf '[augment]\nvertical_flip = true\n' >> "$file" ;;
+        # The earlier reference recipe (README before the recipe): Adam 2e-3 cosine,
+        # effective-number class weights, label smoothing 0.1, Keras augmentation + vflip,
+        # no adjustment, EMA or colour constancy; same network and input as the others.
+        baseline) grep -v -E '^(ema|shades_of_gray|tau|optimizer|weight_decay|schedule|warmup_epochs|label_smoothing|class_weights)' "$recipe" \
+                | sed '/^\[augment\]/,$d' > "$file"
+            printf 'optimizer = "adam"\nschedule = "cosine"\nwarmup_epochs = 1.0\nlabel_smoothing = 0.1\nclass_weights = "effective"\n[augment]\nvertical_flip = true\n' >> "$file" ;;
+        *) echo "unknown variant $1" >&2; exit 2 ;;
+    esac
+}
+flags() {
+    case $1 in
+        no-adjust) echo --tau 0 ;;
+        cosine) echo --schedule cosine --warmup-epochs 1 ;;
+        la-loss) echo --loss logit-adjusted ;;
+    esac
+}
+
+for variant in $variants; do
+    for seed in $seeds; do
+        run="$out/$variant-s$seed"
+        if [ -f "$run/report.md" ]; then continue; fi
+        resume=""
+        if [ -f "$run/last.ckpt" ]; then resume=--resume; fi
+        variant_config "$variant"
+        config="$out/configs/$variant.toml"
+        extra=$(flags "$variant")
+        nice -n "${NICE:-0}" "$bin" train --config "$config" --data "$data" --out "$run" \
+            --epochs "$epochs" --input "$size" --seed "$seed" --cache "$out/cache-$size" \
+            $extra $resume > "$run.log" 2>&1 || { echo "$variant seed $seed failed: see $run.log"; exit 1; }
+    done
+done
+
+printf '| variant | validation BACC, last epoch, per seed | mean | spread (max - min) |\n|---|---|---|---|\n'
+for variant in $variants; do
+    values=""
+    for seed in $seeds; do
+        v=$(tail -n 1 "$out/$variant-s$seed/metrics.csv" | cut -d, -f5)
+        values="$values $v"
+    done
+    echo "$values" | awk -v name="$variant" '{
+        s = 0; lo = 1; hi = 0; list = "";
+        for (i = 1; i <= NF; i++) { s += $i; if ($i < lo) lo = $i; if ($i > hi) hi = $i;
+            list = list (i > 1 ? ", " : "") sprintf("%.4f", $i) }
+        printf "| %s | %s | %.4f | %.4f |\n", name, list, s / NF, hi - lo }'
+done
