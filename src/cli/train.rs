@@ -6,10 +6,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::Outcome;
 use super::model::InputSize;
+use super::skip::screen_or_skip;
 use dermclass::data::{
     self, Dataset, ISIC_CLASSES, Loader, Sample, source::is_image_path, split::read_split_rows,
 };
+use dermclass::data::screen::{BadInput, skipped_sidecar, write_skipped_csv};
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
 use dermclass::report::submission::write_submission;
@@ -280,6 +283,9 @@ pub struct EvaluateArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Leave out unreadable images (listed on stderr; exit code 3) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
@@ -288,9 +294,15 @@ fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> 
 }
 
 /// Runs `dermclass evaluate`.
-pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
-    let dataset = Dataset::open(&args.data, None)?;
+    let options = data::OpenOptions {
+        skip_bad: args.skip_bad,
+        ..Default::default()
+    };
+    let dataset = Dataset::open_with(&args.data, &options)?;
+    let mut skipped_at_open: Vec<BadInput> =
+        dataset.skipped.iter().map(BadInput::from_skipped).collect();
     if dataset.classes != checkpoint.state.classes {
         bail!(
             "the data's classes {:?} differ from the model's {:?}",
@@ -312,6 +324,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
                     args.split
                 );
             }
+            skipped_at_open.retain(|b| keep.contains(&b.image));
             dataset
                 .samples
                 .into_iter()
@@ -320,6 +333,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         }
         None => dataset.samples,
     };
+    let (samples, skipped) = screen_or_skip(samples, skipped_at_open, args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = checkpoint.model(&device)?;
     let loader = eval_loader(&checkpoint, samples)?;
@@ -334,7 +348,20 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     } else {
         println!("{}", metrics.render_table());
     }
-    Ok(())
+    Ok(outcome_of(&skipped))
+}
+
+fn outcome_of(skipped: &[BadInput]) -> Outcome {
+    if skipped.is_empty() {
+        Outcome::Complete
+    } else {
+        eprintln!(
+            "{} inputs were skipped (exit code {})",
+            skipped.len(),
+            crate::cli::EXIT_SKIPPED
+        );
+        Outcome::Skipped
+    }
 }
 
 /// Arguments of `dermclass predict`.
@@ -355,6 +382,10 @@ pub struct PredictArgs {
     /// Device: cpu, cuda:N or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Predict every readable image; list the others on stderr and in OUT's
+    /// `.skipped.csv` sidecar (exit code 3) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 /// Image files named by `inputs` (folders are listed, sorted), as unlabeled samples.
@@ -400,9 +431,10 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
 }
 
 /// Runs `dermclass predict`.
-pub fn run_predict(args: PredictArgs) -> Result<()> {
+pub fn run_predict(args: PredictArgs) -> Result<Outcome> {
     let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
     let samples = collect_images(&args.input)?;
+    let (samples, skipped) = screen_or_skip(samples, Vec::new(), args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = checkpoint.model(&device)?;
     let loader = eval_loader(&checkpoint, samples)?;
@@ -420,7 +452,12 @@ pub fn run_predict(args: PredictArgs) -> Result<()> {
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    let sidecar = skipped_sidecar(&args.out);
+    write_skipped_csv(&sidecar, &skipped)?;
+    if !skipped.is_empty() {
+        println!("listed {} skipped inputs in {}", skipped.len(), sidecar.display());
+    }
+    Ok(outcome_of(&skipped))
 }
 
 /// Arguments of `dermclass demo`.
