@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod evaluate;
+pub mod lock;
 pub mod loss;
 pub mod schedule;
 pub mod speed;

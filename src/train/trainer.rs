@@ -229,6 +229,7 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> Progress
 pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Result<RunSummary> {
     let paths = RunPaths::new(out);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = super::lock::RunLock::acquire(out)?;
 
     // Settings: a resumed run keeps its own, whatever the command line says.
     let resumed = if options.resume {
