@@ -108,6 +108,14 @@ pub enum DataError {
         /// The problem.
         msg: String,
     },
+    /// A downloaded archive that is corrupt or incomplete.
+    #[error("{}: corrupt or incomplete archive: {msg}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// The problem (which entry, what check failed).
+        msg: String,
+    },
     /// A download that failed.
     #[error("{url}: download failed: {msg}")]
     Download {
@@ -145,6 +153,7 @@ impl DataError {
             DataError::DuplicateId { .. } => "duplicate id",
             DataError::Layout { .. } => "layout",
             DataError::Cache { .. } => "cache",
+            DataError::Archive { .. } => "bad archive",
             DataError::Download { .. } => "download",
             DataError::Config(_) => "config",
         }
