@@ -2,7 +2,8 @@
 //! holds `dermclass.lock` with that process's id, so a second process fails at once instead
 //! of writing into the same checkpoints. The file is removed when the lock is dropped (on a
 //! normal exit or an error); one left behind by a killed process is recognised as stale
-//! (no process with that id, or one started at another time) and taken over.
+//! (no process with that id, or one started at another time) and taken over. Taking a lock
+//! also removes the temporary files of atomic writes that a killed process left behind.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -56,6 +57,36 @@ fn owner_alive(owner: &str) -> bool {
     true
 }
 
+/// Removes the temporary files of [`crate::report::write_atomic`] (`.NAME.tmp.PID.N`) that
+/// a killed process left in `dir`: those whose process is gone. Best effort.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, tail)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp.")) else {
+            continue;
+        };
+        let Some((pid, counter)) = tail.split_once('.') else {
+            continue;
+        };
+        if counter.parse::<u64>().is_err() || !entry.path().is_file() {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !owner_alive(&pid.to_string()) {
+            eprintln!(
+                "note: removing {}, left by an interrupted write",
+                entry.path().display()
+            );
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl RunLock {
     /// Locks `dir` (which must exist) for this process. Fails with a message naming the
     /// folder, the holding process and the lock file when another live process holds it.
@@ -73,6 +104,7 @@ impl RunLock {
                     f.write_all(format!("{owner}\n").as_bytes())
                         .and_then(|()| f.sync_all())
                         .with_context(|| format!("cannot write the lock {}", path.display()))?;
+                    remove_stale_temp_files(dir);
                     return Ok(RunLock { path, owner });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -166,6 +198,16 @@ mod tests {
             drop(lock);
             assert!(!path.exists());
         }
+        // Temporary files of writes interrupted by a kill are removed when the folder is
+        // locked; those of live processes and other hidden files stay.
+        let dead = dir.path().join(".last.ckpt.tmp.4294967295.3");
+        let live = dir.path().join(format!(".metrics.csv.tmp.{me}.0"));
+        let other = dir.path().join(".notes.tmp.x");
+        for f in [&dead, &live, &other] {
+            fs::write(f, b"partial").unwrap();
+        }
+        drop(RunLock::acquire(dir.path()).unwrap());
+        assert!(!dead.exists() && live.exists() && other.exists());
         // This very process, as recorded by a lock: alive.
         fs::write(&path, owner_line(me)).unwrap();
         assert!(RunLock::acquire(dir.path()).is_err());
