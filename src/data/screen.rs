@@ -77,7 +77,7 @@ pub fn require_all_readable(bad: &[BadInput], total: usize) -> Result<(), DataEr
         1 => " and 1 more (listed above)".to_string(),
         n => format!(" and {n} more (listed above)"),
     };
-    Err(DataError::Config(format!(
+    Err(DataError::BadInputs(format!(
         "{} of {total} inputs cannot be used: {}{more}; fix them or pass --skip-bad to go on \
          without them",
         bad.len(),
