@@ -219,8 +219,8 @@ fn missing_file_and_size_mismatch_are_errors() {
 /// found and flipped in the archive.
 fn stored_zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in entries {
         zw.start_file(name.as_str(), opts).unwrap();
         zw.write_all(data).unwrap();
@@ -279,14 +279,21 @@ fn a_corrupt_or_truncated_archive_never_leaves_a_data_set_that_looks_complete() 
     let err = fetch(out.path(), &[FetchSet::Training], &base, false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains(INPUT) && err.contains("zz_marker.txt"), "{err}");
+    assert!(
+        err.contains(INPUT) && err.contains("zz_marker.txt"),
+        "{err}"
+    );
     assert!(err.contains("checksum"), "{err}");
     assert!(!input.exists(), "a half-unpacked input folder is left");
     assert!(hidden_leftovers(out.path()).is_empty());
     assert!(!archive.exists());
 
     // The server is fixed: a rerun downloads and unpacks everything.
-    state.lock().unwrap().files.insert(INPUT.into(), good.clone());
+    state
+        .lock()
+        .unwrap()
+        .files
+        .insert(INPUT.into(), good.clone());
     let s = fetch(out.path(), &[FetchSet::Training], &base, false).unwrap();
     assert_eq!(s.subsets, vec![("Training".to_string(), 14)]);
     let complete = std::fs::read_dir(&input).unwrap().count();
@@ -302,7 +309,10 @@ fn a_corrupt_or_truncated_archive_never_leaves_a_data_set_that_looks_complete() 
     let err = fetch(out.path(), &[FetchSet::Training], &base, false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains(INPUT) && err.contains("corrupt or incomplete"), "{err}");
+    assert!(
+        err.contains(INPUT) && err.contains("corrupt or incomplete"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(&input).unwrap().count(), complete);
     assert!(hidden_leftovers(out.path()).is_empty());
     assert!(!archive.exists());

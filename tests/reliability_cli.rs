@@ -194,7 +194,11 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(stderr(&out).contains("none of the 1 inputs"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("none of the 1 inputs"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -411,7 +415,10 @@ fn prepare_decodes_every_image_unless_told_not_to() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
     assert!(err.contains("2 of 14 inputs cannot be used"), "{err}");
-    assert!(err.contains("ISIC_0000004.jpg") && err.contains("and 1 more"), "{err}");
+    assert!(
+        err.contains("ISIC_0000004.jpg") && err.contains("and 1 more"),
+        "{err}"
+    );
     assert!(err.contains("ISIC_0000009.jpg: empty file"), "{err}");
     assert!(!strict.exists(), "nothing may be filed");
 

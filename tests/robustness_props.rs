@@ -55,9 +55,36 @@ fn csv_like() -> impl Strategy<Value = String> {
     let cell = prop_oneof![
         Just(String::new()),
         prop::sample::select(vec![
-            "image", "image_id", "lesion_id", "dx", "split", "MEL", "NV", "BCC", "AKIEC", "BKL",
-            "DF", "VASC", "mel", "nv", "train", "val", "epoch", "train_loss", "1.0", "0.0", "1",
-            "0", "-1", "NaN", "inf", "ISIC_0000000", "ISIC_0000001", "HAM_1", "\"", "\"a,b\"",
+            "image",
+            "image_id",
+            "lesion_id",
+            "dx",
+            "split",
+            "MEL",
+            "NV",
+            "BCC",
+            "AKIEC",
+            "BKL",
+            "DF",
+            "VASC",
+            "mel",
+            "nv",
+            "train",
+            "val",
+            "epoch",
+            "train_loss",
+            "1.0",
+            "0.0",
+            "1",
+            "0",
+            "-1",
+            "NaN",
+            "inf",
+            "ISIC_0000000",
+            "ISIC_0000001",
+            "HAM_1",
+            "\"",
+            "\"a,b\"",
         ])
         .prop_map(str::to_string),
         "[ -~]{0,6}",
@@ -168,8 +195,14 @@ fn layouts() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let part = ham.join("HAM10000_images_part_1");
     std::fs::create_dir_all(&part).unwrap();
     for i in 0..2u32 {
-        save_jpeg(&tiny_image(i, 8, 6), &input.join(format!("ISIC_000000{i}.jpg")));
-        save_jpeg(&tiny_image(i, 8, 6), &part.join(format!("ISIC_000000{i}.jpg")));
+        save_jpeg(
+            &tiny_image(i, 8, 6),
+            &input.join(format!("ISIC_000000{i}.jpg")),
+        );
+        save_jpeg(
+            &tiny_image(i, 8, 6),
+            &part.join(format!("ISIC_000000{i}.jpg")),
+        );
     }
     (dir, isic, ham)
 }

@@ -9,10 +9,10 @@ use clap::Args;
 use super::Outcome;
 use super::model::InputSize;
 use super::skip::screen_or_skip;
+use dermclass::data::screen::{BadInput, skipped_sidecar, write_skipped_csv};
 use dermclass::data::{
     self, Dataset, ISIC_CLASSES, Loader, Sample, source::is_image_path, split::read_split_rows,
 };
-use dermclass::data::screen::{BadInput, skipped_sidecar, write_skipped_csv};
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
 use dermclass::report::submission::write_submission;
@@ -455,7 +455,11 @@ pub fn run_predict(args: PredictArgs) -> Result<Outcome> {
     let sidecar = skipped_sidecar(&args.out);
     write_skipped_csv(&sidecar, &skipped)?;
     if !skipped.is_empty() {
-        println!("listed {} skipped inputs in {}", skipped.len(), sidecar.display());
+        println!(
+            "listed {} skipped inputs in {}",
+            skipped.len(),
+            sidecar.display()
+        );
     }
     Ok(outcome_of(&skipped))
 }

@@ -235,11 +235,9 @@ fn unzip_checked(zip_path: &Path, dest: &Path) -> Result<usize, DataError> {
         let mut written = 0u64;
         loop {
             // The zip reader checks the entry's CRC-32 when it reaches the end.
-            let k = entry.read(&mut buf).map_err(|e| {
-                zerr(format!(
-                    "entry {name}: {e} (after {written} bytes)"
-                ))
-            })?;
+            let k = entry
+                .read(&mut buf)
+                .map_err(|e| zerr(format!("entry {name}: {e} (after {written} bytes)")))?;
             if k == 0 {
                 break;
             }

@@ -172,10 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path()).unwrap();
         let text = fs::read_to_string(lock.path()).unwrap();
-        assert!(
-            text.starts_with(&std::process::id().to_string()),
-            "{text}"
-        );
+        assert!(text.starts_with(&std::process::id().to_string()), "{text}");
         let err = format!("{:#}", RunLock::acquire(dir.path()).unwrap_err());
         assert!(err.contains("in use by another dermclass process"), "{err}");
         assert!(err.contains(LOCK_FILE), "{err}");
