@@ -46,16 +46,25 @@ fn main() {
         }
         Command::Summary(args) => cli::model::summary(args),
         Command::Train(args) => cli::train::run_train(*args),
-        Command::Evaluate(args) => cli::train::run_evaluate(args),
-        Command::Predict(args) => cli::train::run_predict(args),
+        Command::Evaluate(args) => return finish(cli::train::run_evaluate(args)),
+        Command::Predict(args) => return finish(cli::train::run_predict(args)),
         Command::Strip(args) => cli::train::run_strip(args),
         Command::Demo(args) => cli::train::run_demo(args),
         Command::Compare(args) => cli::train::run_compare(*args),
         Command::Bench(args) => cli::train::run_bench(args),
         Command::Data(cmd) => cmd.run(),
     };
-    if let Err(err) = result {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    finish(result.map(|()| cli::Outcome::Complete));
+}
+
+/// Exits with the command's outcome: 0 done, 1 error (printed), 3 done with inputs skipped.
+fn finish(result: anyhow::Result<cli::Outcome>) {
+    match result {
+        Ok(cli::Outcome::Complete) => {}
+        Ok(outcome) => std::process::exit(outcome.exit_code()),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(cli::EXIT_ERROR);
+        }
     }
 }

@@ -214,3 +214,106 @@ fn missing_file_and_size_mismatch_are_errors() {
     );
     assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 1000]);
 }
+
+/// A zip whose entries are stored uncompressed, so that a byte of an entry's content can be
+/// found and flipped in the archive.
+fn stored_zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        zw.start_file(name.as_str(), opts).unwrap();
+        zw.write_all(data).unwrap();
+    }
+    zw.finish().unwrap().into_inner()
+}
+
+fn entries_of(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(Cursor::new(zip)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut e = z.by_index(i).unwrap();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (e.name().to_string(), data)
+        })
+        .collect()
+}
+
+fn hidden_leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_or_truncated_archive_never_leaves_a_data_set_that_looks_complete() {
+    const INPUT: &str = "ISIC2018_Task3_Training_Input.zip";
+    let mut files = official_files();
+    // The images first, then a marker entry whose content is corrupted in transit: by the
+    // time its CRC fails, every image has been unpacked somewhere.
+    let mut entries = entries_of(&files[INPUT]);
+    let marker = b"MARKER-CONTENT-MARKER-CONTENT".to_vec();
+    entries.push(("ISIC2018_Task3_Training_Input/zz_marker.txt".into(), marker));
+    let good = stored_zip_of(&entries);
+    let mut corrupt = good.clone();
+    let at = corrupt
+        .windows(8)
+        .position(|w| w == b"MARKER-C")
+        .expect("stored content is in the archive");
+    corrupt[at + 3] ^= 0x20;
+    files.insert(INPUT.into(), corrupt);
+    let state = Arc::new(Mutex::new(State {
+        files,
+        ..State::default()
+    }));
+    let base = serve(Arc::clone(&state));
+    let out = tempfile::tempdir().unwrap();
+    let input = out.path().join("ISIC2018_Task3_Training_Input");
+    let archive = out.path().join("downloads").join(INPUT);
+
+    // Corrupt content (the size is right): the CRC check fails, nothing is unpacked, no
+    // temporary folder stays, and the bad archive is removed so a rerun downloads it.
+    let err = fetch(out.path(), &[FetchSet::Training], &base, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(INPUT) && err.contains("zz_marker.txt"),
+        "{err}"
+    );
+    assert!(err.contains("checksum"), "{err}");
+    assert!(!input.exists(), "a half-unpacked input folder is left");
+    assert!(hidden_leftovers(out.path()).is_empty());
+    assert!(!archive.exists());
+
+    // The server is fixed: a rerun downloads and unpacks everything.
+    state
+        .lock()
+        .unwrap()
+        .files
+        .insert(INPUT.into(), good.clone());
+    let s = fetch(out.path(), &[FetchSet::Training], &base, false).unwrap();
+    assert_eq!(s.subsets, vec![("Training".to_string(), 14)]);
+    let complete = std::fs::read_dir(&input).unwrap().count();
+    assert_eq!(complete, 16); // 14 images, LICENSE.txt, the marker
+
+    // A truncated archive (the server's size agrees, so only the archive itself can tell):
+    // refused, and the complete folder from before is left as it was.
+    state
+        .lock()
+        .unwrap()
+        .files
+        .insert(INPUT.into(), good[..good.len() - 40].to_vec());
+    let err = fetch(out.path(), &[FetchSet::Training], &base, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(INPUT) && err.contains("corrupt or incomplete"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&input).unwrap().count(), complete);
+    assert!(hidden_leftovers(out.path()).is_empty());
+    assert!(!archive.exists());
+}

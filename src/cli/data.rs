@@ -80,13 +80,17 @@ pub enum DataCommand {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Rewrite a data set as one folder per class (hard links where possible).
+    /// Rewrite a data set as one folder per class (hard links where possible), after
+    /// decoding every image (a bad one stops it, or is left out with --skip-bad).
     Prepare {
         #[command(flatten)]
         data: DataArgs,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// File the images without decoding them first.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Write a stratified, lesion-grouped train/val split (or k folds) as `image,split` CSV.
     Split {
@@ -166,8 +170,15 @@ impl DataCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             DataCommand::Check { data } => check(&data),
-            DataCommand::Prepare { data, out } => {
-                let ds = data.open()?;
+            DataCommand::Prepare {
+                data,
+                out,
+                no_verify,
+            } => {
+                let mut ds = data.open()?;
+                if !no_verify {
+                    verify_images(&mut ds, data.skip_bad)?;
+                }
                 let s = data::prepare::prepare(&ds, &out)?;
                 println!(
                     "wrote {} images to {} ({} hard links, {} copies)",
@@ -304,6 +315,24 @@ fn check(args: &DataArgs) -> anyhow::Result<()> {
         );
     }
     println!("ok: {} images decode", report.ok);
+    Ok(())
+}
+
+/// Decodes every image of `ds` before it is filed: strict, any bad image stops the command
+/// (all are listed, the error names the first and counts the rest); with `skip_bad` the
+/// bad ones are left out of `ds` and listed.
+fn verify_images(ds: &mut Dataset, skip_bad: bool) -> anyhow::Result<()> {
+    use data::screen::{BadInput, print_bad, require_all_readable};
+    let total = ds.samples.len();
+    let report = data::check_images(ds, true)?;
+    let bad: Vec<BadInput> = report.bad.iter().map(BadInput::from_skipped).collect();
+    if !skip_bad {
+        print_bad("cannot be used", &bad);
+        require_all_readable(&bad, total).map_err(|e| {
+            anyhow::anyhow!("{e}; nothing was written (--no-verify files images unchecked)")
+        })?;
+    }
+    print_bad("skipped (undecodable)", &bad);
     Ok(())
 }
 

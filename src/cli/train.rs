@@ -6,7 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::Outcome;
 use super::model::InputSize;
+use super::skip::screen_or_skip;
+use dermclass::data::screen::{BadInput, skipped_sidecar, write_skipped_csv};
 use dermclass::data::{
     self, Dataset, ISIC_CLASSES, Loader, Sample, source::is_image_path, split::read_split_rows,
 };
@@ -370,6 +373,9 @@ pub struct EvaluateArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Leave out unreadable images (listed on stderr; exit code 3) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
@@ -387,9 +393,15 @@ fn decision_rule(checkpoint: &Checkpoint, tau: Option<f64>) -> LogitAdjustment {
 }
 
 /// Runs `dermclass evaluate`.
-pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
-    let dataset = Dataset::open(&args.data, None)?;
+    let options = data::OpenOptions {
+        skip_bad: args.skip_bad,
+        ..Default::default()
+    };
+    let dataset = Dataset::open_with(&args.data, &options)?;
+    let mut skipped_at_open: Vec<BadInput> =
+        dataset.skipped.iter().map(BadInput::from_skipped).collect();
     if dataset.classes != checkpoint.state.classes {
         bail!(
             "the data's classes {:?} differ from the model's {:?}",
@@ -411,6 +423,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
                     args.split
                 );
             }
+            skipped_at_open.retain(|b| keep.contains(&b.image));
             dataset
                 .samples
                 .into_iter()
@@ -419,6 +432,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         }
         None => dataset.samples,
     };
+    let (samples, skipped) = screen_or_skip(samples, skipped_at_open, args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = if args.trained_weights {
         if checkpoint.train_model.is_empty() {
@@ -447,7 +461,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
             let m = Metrics::compute(&raw.labels, &probs, classes)?;
             println!("{tau:<5.2} {:<19.4} {:.4}", m.balanced_accuracy, m.accuracy);
         }
-        return Ok(());
+        return Ok(outcome_of(&skipped));
     }
     let predictions = predict_loader(&model, &loader, &device, args.tta, &rule)?;
     let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
@@ -456,7 +470,20 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     } else {
         println!("{}", metrics.render_table());
     }
-    Ok(())
+    Ok(outcome_of(&skipped))
+}
+
+fn outcome_of(skipped: &[BadInput]) -> Outcome {
+    if skipped.is_empty() {
+        Outcome::Complete
+    } else {
+        eprintln!(
+            "{} inputs were skipped (exit code {})",
+            skipped.len(),
+            crate::cli::EXIT_SKIPPED
+        );
+        Outcome::Skipped
+    }
 }
 
 /// Arguments of `dermclass predict`.
@@ -480,6 +507,10 @@ pub struct PredictArgs {
     /// Device: cpu, cuda:N or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Predict every readable image; list the others on stderr and in OUT's
+    /// `.skipped.csv` sidecar (exit code 3) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 /// Image files named by `inputs` (folders are listed, sorted), as unlabeled samples.
@@ -525,7 +556,7 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
 }
 
 /// Runs `dermclass predict`.
-pub fn run_predict(args: PredictArgs) -> Result<()> {
+pub fn run_predict(args: PredictArgs) -> Result<Outcome> {
     let path = match &args.model {
         Some(model) => resolve_checkpoint(model)?,
         None => shipped_model()?,
@@ -540,6 +571,7 @@ pub fn run_predict(args: PredictArgs) -> Result<()> {
         checkpoint.state.config.height
     );
     let samples = collect_images(&args.input)?;
+    let (samples, skipped) = screen_or_skip(samples, Vec::new(), args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = checkpoint.model(&device)?;
     let loader = eval_loader(&checkpoint, samples)?;
@@ -558,7 +590,16 @@ pub fn run_predict(args: PredictArgs) -> Result<()> {
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    let sidecar = skipped_sidecar(&args.out);
+    write_skipped_csv(&sidecar, &skipped)?;
+    if !skipped.is_empty() {
+        println!(
+            "listed {} skipped inputs in {}",
+            skipped.len(),
+            sidecar.display()
+        );
+    }
+    Ok(outcome_of(&skipped))
 }
 
 /// Arguments of `dermclass strip`.

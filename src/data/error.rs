@@ -108,6 +108,18 @@ pub enum DataError {
         /// The problem.
         msg: String,
     },
+    /// Inputs of a batch job that cannot be used (the message names the first, counts the
+    /// rest).
+    #[error("{0}")]
+    BadInputs(String),
+    /// A downloaded archive that is corrupt or incomplete.
+    #[error("{}: corrupt or incomplete archive: {msg}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// The problem (which entry, what check failed).
+        msg: String,
+    },
     /// A download that failed.
     #[error("{url}: download failed: {msg}")]
     Download {
@@ -145,6 +157,8 @@ impl DataError {
             DataError::DuplicateId { .. } => "duplicate id",
             DataError::Layout { .. } => "layout",
             DataError::Cache { .. } => "cache",
+            DataError::BadInputs(_) => "bad inputs",
+            DataError::Archive { .. } => "bad archive",
             DataError::Download { .. } => "download",
             DataError::Config(_) => "config",
         }

@@ -1,5 +1,6 @@
 //! Downloading the official ISIC 2018 Task 3 files: progress bar, resume of partial
-//! downloads (HTTP `Range`), size check, unzip and a final layout check.
+//! downloads (HTTP `Range`), size check, unzip with a CRC check into a temporary folder
+//! that is moved into place when complete, and a final layout check.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -169,23 +170,60 @@ pub fn download(url: &str, dest: &Path, progress: bool) -> Result<u64, DataError
     Ok(written)
 }
 
-/// Extracts a zip into `out` (entries with unsafe paths are refused).
+/// Extracts a zip into `out`, never leaving a half-unpacked folder that looks complete:
+/// the archive is unpacked into a hidden temporary folder inside `out`, every entry is
+/// checked while it is unpacked (its CRC-32 and its size against the archive's directory),
+/// and only a complete unpack is moved into place, one top-level entry at a time (each a
+/// rename; an existing folder of the same name is replaced only then). Entries with unsafe
+/// paths are refused. Errors about the archive's content name the archive and the entry.
 pub fn unzip(zip_path: &Path, out: &Path) -> Result<usize, DataError> {
-    let zerr = |msg: String| DataError::Decode {
+    let zip_name = zip_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let tmp = out.join(format!(".{zip_name}.unpacking"));
+    remove_if_present(&tmp)?;
+    fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    let result = unzip_checked(zip_path, &tmp).and_then(|n| {
+        move_into_place(&tmp, out)?;
+        Ok(n)
+    });
+    // Whatever happened, no temporary folder stays behind.
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+fn remove_if_present(path: &Path) -> Result<(), DataError> {
+    let result = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Unpacks every entry of `zip_path` into `dest`, checking each entry's CRC and size.
+fn unzip_checked(zip_path: &Path, dest: &Path) -> Result<usize, DataError> {
+    let zerr = |msg: String| DataError::Archive {
         path: zip_path.to_path_buf(),
         msg,
     };
     let f = fs::File::open(zip_path).map_err(|e| DataError::io(zip_path, e))?;
-    let mut z = zip::ZipArchive::new(f).map_err(|e| zerr(format!("bad zip: {e}")))?;
+    let mut z = zip::ZipArchive::new(f).map_err(|e| zerr(format!("not a readable zip: {e}")))?;
     let mut n = 0;
+    let mut buf = vec![0u8; 1 << 16];
     for i in 0..z.len() {
         let mut entry = z
             .by_index(i)
-            .map_err(|e| zerr(format!("bad zip entry: {e}")))?;
+            .map_err(|e| zerr(format!("bad zip entry {i}: {e}")))?;
+        let name = entry.name().to_string();
         let Some(rel) = entry.enclosed_name() else {
-            return Err(zerr(format!("unsafe path in zip: {}", entry.name())));
+            return Err(zerr(format!("unsafe path in zip: {name}")));
         };
-        let target = out.join(rel);
+        let target = dest.join(rel);
         if entry.is_dir() {
             fs::create_dir_all(&target).map_err(|e| DataError::io(&target, e))?;
             continue;
@@ -194,10 +232,50 @@ pub fn unzip(zip_path: &Path, out: &Path) -> Result<usize, DataError> {
             fs::create_dir_all(p).map_err(|e| DataError::io(p, e))?;
         }
         let mut w = fs::File::create(&target).map_err(|e| DataError::io(&target, e))?;
-        std::io::copy(&mut entry, &mut w).map_err(|e| DataError::io(&target, e))?;
+        let mut written = 0u64;
+        loop {
+            // The zip reader checks the entry's CRC-32 when it reaches the end.
+            let k = entry
+                .read(&mut buf)
+                .map_err(|e| zerr(format!("entry {name}: {e} (after {written} bytes)")))?;
+            if k == 0 {
+                break;
+            }
+            w.write_all(&buf[..k])
+                .map_err(|e| DataError::io(&target, e))?;
+            written += k as u64;
+        }
+        if written != entry.size() {
+            return Err(zerr(format!(
+                "entry {name}: unpacked {written} bytes, the archive's directory says {}",
+                entry.size()
+            )));
+        }
         n += 1;
     }
     Ok(n)
+}
+
+/// Moves every top-level entry of `tmp` into `out`, replacing what is there.
+fn move_into_place(tmp: &Path, out: &Path) -> Result<(), DataError> {
+    let entries = fs::read_dir(tmp).map_err(|e| DataError::io(tmp, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(tmp, e))?;
+        let target = out.join(entry.file_name());
+        if target.exists() {
+            let mut old_name = std::ffi::OsString::from(".");
+            old_name.push(entry.file_name());
+            old_name.push(".replaced");
+            let old = out.join(old_name);
+            remove_if_present(&old)?;
+            fs::rename(&target, &old).map_err(|e| DataError::io(&target, e))?;
+            fs::rename(entry.path(), &target).map_err(|e| DataError::io(&target, e))?;
+            remove_if_present(&old)?;
+        } else {
+            fs::rename(entry.path(), &target).map_err(|e| DataError::io(&target, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// What [`fetch`] did.
@@ -246,8 +324,20 @@ pub fn fetch(
                 }
                 Err(e) => return Err(e),
             }
-            if is_zip {
-                unzip(&dest, out)?;
+            if is_zip && let Err(e) = unzip(&dest, out) {
+                // A corrupt download is removed, so that the next run fetches it afresh.
+                if let DataError::Archive { path, msg } = &e
+                    && fs::remove_file(&dest).is_ok()
+                {
+                    return Err(DataError::Archive {
+                        path: path.clone(),
+                        msg: format!(
+                            "{msg}; nothing was unpacked from it, and it was removed: run \
+                             again to download it afresh"
+                        ),
+                    });
+                }
+                return Err(e);
             }
             summary.files.push(dest);
         }

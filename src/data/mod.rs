@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod image_io;
 pub mod loader;
 pub mod prepare;
+pub mod screen;
 pub mod source;
 pub mod split;
 pub mod synth;

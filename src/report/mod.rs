@@ -13,9 +13,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+/// Environment variable for fault-injection tests: a comma-separated list of file names
+/// (e.g. `last.ckpt,best.ckpt`). [`write_atomic`] to a file of one of these names writes
+/// half of its bytes to the temporary file and then fails as a full disk would.
+pub const FAIL_WRITES_ENV: &str = "DERMCLASS_FAIL_WRITES";
+
+fn injected_failure(file_name: &std::ffi::OsStr) -> Option<io::Error> {
+    let names = std::env::var(FAIL_WRITES_ENV).ok()?;
+    names
+        .split(',')
+        .any(|n| !n.trim().is_empty() && file_name == n.trim())
+        .then(|| {
+            io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("no space left on device (injected by {FAIL_WRITES_ENV})"),
+            )
+        })
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
 /// fsynced and renamed over `path` (then the directory is fsynced, best effort). Readers see
-/// either the old file or the complete new one. The temporary file is removed on failure.
+/// either the old file or the complete new one. The temporary file is removed on failure,
+/// and the error says that `path` was not replaced. Failures can be injected for tests
+/// through [`FAIL_WRITES_ENV`].
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
@@ -43,6 +63,10 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
             .write(true)
             .create_new(true)
             .open(&tmp)?;
+        if let Some(e) = injected_failure(file_name) {
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(e);
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -52,7 +76,11 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(io::Error::new(
             e.kind(),
-            format!("writing {}: {e}", path.display()),
+            format!(
+                "writing {}: {e}; {} was not replaced (its previous version, if any, is intact)",
+                path.display(),
+                path.display()
+            ),
         ));
     }
     // Make the rename durable; not every platform can open a directory, so best effort.

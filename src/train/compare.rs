@@ -92,6 +92,7 @@ pub fn compare(
         ModelSpec::parse(arch, 2)?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = super::lock::RunLock::acquire(out)?;
     let split_path = out.join("split.csv");
     let mut base = base.clone();
     if base.split.is_none() {

@@ -158,7 +158,7 @@ mod tests {
         let views: Vec<Vec<f32>> = Tta::Eight
             .views(x)
             .into_iter()
-            .map(|v| v.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+            .map(|v| v.into_data().convert::<f32>().try_to_vec::<f32>().unwrap())
             .collect();
         assert_eq!(views.len(), 8);
         for (i, a) in views.iter().enumerate() {

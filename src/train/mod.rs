@@ -6,6 +6,7 @@ pub mod compare;
 pub mod config;
 pub mod ema;
 pub mod evaluate;
+pub mod lock;
 pub mod loss;
 pub mod schedule;
 pub mod speed;

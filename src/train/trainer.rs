@@ -504,6 +504,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
         check_settings(config)?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = super::lock::RunLock::acquire(out)?;
 
     // Settings: a resumed run keeps its own, whatever the command line says.
     let resumed = if options.resume {
