@@ -97,14 +97,19 @@ pub struct EpochRow {
     /// Epoch number (1-based by convention).
     pub epoch: usize,
     /// Mean training loss over the epoch.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// Mean validation loss.
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_loss: f64,
     /// Validation accuracy.
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_accuracy: f64,
     /// Validation balanced multiclass accuracy (the ISIC metric).
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_balanced_accuracy: f64,
     /// Validation macro one-vs-rest ROC AUC (NaN when undefined).
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_macro_auc: f64,
     /// Learning rate used during the epoch (last value if scheduled).
     pub lr: f64,
@@ -112,6 +117,11 @@ pub struct EpochRow {
     pub seconds: f64,
     /// Training throughput, images per second.
     pub images_per_second: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, so `null` reads back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// Serialises `rows` as CSV (with a header line) into a string.
@@ -178,6 +188,16 @@ mod tests {
             seconds: 61.25,
             images_per_second: 140.5,
         }
+    }
+
+    #[test]
+    fn undefined_values_survive_a_json_round_trip_as_nan() {
+        let mut r = row(2);
+        r.val_loss = f64::NAN;
+        r.val_macro_auc = f64::NAN;
+        let back: EpochRow = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(back.val_loss.is_nan() && back.val_macro_auc.is_nan());
+        assert_eq!(back.train_loss, r.train_loss);
     }
 
     #[test]
