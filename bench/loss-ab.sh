@@ -3,9 +3,10 @@
 # library's trainer from a debug build (examples/loss_ab.rs; dependencies and kernels are
 # optimised in that profile), for more seeds or shorter runs than the release script. A third
 # run per seed, "on1t", has the kernels on with one rayon thread, which changes nothing but
-# the summation order of the 1x1 weight gradient (one accumulator over the images instead of
-# two per-thread partial sums): how far it lands from "on" is the run-to-run noise of a pure
-# rounding change, the yardstick for on - off.
+# summation orders (the 1x1 and stem weight gradients take one accumulator over the images
+# instead of two per-thread partial sums; burn's parallel reductions split differently): how
+# far it lands from "on" is the run-to-run noise of a pure rounding change, the yardstick for
+# on - off.
 # Prints bench/loss-curve.sh's tables (with the paired on - off differences), then per seed
 # the last epoch's train loss of the three runs.
 # Usage: bench/loss-ab.sh [data root] [out dir]; SEEDS="5 6 7 8 9 10 11 12", EPOCHS=2.
