@@ -387,7 +387,7 @@ fn random_resized_crops_stay_inside_the_image() {
         let p = cfg.sample(&mut rng);
         let area = p.zoom_x * p.zoom_y;
         smallest = smallest.min(area);
-        assert!(area >= 0.35 - 1e-4 && area <= 1.0 + 1e-4, "{p:?}");
+        assert!((0.35 - 1e-4..=1.0 + 1e-4).contains(&area), "{p:?}");
         let ratio = p.zoom_x / p.zoom_y;
         assert!(
             p.zoom_x >= 1.0 - 1e-6 || p.zoom_y >= 1.0 - 1e-6 || (0.749..1.334).contains(&ratio)
