@@ -11,7 +11,6 @@
 //! mistake changes values by O(1) of the scale.
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, relu6};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -24,9 +23,14 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
+/// Uniform values in [-1, 1) from a generator of this call's own: the device's generator
+/// is process-wide, and tests running in parallel would reseed it between a seed and a draw.
 fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    device.seed(seed);
-    Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), device)
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
