@@ -4,10 +4,12 @@
 
 mod common;
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::Tensor;
 use common::{quiet, tiny_config};
 use dermclass::data::synth;
 use dermclass::train::config::{LossKind, ScheduleKind, TrainConfig};
-use dermclass::train::{SessionOptions, train};
+use dermclass::train::{SessionOptions, checkpoint, train};
 
 #[test]
 fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
@@ -62,6 +64,27 @@ fn check_resume(config: &TrainConfig, dir: &std::path::Path) {
         assert!((a.val_loss - b.val_loss).abs() < 1e-4, "{a:?}\n{b:?}");
         assert_eq!(a.val_balanced_accuracy, b.val_balanced_accuracy);
     }
+    // The weights too: the resumed run's final model and trained weights equal the
+    // uninterrupted run's.
+    let a = checkpoint::load(&dir.join("straight").join("last.ckpt")).unwrap();
+    let b = checkpoint::load(&run.join("last.ckpt")).unwrap();
+    let device = burn::prelude::Device::default();
+    for (x, y) in [
+        (a.model(&device).unwrap(), b.model(&device).unwrap()),
+        (
+            a.train_model(&device).unwrap(),
+            b.train_model(&device).unwrap(),
+        ),
+    ] {
+        let (x, y) = (weights(&x), weights(&y));
+        assert_eq!(x.len(), y.len());
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "weights differ by {worst}");
+    }
     assert_eq!(
         straight.best_metrics.unwrap().confusion,
         resumed.best_metrics.unwrap().confusion
@@ -81,4 +104,18 @@ fn check_resume(config: &TrainConfig, dir: &std::path::Path) {
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("epoch,train_loss,val_loss,val_accuracy,val_balanced_accuracy,val_macro_auc,lr,seconds,images_per_second"), "{csv}");
     assert_eq!(csv.lines().count(), 3);
+}
+
+/// Every float value of a model (parameters and running statistics), in order.
+fn weights(model: &dermclass::model::Classifier) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.extend(data.try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
 }
