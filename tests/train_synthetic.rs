@@ -383,3 +383,32 @@ fn an_unknown_arch_or_device_fails_before_any_image_is_read_and_writes_nothing()
         assert!(!out_dir.exists(), "{} was created", out_dir.display());
     }
 }
+
+#[test]
+fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo");
+    let csv_path = dir.path().join("p.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
+        .env_remove("DERMCLASS_MODEL")
+        .args(["predict", "--input", images, "--out"])
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("isic2018-mobilenet_v2.ckpt") && stdout.contains("mobilenet_v2:1.0"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        8,
+        "a header and one row per demo image"
+    );
+}
