@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod device;
+pub mod export;
 pub mod kernels;
 pub mod memory;
 pub mod metrics;

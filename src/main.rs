@@ -26,6 +26,8 @@ enum Command {
     Predict(cli::train::PredictArgs),
     /// Write a weights-only copy of a checkpoint (for shipping; it cannot resume).
     Strip(cli::train::StripArgs),
+    /// Write a trained model as ONNX (batch norm folded; preprocessing in its metadata).
+    Export(cli::export::ExportArgs),
     /// Train several architectures alike and tabulate cost, time, accuracy and latency.
     Compare(Box<cli::train::CompareArgs>),
     /// Training and inference speed of one model (compare with PyTorch/Keras: bench/speed.sh).
@@ -49,6 +51,7 @@ fn main() {
         Command::Evaluate(args) => return finish(cli::train::run_evaluate(args)),
         Command::Predict(args) => return finish(cli::train::run_predict(args)),
         Command::Strip(args) => cli::train::run_strip(args),
+        Command::Export(args) => cli::export::run_export(args),
         Command::Demo(args) => cli::train::run_demo(args),
         Command::Compare(args) => cli::train::run_compare(*args),
         Command::Bench(args) => cli::train::run_bench(args),

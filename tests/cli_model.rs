@@ -1,4 +1,4 @@
-//! The `models` and `summary` commands, run as a user would.
+//! The `models`, `summary` and `export` commands, run as a user would.
 
 use std::process::Command;
 
@@ -55,7 +55,10 @@ fn summary_table_handles_non_square_inputs() {
 #[test]
 fn bad_requests_fail_with_a_message_not_a_panic() {
     for (args, expected) in [
-        (vec!["summary", "vgg16"], "unknown architecture"),
+        (
+            vec!["summary", "vgg16"],
+            "known families: plain_v1, mobilenet_v1",
+        ),
         (vec!["summary", "mobilenet_v2:9"], "must be in (0, 4]"),
         (
             vec!["summary", "resnet50", "--input", "16"],
@@ -72,4 +75,70 @@ fn bad_requests_fail_with_a_message_not_a_panic() {
         assert!(err.contains(expected), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn export_writes_the_shipped_model_as_onnx_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nested").join("model.onnx");
+    let run = dermclass(&["export", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("isic2018-mobilenet_v2.ckpt"), "{stdout}");
+    assert!(stdout.contains("opset 17"), "{stdout}");
+    let bytes = std::fs::read(&out).unwrap();
+    // The shipped MobileNetV2 holds 2.2M weights: about 9 MB at fp32.
+    assert!(
+        (8_000_000..10_000_000).contains(&bytes.len()),
+        "{}",
+        bytes.len()
+    );
+}
+
+#[test]
+fn export_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_checkpoint = dir.path().join("notes.txt");
+    std::fs::write(&not_a_checkpoint, "hello").unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let under_a_file = blocker.join("model.onnx");
+    let out = dir.path().join("m.onnx");
+    for (args, expected) in [
+        (
+            vec![
+                "export",
+                "--model",
+                "/no/such/run",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "/no/such/run",
+        ),
+        (
+            vec![
+                "export",
+                "--model",
+                not_a_checkpoint.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "is not a dermclass checkpoint",
+        ),
+        (
+            vec!["export", "--out", under_a_file.to_str().unwrap()],
+            "cannot create the folder",
+        ),
+    ] {
+        let run = dermclass(&args);
+        assert!(!run.status.success(), "{args:?}");
+        let err = String::from_utf8(run.stderr).unwrap();
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!out.exists(), "no file is left behind by a failed export");
 }

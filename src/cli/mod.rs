@@ -1,6 +1,7 @@
 //! Command-line front end: thin wrappers over the library, one file per command group.
 
 pub mod data;
+pub mod export;
 pub mod model;
 pub mod skip;
 pub mod train;

@@ -75,9 +75,11 @@ pub fn models() {
     for family in FAMILIES {
         println!(
             "{:<16} {:<40} {}",
-            family.name, family.pattern, family.trick
+            family.name(),
+            family.pattern(),
+            family.trick()
         );
-        println!("{:<16} e.g. {}", "", family.examples.join(", "));
+        println!("{:<16} e.g. {}", "", family.examples().join(", "));
     }
 }
 
@@ -89,7 +91,7 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
     if args.json {
         let json = SummaryJson {
             arch: spec.arch.to_string(),
-            trick: spec.arch.family().trick,
+            trick: spec.arch.family().trick(),
             classes: args.classes,
             input: [args.input.width, args.input.height],
             params: table.params(),
@@ -103,7 +105,7 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
     println!(
         "{} ({}), {} classes, input {} (width x height)\n",
         spec.arch,
-        spec.arch.family().trick,
+        spec.arch.family().trick(),
         args.classes,
         args.input
     );

@@ -33,6 +33,9 @@ pub enum Sampler {
     /// As many draws as samples, each draw picking a class uniformly, then an image of
     /// that class uniformly (with replacement).
     Balanced,
+    /// As `Balanced`, but a class is drawn with probability proportional to the square
+    /// root of its size.
+    Sqrt,
 }
 
 impl std::str::FromStr for Sampler {
@@ -41,9 +44,41 @@ impl std::str::FromStr for Sampler {
         match s.to_ascii_lowercase().as_str() {
             "uniform" => Ok(Sampler::Uniform),
             "balanced" => Ok(Sampler::Balanced),
-            o => Err(format!("unknown sampler `{o}` (uniform or balanced)")),
+            "sqrt" => Ok(Sampler::Sqrt),
+            o => Err(format!("unknown sampler `{o}` (uniform, balanced or sqrt)")),
         }
     }
+}
+
+/// `n` draws, each picking a non-empty class with probability proportional to
+/// `class_mass(class size)`, then one of its images uniformly (with replacement).
+/// (`Balanced` keeps its own draw so that runs made before `Sqrt` existed resume exactly.)
+fn draw_by_class(
+    by_class: &[Vec<usize>],
+    n: usize,
+    class_mass: impl Fn(usize) -> f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    let classes: Vec<&Vec<usize>> = by_class.iter().filter(|c| !c.is_empty()).collect();
+    if classes.is_empty() {
+        return Vec::new();
+    }
+    let mut cumulative = Vec::with_capacity(classes.len());
+    let mut total = 0.0;
+    for c in &classes {
+        total += class_mass(c.len());
+        cumulative.push(total);
+    }
+    (0..n)
+        .map(|_| {
+            let u = rng.random::<f64>() * total;
+            let k = cumulative
+                .partition_point(|&edge| edge <= u)
+                .min(classes.len() - 1);
+            let c = classes[k];
+            c[rng.random_range(0..c.len())]
+        })
+        .collect()
 }
 
 /// Loader settings.
@@ -255,6 +290,7 @@ impl Loader {
                         .collect()
                 }
             }
+            Sampler::Sqrt => draw_by_class(&inner.by_class, n, |c| (c as f64).sqrt(), &mut rng),
         };
         order.truncate(self.len_epoch());
         order
@@ -424,6 +460,37 @@ mod tests {
     #[test]
     fn sampler_parses() {
         assert_eq!("balanced".parse(), Ok(Sampler::Balanced));
+        assert_eq!("sqrt".parse(), Ok(Sampler::Sqrt));
         assert!("x".parse::<Sampler>().is_err());
+    }
+
+    #[test]
+    fn sqrt_draws_classes_in_proportion_to_the_root_of_their_size() {
+        // Classes of 400, 100, 25 and 0 images: roots 20, 10, 5 -> shares 4/7, 2/7, 1/7.
+        let sizes = [400usize, 100, 25, 0];
+        let mut by_class = Vec::new();
+        let mut next = 0;
+        for &size in &sizes {
+            by_class.push((next..next + size).collect::<Vec<usize>>());
+            next += size;
+        }
+        let label_of = |i: usize| by_class.iter().position(|c| c.contains(&i)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let draws = draw_by_class(&by_class, 70_000, |c| (c as f64).sqrt(), &mut rng);
+        let mut seen = [0usize; 4];
+        for &i in &draws {
+            seen[label_of(i)] += 1;
+        }
+        for (class, want) in [(0, 4.0 / 7.0), (1, 2.0 / 7.0), (2, 1.0 / 7.0), (3, 0.0)] {
+            let got = seen[class] as f64 / draws.len() as f64;
+            assert!((got - want).abs() < 0.01, "class {class}: {got} vs {want}");
+        }
+        // Within a class every image is reachable.
+        let rare: std::collections::HashSet<usize> = draws
+            .iter()
+            .copied()
+            .filter(|&i| label_of(i) == 2)
+            .collect();
+        assert_eq!(rare.len(), 25);
     }
 }

@@ -13,6 +13,7 @@ use burn::prelude::*;
 
 use super::ModelError;
 use super::cost::CostTable;
+use crate::export::{Attr, GraphBuilder, ToOnnx, values};
 use crate::kernels;
 use dermclass_kernels::bn::Act;
 
@@ -281,6 +282,84 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        let [_, per_group, _, _] = self.conv.weight.dims();
+        per_group * self.conv.groups
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.conv.weight.dims()[0]
+    }
+
+    /// The convolution with its batch norm folded in, as `(weight, bias)`: with
+    /// `s = gamma / sqrt(running_var + eps)`, `w' = w * s` per output channel and
+    /// `b' = beta - running_mean * s` (computed in f64).
+    fn folded(&self) -> (Vec<f32>, Vec<f32>) {
+        let norm = &self.norm;
+        let gamma = values(norm.gamma.val());
+        let beta = values(norm.beta.val());
+        let mean = values(norm.running_mean.value());
+        let var = values(norm.running_var.value());
+        let weight = values(self.conv.weight.val());
+        let per_channel = weight.len() / gamma.len();
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| g as f64 / (v as f64 + norm.epsilon).sqrt())
+            .collect();
+        let folded_weight = weight
+            .chunks(per_channel)
+            .zip(&scale)
+            .flat_map(|(w, &s)| w.iter().map(move |&w| (w as f64 * s) as f32))
+            .collect();
+        let bias = (0..gamma.len())
+            .map(|c| (beta[c] as f64 - mean[c] as f64 * scale[c]) as f32)
+            .collect();
+        (folded_weight, bias)
+    }
+}
+
+impl ToOnnx for ConvBn {
+    /// One `Conv` with the batch norm folded into its weight and bias, then the activation.
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let (weight, bias) = self.folded();
+        let dims = self.conv.weight.dims();
+        let w = g.weight("conv_weight", &dims, &weight);
+        let b = g.weight("conv_bias", &[dims[0]], &bias);
+        let [sh, sw] = self.conv.stride;
+        let [kh, kw] = self.conv.kernel_size;
+        let [dh, dw] = self.conv.dilation;
+        let pads = match self.conv.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+            _ => [0; 4],
+        };
+        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&i| i as i64).collect());
+        let y = g.node(
+            "Conv",
+            &[x, &w, &b],
+            &[
+                ("kernel_shape", ints(&[kh, kw])),
+                ("strides", ints(&[sh, sw])),
+                ("pads", ints(&pads)),
+                ("dilations", ints(&[dh, dw])),
+                ("group", Attr::Int(self.conv.groups as i64)),
+            ],
+        );
+        match self.activation {
+            Activation::None => y,
+            Activation::Relu => g.relu(&y),
+            Activation::Relu6 => {
+                let low = g.weight("relu6_min", &[], &[0.0]);
+                let high = g.weight("relu6_max", &[], &[6.0]);
+                g.node("Clip", &[&y, &low, &high], &[])
+            }
+        }
+    }
+}
+
 /// Which fast kernel runs a block's convolution.
 #[derive(Clone, Copy, Debug)]
 enum FastConv {
@@ -340,6 +419,23 @@ impl Head {
     }
 }
 
+impl ToOnnx for Head {
+    /// `GlobalAveragePool`, `Flatten`, `Gemm` (burn's linear weight is `[in, out]`, so no
+    /// transpose); dropout is the identity at inference.
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let pooled = g.node("GlobalAveragePool", &[x], &[]);
+        let flat = g.node("Flatten", &[&pooled], &[("axis", Attr::Int(1))]);
+        let dims = self.linear.weight.dims();
+        let w = g.weight("linear_weight", &dims, &values(self.linear.weight.val()));
+        let bias = match &self.linear.bias {
+            Some(b) => values(b.val()),
+            None => vec![0.0; dims[1]],
+        };
+        let b = g.weight("linear_bias", &[dims[1]], &bias);
+        g.node("Gemm", &[&flat, &w, &b], &[])
+    }
+}
+
 /// ShuffleNet's channel shuffle: view channels as `[groups, channels/groups]`, transpose,
 /// flatten, so that each group of the next grouped convolution sees every previous group.
 pub fn channel_shuffle(x: Tensor<4>, groups: usize) -> Tensor<4> {
@@ -359,6 +455,19 @@ pub fn concat_shuffle(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
         return channel_shuffle(Tensor::cat(vec![a, b], 1), 2);
     }
     Tensor::<4>::stack::<5>(vec![a, b], 2).reshape([batch, 2 * ca, height, width])
+}
+
+/// [`channel_shuffle`] as a graph: a `Gather` of the channels in shuffled order.
+pub fn emit_channel_shuffle(
+    g: &mut GraphBuilder,
+    x: &str,
+    channels: usize,
+    groups: usize,
+) -> String {
+    let order: Vec<usize> = (0..channels)
+        .map(|i| shuffled_source(i, channels, groups))
+        .collect();
+    g.permute_channels(x, &order)
 }
 
 /// The channel index that ends up at position `i` after [`channel_shuffle`]: position
@@ -411,6 +520,55 @@ mod tests {
             assert_eq!(out[2 * i], (2 * src) as f32, "channel {i}");
             assert_eq!(out[2 * i + 1], (2 * src + 1) as f32, "channel {i}");
             assert_eq!(shuffled_source(i, 12, 3), src);
+        }
+    }
+
+    /// A block whose batch norm has non-trivial statistics, as after training.
+    fn trained_block(spec: ConvBnSpec, device: &Device) -> ConvBn {
+        use burn::module::{Param, RunningState};
+        let c = spec.out_channels;
+        let ramp = |from: f32, step: f32| {
+            let v: Vec<f32> = (0..c).map(|i| from + step * i as f32).collect();
+            Tensor::<1>::from_data(TensorData::new(v, [c]), device)
+        };
+        let mut block = spec.init(device);
+        block.norm.gamma = Param::from_tensor(ramp(0.5, 0.1));
+        block.norm.beta = Param::from_tensor(ramp(-0.3, 0.07));
+        block.norm.running_mean = RunningState::new(ramp(0.2, -0.05));
+        block.norm.running_var = RunningState::new(ramp(0.4, 0.3));
+        block
+    }
+
+    #[test]
+    fn folding_the_batch_norm_into_the_convolution_keeps_the_output() {
+        use burn::tensor::module::conv2d;
+        use burn::tensor::ops::ConvOptions;
+        let device = Device::flex();
+        for spec in [
+            ConvBnSpec::new(3, 8, 3).stride(2).act(Activation::Relu6),
+            ConvBnSpec::depthwise(8, 1).act(Activation::Relu),
+            ConvBnSpec::new(8, 6, 1).groups(2),
+        ] {
+            let block = trained_block(spec, &device);
+            let x = Tensor::<4>::random(
+                [2, spec.in_channels, 9, 7],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let expected = block.forward(x.clone());
+            let (weight, bias) = block.folded();
+            let dims = block.conv.weight.dims();
+            let weight = Tensor::<4>::from_data(TensorData::new(weight, dims), &device);
+            let bias = Tensor::<1>::from_data(TensorData::new(bias, [dims[0]]), &device);
+            let p = spec.kernel / 2;
+            let options = ConvOptions::new([spec.stride; 2], [p, p], [1, 1], spec.groups);
+            let folded = spec
+                .activation
+                .apply(conv2d(x, weight, Some(bias), options));
+            folded.into_data().assert_approx_eq::<f32>(
+                &expected.into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
         }
     }
 

@@ -5,6 +5,10 @@
 use burn::prelude::*;
 
 use super::ModelError;
+use crate::export::{GraphBuilder, ToOnnx};
+use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::Classifier;
+use std::sync::Arc;
 use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
 use super::cost::CostTable;
 
@@ -107,5 +111,109 @@ impl MobileNetV1 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
         self.head.forward(x)
+    }
+}
+
+impl ToOnnx for MobileNetV1 {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self
+            .features
+            .iter()
+            .fold(x.to_string(), |x, layer| layer.emit(g, &x));
+        self.head.emit(g, &x)
+    }
+}
+
+/// `mobilenet_v1[:<alpha>]`: depthwise separable convolutions.
+pub struct MobileNetV1Family;
+/// `plain_v1[:<alpha>]`: the same topology with standard convolutions, the baseline.
+pub struct PlainV1Family;
+
+/// A MobileNetV1 or plain twin with its width.
+#[derive(Debug)]
+struct V1 {
+    alpha: f64,
+    separable: bool,
+}
+
+impl V1 {
+    fn config(&self, head: HeadOptions) -> MobileNetV1Config {
+        MobileNetV1Config {
+            alpha: self.alpha,
+            separable: self.separable,
+            classes: head.classes,
+            dropout: head.dropout,
+        }
+    }
+}
+
+impl Network for V1 {
+    fn family(&self) -> &'static dyn Family {
+        if self.separable {
+            &MobileNetV1Family
+        } else {
+            &PlainV1Family
+        }
+    }
+    fn name(&self) -> String {
+        format!("{}:{:?}", self.family().name(), self.alpha)
+    }
+    fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
+        Ok(Classifier::MobileNetV1(self.config(head).init(device)))
+    }
+    fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
+        self.config(head).count(table)
+    }
+}
+
+fn parse_v1(
+    family: &dyn Family,
+    separable: bool,
+    full: &str,
+    options: &[&str],
+) -> Result<Arc<dyn Network>, ModelError> {
+    at_most(family, full, options, 1)?;
+    let alpha = parse_factor(full, "alpha", options.first().copied())?;
+    Ok(Arc::new(V1 { alpha, separable }))
+}
+
+impl Family for MobileNetV1Family {
+    fn name(&self) -> &'static str {
+        "mobilenet_v1"
+    }
+    fn pattern(&self) -> &'static str {
+        "mobilenet_v1[:<alpha>]"
+    }
+    fn trick(&self) -> &'static str {
+        "depthwise separable convolution"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &[
+            "mobilenet_v1:1.0",
+            "mobilenet_v1:0.75",
+            "mobilenet_v1:0.5",
+            "mobilenet_v1:0.25",
+        ]
+    }
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        parse_v1(self, true, full, options)
+    }
+}
+
+impl Family for PlainV1Family {
+    fn name(&self) -> &'static str {
+        "plain_v1"
+    }
+    fn pattern(&self) -> &'static str {
+        "plain_v1[:<alpha>]"
+    }
+    fn trick(&self) -> &'static str {
+        "standard 3x3 convolution (MobileNetV1 topology, the baseline)"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &["plain_v1:1.0", "plain_v1:0.5"]
+    }
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        parse_v1(self, false, full, options)
     }
 }

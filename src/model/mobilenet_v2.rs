@@ -4,6 +4,10 @@
 use burn::prelude::*;
 
 use super::ModelError;
+use crate::export::{GraphBuilder, ToOnnx};
+use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::Classifier;
+use std::sync::Arc;
 use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, make_divisible};
 use super::cost::CostTable;
 
@@ -170,5 +174,90 @@ impl MobileNetV2 {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
         self.head.forward(self.last.forward(x))
+    }
+}
+
+impl ToOnnx for InvertedResidual {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let y = match &self.expand {
+            Some(expand) => expand.emit(g, x),
+            None => x.to_string(),
+        };
+        let y = self.depthwise.emit(g, &y);
+        let y = self.project.emit(g, &y);
+        if self.residual { g.add(x, &y) } else { y }
+    }
+}
+
+impl ToOnnx for MobileNetV2 {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self.stem.emit(g, x);
+        let x = self.blocks.iter().fold(x, |x, b| b.emit(g, &x));
+        let x = self.last.emit(g, &x);
+        self.head.emit(g, &x)
+    }
+}
+
+/// `mobilenet_v2[:<alpha>]`.
+pub struct MobileNetV2Family;
+
+/// A MobileNetV2 with its width multiplier.
+#[derive(Debug)]
+struct V2 {
+    alpha: f64,
+}
+
+impl V2 {
+    fn config(&self, head: HeadOptions) -> MobileNetV2Config {
+        MobileNetV2Config {
+            alpha: self.alpha,
+            classes: head.classes,
+            dropout: head.dropout,
+        }
+    }
+}
+
+impl Network for V2 {
+    fn family(&self) -> &'static dyn Family {
+        &MobileNetV2Family
+    }
+    fn name(&self) -> String {
+        format!("mobilenet_v2:{:?}", self.alpha)
+    }
+    fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
+        Ok(Classifier::MobileNetV2(self.config(head).init(device)))
+    }
+    fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
+        self.config(head).count(table)
+    }
+}
+
+impl Family for MobileNetV2Family {
+    fn name(&self) -> &'static str {
+        "mobilenet_v2"
+    }
+    fn pattern(&self) -> &'static str {
+        "mobilenet_v2[:<alpha>]"
+    }
+    fn trick(&self) -> &'static str {
+        "inverted residuals with linear bottlenecks"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &[
+            "mobilenet_v2:1.4",
+            "mobilenet_v2:1.0",
+            "mobilenet_v2:0.75",
+            "mobilenet_v2:0.5",
+            "mobilenet_v2:0.35",
+        ]
+    }
+    /// torchvision's classifier dropout.
+    fn dropout(&self) -> f64 {
+        0.2
+    }
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        at_most(self, full, options, 1)?;
+        let alpha = parse_factor(full, "alpha", options.first().copied())?;
+        Ok(Arc::new(V2 { alpha }))
     }
 }

@@ -4,11 +4,7 @@
 
 pub mod blocks;
 pub mod cost;
-pub mod mobilenet_v1;
-pub mod mobilenet_v2;
-pub mod resnet;
-pub mod shufflenet_v1;
-pub mod shufflenet_v2;
+pub mod registry;
 mod stem;
 
 use burn::module::{ModuleVisitor, Param};
@@ -16,11 +12,7 @@ use burn::prelude::*;
 use thiserror::Error;
 
 pub use cost::{CostTable, FeatureShape, LayerCost};
-use mobilenet_v1::{MobileNetV1, MobileNetV1Config};
-use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
-use resnet::{ResNet, ResNetConfig};
-use shufflenet_v1::{ShuffleNetV1, ShuffleNetV1Config};
-use shufflenet_v2::{ShuffleNetV2, ShuffleNetV2Config};
+pub use registry::{Arch, Family, HeadOptions, Network};
 
 /// Smallest input side every model accepts.
 pub const MIN_INPUT: usize = 32;
@@ -29,267 +21,21 @@ pub const MIN_INPUT: usize = 32;
 #[derive(Debug, Error)]
 pub enum ModelError {
     /// The architecture family is not registered.
-    #[error("unknown architecture `{0}`; run `dermclass models` for the list")]
-    UnknownArch(String),
+    #[error(
+        "unknown architecture `{name}`; known families: {known} (`dermclass models` lists their options)"
+    )]
+    UnknownArch {
+        /// The name as given.
+        name: String,
+        /// The registered family names.
+        known: String,
+    },
     /// An option (alpha, groups, scale, class count) is out of range.
     #[error("{0}")]
     BadOption(String),
     /// The input is too small for the network.
     #[error("input too small: {0}")]
     InputTooSmall(String),
-}
-
-/// A registered network family, for listings.
-#[derive(Clone, Debug)]
-pub struct Family {
-    /// Name prefix, e.g. `mobilenet_v2`.
-    pub name: &'static str,
-    /// Name pattern with its options.
-    pub pattern: &'static str,
-    /// The trick the family demonstrates.
-    pub trick: &'static str,
-    /// Suggested option values.
-    pub examples: &'static [&'static str],
-    /// Default classifier dropout.
-    pub dropout: f64,
-}
-
-/// Every registered family.
-pub const FAMILIES: [Family; 6] = [
-    Family {
-        name: "plain_v1",
-        pattern: "plain_v1[:<alpha>]",
-        trick: "standard 3x3 convolution (MobileNetV1 topology, the baseline)",
-        examples: &["plain_v1:1.0", "plain_v1:0.5"],
-        dropout: 0.0,
-    },
-    Family {
-        name: "mobilenet_v1",
-        pattern: "mobilenet_v1[:<alpha>]",
-        trick: "depthwise separable convolution",
-        examples: &[
-            "mobilenet_v1:1.0",
-            "mobilenet_v1:0.75",
-            "mobilenet_v1:0.5",
-            "mobilenet_v1:0.25",
-        ],
-        dropout: 0.0,
-    },
-    Family {
-        name: "mobilenet_v2",
-        pattern: "mobilenet_v2[:<alpha>]",
-        trick: "inverted residuals with linear bottlenecks",
-        examples: &[
-            "mobilenet_v2:1.4",
-            "mobilenet_v2:1.0",
-            "mobilenet_v2:0.75",
-            "mobilenet_v2:0.5",
-            "mobilenet_v2:0.35",
-        ],
-        dropout: 0.2,
-    },
-    Family {
-        name: "shufflenet_v1",
-        pattern: "shufflenet_v1[:g<groups>][:<scale>]",
-        trick: "pointwise group convolution with channel shuffle",
-        examples: &[
-            "shufflenet_v1:g1",
-            "shufflenet_v1:g2",
-            "shufflenet_v1:g3",
-            "shufflenet_v1:g4",
-            "shufflenet_v1:g8",
-            "shufflenet_v1:g3:0.5",
-            "shufflenet_v1:g3:2.0",
-        ],
-        dropout: 0.0,
-    },
-    Family {
-        name: "shufflenet_v2",
-        pattern: "shufflenet_v2[:<scale>]",
-        trick: "channel split + shuffle, equal-width branches",
-        examples: &[
-            "shufflenet_v2:0.5",
-            "shufflenet_v2:1.0",
-            "shufflenet_v2:1.5",
-            "shufflenet_v2:2.0",
-        ],
-        dropout: 0.0,
-    },
-    Family {
-        name: "resnet50",
-        pattern: "resnet50",
-        trick: "bottleneck residual blocks (the classic reference)",
-        examples: &["resnet50"],
-        dropout: 0.0,
-    },
-];
-
-/// A parsed architecture with its options.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Arch {
-    /// MobileNetV1 (`separable`) or Conv MobileNet (`!separable`) with width multiplier.
-    MobileNetV1 {
-        /// Width multiplier.
-        alpha: f64,
-        /// Depthwise separable (true) or standard (false) convolutions.
-        separable: bool,
-    },
-    /// MobileNetV2 with width multiplier.
-    MobileNetV2 {
-        /// Width multiplier.
-        alpha: f64,
-    },
-    /// ShuffleNet v1 with pointwise groups and width scale.
-    ShuffleNetV1 {
-        /// Groups of the pointwise convolutions.
-        groups: usize,
-        /// Width scale.
-        scale: f64,
-    },
-    /// ShuffleNet v2 with width scale.
-    ShuffleNetV2 {
-        /// Width scale.
-        scale: f64,
-    },
-    /// ResNet-50.
-    ResNet50,
-}
-
-fn parse_factor(name: &str, what: &str, text: Option<&str>) -> Result<f64, ModelError> {
-    let Some(text) = text else { return Ok(1.0) };
-    let value: f64 = text
-        .parse()
-        .map_err(|_| ModelError::BadOption(format!("`{name}`: {what} `{text}` is not a number")))?;
-    if !(value.is_finite() && value > 0.0 && value <= 4.0) {
-        return Err(ModelError::BadOption(format!(
-            "`{name}`: {what} must be in (0, 4], got {text}"
-        )));
-    }
-    Ok(value)
-}
-
-impl std::str::FromStr for Arch {
-    type Err = ModelError;
-
-    /// Parses names such as `mobilenet_v2:1.4`, `shufflenet_v1:g3:0.5` or `resnet50`.
-    fn from_str(name: &str) -> Result<Self, ModelError> {
-        let lower = name.trim().to_ascii_lowercase();
-        let mut parts = lower.split(':');
-        let family = parts.next().unwrap_or_default();
-        let options: Vec<&str> = parts.collect();
-        let too_many = |max: usize| -> Result<(), ModelError> {
-            if options.len() > max {
-                return Err(ModelError::BadOption(format!(
-                    "`{name}`: too many options; expected {}",
-                    FAMILIES
-                        .iter()
-                        .find(|f| f.name == family)
-                        .map_or("", |f| f.pattern)
-                )));
-            }
-            Ok(())
-        };
-        let first = options.first().copied();
-        let arch = match family {
-            "mobilenet_v1" | "plain_v1" => {
-                too_many(1)?;
-                Arch::MobileNetV1 {
-                    alpha: parse_factor(name, "alpha", first)?,
-                    separable: family == "mobilenet_v1",
-                }
-            }
-            "mobilenet_v2" => {
-                too_many(1)?;
-                Arch::MobileNetV2 {
-                    alpha: parse_factor(name, "alpha", first)?,
-                }
-            }
-            "shufflenet_v1" => {
-                too_many(2)?;
-                let (groups, scale) = match first {
-                    Some(g) if g.starts_with('g') => {
-                        let groups = g[1..].parse::<usize>().map_err(|_| {
-                            ModelError::BadOption(format!(
-                                "`{name}`: groups `{g}` must look like g3"
-                            ))
-                        })?;
-                        (groups, options.get(1).copied())
-                    }
-                    Some(_) if options.len() == 2 => {
-                        return Err(ModelError::BadOption(format!(
-                            "`{name}`: expected shufflenet_v1:g<groups>:<scale>"
-                        )));
-                    }
-                    other => (3, other),
-                };
-                if shufflenet_v1::stage2_channels(groups).is_none() {
-                    return Err(ModelError::BadOption(format!(
-                        "`{name}`: shufflenet_v1 groups must be 1, 2, 3, 4 or 8"
-                    )));
-                }
-                Arch::ShuffleNetV1 {
-                    groups,
-                    scale: parse_factor(name, "scale", scale)?,
-                }
-            }
-            "shufflenet_v2" => {
-                too_many(1)?;
-                let scale = parse_factor(name, "scale", first)?;
-                if shufflenet_v2::stage_channels(scale).is_none() {
-                    return Err(ModelError::BadOption(format!(
-                        "`{name}`: shufflenet_v2 scale must be 0.5, 1.0, 1.5 or 2.0"
-                    )));
-                }
-                Arch::ShuffleNetV2 { scale }
-            }
-            "resnet50" => {
-                too_many(0)?;
-                Arch::ResNet50
-            }
-            _ => return Err(ModelError::UnknownArch(name.to_string())),
-        };
-        Ok(arch)
-    }
-}
-
-impl std::fmt::Display for Arch {
-    /// The canonical name, which parses back to the same architecture.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Arch::MobileNetV1 { alpha, separable } => {
-                let family = if *separable {
-                    "mobilenet_v1"
-                } else {
-                    "plain_v1"
-                };
-                write!(f, "{family}:{alpha:?}")
-            }
-            Arch::MobileNetV2 { alpha } => write!(f, "mobilenet_v2:{alpha:?}"),
-            Arch::ShuffleNetV1 { groups, scale } => write!(f, "shufflenet_v1:g{groups}:{scale:?}"),
-            Arch::ShuffleNetV2 { scale } => write!(f, "shufflenet_v2:{scale:?}"),
-            Arch::ResNet50 => write!(f, "resnet50"),
-        }
-    }
-}
-
-impl Arch {
-    /// The registered family this architecture belongs to.
-    pub fn family(&self) -> &'static Family {
-        let name = match self {
-            Arch::MobileNetV1 {
-                separable: true, ..
-            } => "mobilenet_v1",
-            Arch::MobileNetV1 { .. } => "plain_v1",
-            Arch::MobileNetV2 { .. } => "mobilenet_v2",
-            Arch::ShuffleNetV1 { .. } => "shufflenet_v1",
-            Arch::ShuffleNetV2 { .. } => "shufflenet_v2",
-            Arch::ResNet50 => "resnet50",
-        };
-        FAMILIES
-            .iter()
-            .find(|f| f.name == name)
-            .expect("every arch has a family")
-    }
 }
 
 /// Everything needed to build a classifier: architecture, class count, dropout.
@@ -312,7 +58,7 @@ impl ModelSpec {
                 "a classifier needs at least 2 classes, got {classes}"
             )));
         }
-        let dropout = arch.family().dropout;
+        let dropout = arch.family().dropout();
         Ok(Self {
             arch,
             classes,
@@ -331,45 +77,16 @@ impl ModelSpec {
         Ok(self)
     }
 
-    /// The family configuration this specification stands for.
-    fn network(&self) -> Network {
-        let (classes, dropout) = (self.classes, self.dropout);
-        match self.arch {
-            Arch::MobileNetV1 { alpha, separable } => Network::MobileNetV1(MobileNetV1Config {
-                alpha,
-                separable,
-                classes,
-                dropout,
-            }),
-            Arch::MobileNetV2 { alpha } => Network::MobileNetV2(MobileNetV2Config {
-                alpha,
-                classes,
-                dropout,
-            }),
-            Arch::ShuffleNetV1 { groups, scale } => Network::ShuffleNetV1(ShuffleNetV1Config {
-                groups,
-                scale,
-                classes,
-                dropout,
-            }),
-            Arch::ShuffleNetV2 { scale } => Network::ShuffleNetV2(ShuffleNetV2Config {
-                scale,
-                classes,
-                dropout,
-            }),
-            Arch::ResNet50 => Network::ResNet(ResNetConfig { classes, dropout }),
+    fn head(&self) -> HeadOptions {
+        HeadOptions {
+            classes: self.classes,
+            dropout: self.dropout,
         }
     }
 
     /// Builds the burn module with freshly initialised weights on `device`.
     pub fn build(&self, device: &Device) -> Result<Classifier, ModelError> {
-        Ok(match self.network() {
-            Network::MobileNetV1(c) => Classifier::MobileNetV1(c.init(device)),
-            Network::MobileNetV2(c) => Classifier::MobileNetV2(c.init(device)),
-            Network::ShuffleNetV1(c) => Classifier::ShuffleNetV1(c.init(device)?),
-            Network::ShuffleNetV2(c) => Classifier::ShuffleNetV2(c.init(device)?),
-            Network::ResNet(c) => Classifier::ResNet(c.init(device)),
-        })
+        self.arch.network().build(self.head(), device)
     }
 
     /// Counts every layer for one `height` x `width` RGB input.
@@ -380,24 +97,9 @@ impl ModelSpec {
             )));
         }
         let mut table = CostTable::new(3, height, width);
-        match self.network() {
-            Network::MobileNetV1(c) => c.count(&mut table)?,
-            Network::MobileNetV2(c) => c.count(&mut table)?,
-            Network::ShuffleNetV1(c) => c.count(&mut table)?,
-            Network::ShuffleNetV2(c) => c.count(&mut table)?,
-            Network::ResNet(c) => c.count(&mut table)?,
-        }
+        self.arch.network().count(self.head(), &mut table)?;
         Ok(table)
     }
-}
-
-/// The configuration of one family, from which both the module and its cost come.
-enum Network {
-    MobileNetV1(MobileNetV1Config),
-    MobileNetV2(MobileNetV2Config),
-    ShuffleNetV1(ShuffleNetV1Config),
-    ShuffleNetV2(ShuffleNetV2Config),
-    ResNet(ResNetConfig),
 }
 
 /// Counts the parameters of `module` that require gradients: weights, biases and batch-norm
@@ -417,33 +119,51 @@ pub fn trainable_params<M: Module>(module: &M) -> usize {
     counter.0
 }
 
-/// Any model of the zoo, behind one forward.
-#[derive(Module, Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Classifier {
-    /// MobileNetV1 or plain-convolution twin.
-    MobileNetV1(MobileNetV1),
-    /// MobileNetV2.
-    MobileNetV2(MobileNetV2),
-    /// ShuffleNet v1.
-    ShuffleNetV1(ShuffleNetV1),
-    /// ShuffleNet v2.
-    ShuffleNetV2(ShuffleNetV2),
-    /// ResNet-50.
-    ResNet(ResNet),
+/// The registry: each line names a family's file, the burn module it builds (a variant of
+/// [`Classifier`], named as in saved checkpoints, so keep names and order) and the
+/// [`Family`] entries it registers, in listing order.
+macro_rules! registry {
+    ($($file:ident :: $module:ident => [$($family:expr),+ $(,)?]),+ $(,)?) => {
+        $(pub mod $file;)+
+
+        /// Any model of the zoo, behind one forward.
+        #[derive(Module, Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Classifier {
+            $(
+                #[doc = concat!("A network of `model::", stringify!($file), "`.")]
+                $module($file::$module),
+            )+
+        }
+
+        impl Classifier {
+            /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
+            pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+                match self {
+                    $(Classifier::$module(m) => m.forward(x),)+
+                }
+            }
+        }
+
+        impl crate::export::ToOnnx for Classifier {
+            fn emit(&self, g: &mut crate::export::GraphBuilder, x: &str) -> String {
+                match self {
+                    $(Classifier::$module(m) => m.emit(g, x),)+
+                }
+            }
+        }
+
+        /// Every registered family, in listing order.
+        pub static FAMILIES: &[&dyn Family] = &[$($(&$family,)+)+];
+    };
 }
 
-impl Classifier {
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        match self {
-            Classifier::MobileNetV1(m) => m.forward(x),
-            Classifier::MobileNetV2(m) => m.forward(x),
-            Classifier::ShuffleNetV1(m) => m.forward(x),
-            Classifier::ShuffleNetV2(m) => m.forward(x),
-            Classifier::ResNet(m) => m.forward(x),
-        }
-    }
+registry! {
+    mobilenet_v1::MobileNetV1 => [mobilenet_v1::PlainV1Family, mobilenet_v1::MobileNetV1Family],
+    mobilenet_v2::MobileNetV2 => [mobilenet_v2::MobileNetV2Family],
+    shufflenet_v1::ShuffleNetV1 => [shufflenet_v1::ShuffleNetV1Family],
+    shufflenet_v2::ShuffleNetV2 => [shufflenet_v2::ShuffleNetV2Family],
+    resnet::ResNet => [resnet::ResNet50Family],
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::ModelError;
+use crate::export::{GraphBuilder, ToOnnx};
+use super::registry::{Family, HeadOptions, Network, at_most};
+use super::Classifier;
+use std::sync::Arc;
 use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
@@ -155,5 +159,74 @@ impl ResNet {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
         self.head.forward(x)
+    }
+}
+
+impl ToOnnx for Bottleneck {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let shortcut = match &self.downsample {
+            Some(down) => down.emit(g, x),
+            None => x.to_string(),
+        };
+        let y = self.convs.iter().fold(x.to_string(), |x, c| c.emit(g, &x));
+        let sum = g.add(&y, &shortcut);
+        g.relu(&sum)
+    }
+}
+
+impl ToOnnx for ResNet {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self.stem.emit(g, x);
+        let x = self.blocks.iter().fold(x, |x, b| b.emit(g, &x));
+        self.head.emit(g, &x)
+    }
+}
+
+/// `resnet50`.
+pub struct ResNet50Family;
+
+/// ResNet-50 (no options).
+#[derive(Debug)]
+struct ResNet50;
+
+impl Network for ResNet50 {
+    fn family(&self) -> &'static dyn Family {
+        &ResNet50Family
+    }
+    fn name(&self) -> String {
+        "resnet50".to_string()
+    }
+    fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
+        let config = ResNetConfig {
+            classes: head.classes,
+            dropout: head.dropout,
+        };
+        Ok(Classifier::ResNet(config.init(device)))
+    }
+    fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
+        let config = ResNetConfig {
+            classes: head.classes,
+            dropout: head.dropout,
+        };
+        config.count(table)
+    }
+}
+
+impl Family for ResNet50Family {
+    fn name(&self) -> &'static str {
+        "resnet50"
+    }
+    fn pattern(&self) -> &'static str {
+        "resnet50"
+    }
+    fn trick(&self) -> &'static str {
+        "bottleneck residual blocks (the classic reference)"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &["resnet50"]
+    }
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        at_most(self, full, options, 0)?;
+        Ok(Arc::new(ResNet50))
     }
 }

@@ -7,7 +7,13 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
 use super::ModelError;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle};
+use crate::export::{GraphBuilder, ToOnnx};
+use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::Classifier;
+use std::sync::Arc;
+use super::blocks::{
+    Activation, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle, emit_channel_shuffle,
+};
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
 
@@ -257,5 +263,117 @@ mod tests {
             "unit differs from compress-shuffle-dw-expand: {with}"
         );
         assert!(without > 1e-3, "the shuffle made no difference: {without}");
+    }
+}
+
+impl ToOnnx for ShuffleUnit {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let mut y = self.compress.emit(g, x);
+        if self.shuffle_groups > 1 {
+            let channels = self.compress.out_channels();
+            y = emit_channel_shuffle(g, &y, channels, self.shuffle_groups);
+        }
+        let y = self.depthwise.emit(g, &y);
+        let y = self.expand.emit(g, &y);
+        let joined = if self.stride == 1 {
+            g.add(x, &y)
+        } else {
+            let pooled = g.pool("AveragePool", x, 3, 2, 1);
+            g.concat_channels(&[&pooled, &y])
+        };
+        g.relu(&joined)
+    }
+}
+
+impl ToOnnx for ShuffleNetV1 {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self.stem.emit(g, x);
+        let x = self.units.iter().fold(x, |x, u| u.emit(g, &x));
+        self.head.emit(g, &x)
+    }
+}
+
+/// `shufflenet_v1[:g<groups>][:<scale>]`.
+pub struct ShuffleNetV1Family;
+
+/// A ShuffleNet v1 with its groups and scale.
+#[derive(Debug)]
+struct V1 {
+    groups: usize,
+    scale: f64,
+}
+
+impl V1 {
+    fn config(&self, head: HeadOptions) -> ShuffleNetV1Config {
+        ShuffleNetV1Config {
+            groups: self.groups,
+            scale: self.scale,
+            classes: head.classes,
+            dropout: head.dropout,
+        }
+    }
+}
+
+impl Network for V1 {
+    fn family(&self) -> &'static dyn Family {
+        &ShuffleNetV1Family
+    }
+    fn name(&self) -> String {
+        format!("shufflenet_v1:g{}:{:?}", self.groups, self.scale)
+    }
+    fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
+        Ok(Classifier::ShuffleNetV1(self.config(head).init(device)?))
+    }
+    fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
+        self.config(head).count(table)
+    }
+}
+
+impl Family for ShuffleNetV1Family {
+    fn name(&self) -> &'static str {
+        "shufflenet_v1"
+    }
+    fn pattern(&self) -> &'static str {
+        "shufflenet_v1[:g<groups>][:<scale>]"
+    }
+    fn trick(&self) -> &'static str {
+        "pointwise group convolution with channel shuffle"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &[
+            "shufflenet_v1:g1",
+            "shufflenet_v1:g2",
+            "shufflenet_v1:g3",
+            "shufflenet_v1:g4",
+            "shufflenet_v1:g8",
+            "shufflenet_v1:g3:0.5",
+            "shufflenet_v1:g3:2.0",
+        ]
+    }
+    /// Groups come first as `g3` (default 3), then the scale (default 1).
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        at_most(self, full, options, 2)?;
+        let first = options.first().copied();
+        let (groups, scale) = match first {
+            Some(g) if g.starts_with('g') => {
+                let groups = g[1..].parse::<usize>().map_err(|_| {
+                    ModelError::BadOption(format!("`{full}`: groups `{g}` must look like g3"))
+                })?;
+                (groups, options.get(1).copied())
+            }
+            Some(_) if options.len() == 2 => {
+                return Err(ModelError::BadOption(format!(
+                    "`{full}`: expected shufflenet_v1:g<groups>:<scale>"
+                )));
+            }
+            other => (3, other),
+        };
+        if stage2_channels(groups).is_none() {
+            return Err(ModelError::BadOption(format!(
+                "`{full}`: shufflenet_v1 groups must be 1, 2, 3, 4 or 8"
+            )));
+        }
+        let scale = parse_factor(full, "scale", scale)?;
+        Ok(Arc::new(V1 { groups, scale }))
     }
 }

@@ -4,7 +4,13 @@
 use burn::prelude::*;
 
 use super::ModelError;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle};
+use crate::export::{GraphBuilder, ToOnnx};
+use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::Classifier;
+use std::sync::Arc;
+use super::blocks::{
+    Activation, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle, emit_channel_shuffle,
+};
 use super::cost::{CostTable, FeatureShape};
 use super::stem::{Stem, StemSpec};
 
@@ -207,5 +213,99 @@ impl ShuffleNetV2 {
         let x = self.stem.forward(x);
         let x = self.units.iter().fold(x, |x, u| u.forward(x));
         self.head.forward(self.last.forward(x))
+    }
+}
+
+impl ToOnnx for ShuffleV2Unit {
+    /// As `forward`: the concatenation then a two-group shuffle.
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let run = |g: &mut GraphBuilder, convs: &[ConvBn], x: &str| {
+            convs.iter().fold(x.to_string(), |x, c| c.emit(g, &x))
+        };
+        let (left, right) = match &self.shortcut {
+            Some(shortcut) => (run(g, shortcut, x), run(g, &self.main, x)),
+            None => {
+                let channels = self.main[0].in_channels() * 2;
+                let (left, right) = g.split_channels(x, channels / 2, channels / 2);
+                let right = run(g, &self.main, &right);
+                (left, right)
+            }
+        };
+        let channels = self.main[2].out_channels() * 2;
+        let joined = g.concat_channels(&[&left, &right]);
+        emit_channel_shuffle(g, &joined, channels, 2)
+    }
+}
+
+impl ToOnnx for ShuffleNetV2 {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self.stem.emit(g, x);
+        let x = self.units.iter().fold(x, |x, u| u.emit(g, &x));
+        let x = self.last.emit(g, &x);
+        self.head.emit(g, &x)
+    }
+}
+
+/// `shufflenet_v2[:<scale>]`.
+pub struct ShuffleNetV2Family;
+
+/// A ShuffleNet v2 with its scale.
+#[derive(Debug)]
+struct V2 {
+    scale: f64,
+}
+
+impl V2 {
+    fn config(&self, head: HeadOptions) -> ShuffleNetV2Config {
+        ShuffleNetV2Config {
+            scale: self.scale,
+            classes: head.classes,
+            dropout: head.dropout,
+        }
+    }
+}
+
+impl Network for V2 {
+    fn family(&self) -> &'static dyn Family {
+        &ShuffleNetV2Family
+    }
+    fn name(&self) -> String {
+        format!("shufflenet_v2:{:?}", self.scale)
+    }
+    fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
+        Ok(Classifier::ShuffleNetV2(self.config(head).init(device)?))
+    }
+    fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
+        self.config(head).count(table)
+    }
+}
+
+impl Family for ShuffleNetV2Family {
+    fn name(&self) -> &'static str {
+        "shufflenet_v2"
+    }
+    fn pattern(&self) -> &'static str {
+        "shufflenet_v2[:<scale>]"
+    }
+    fn trick(&self) -> &'static str {
+        "channel split + shuffle, equal-width branches"
+    }
+    fn examples(&self) -> &'static [&'static str] {
+        &[
+            "shufflenet_v2:0.5",
+            "shufflenet_v2:1.0",
+            "shufflenet_v2:1.5",
+            "shufflenet_v2:2.0",
+        ]
+    }
+    fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
+        at_most(self, full, options, 1)?;
+        let scale = parse_factor(full, "scale", options.first().copied())?;
+        if stage_channels(scale).is_none() {
+            return Err(ModelError::BadOption(format!(
+                "`{full}`: shufflenet_v2 scale must be 0.5, 1.0, 1.5 or 2.0"
+            )));
+        }
+        Ok(Arc::new(V2 { scale }))
     }
 }

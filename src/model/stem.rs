@@ -8,6 +8,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use super::ModelError;
 use super::blocks::{ConvBn, ConvBnSpec};
 use super::cost::CostTable;
+use crate::export::{GraphBuilder, ToOnnx};
 
 /// Specification of a convolution + max-pool stem.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,5 +47,12 @@ impl Stem {
             .with_stride([2, 2])
             .with_padding([1, 1]);
         max_pool2d(self.conv.forward(x), options)
+    }
+}
+
+impl ToOnnx for Stem {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let y = self.conv.emit(g, x);
+        g.pool("MaxPool", &y, 3, 2, 1)
     }
 }

@@ -99,7 +99,7 @@ fn counted_parameters_equal_the_built_module() {
     // running statistics (which burn's `num_params` includes) do not.
     let device = Device::default().autodiff();
     for family in FAMILIES {
-        for name in family.examples {
+        for name in family.examples() {
             let spec = ModelSpec::parse(name, 7).unwrap();
             let model = spec.build(&device).unwrap();
             let counted = spec.cost(224, 224).unwrap().params();
@@ -181,23 +181,18 @@ fn shufflenet_blocks_use_channel_shuffle() {
 #[test]
 fn names_parse_and_print_back() {
     for family in FAMILIES {
-        for name in family.examples {
+        for name in family.examples() {
             let arch: Arch = name.parse().unwrap();
             let again: Arch = arch.to_string().parse().unwrap();
             assert_eq!(arch, again, "{name}");
         }
     }
-    assert_eq!(
-        "shufflenet_v1".parse::<Arch>().unwrap(),
-        Arch::ShuffleNetV1 {
-            groups: 3,
-            scale: 1.0
-        }
-    );
-    assert_eq!(
-        "MobileNet_V2".parse::<Arch>().unwrap(),
-        Arch::MobileNetV2 { alpha: 1.0 }
-    );
+    let default_groups: Arch = "shufflenet_v1".parse().unwrap();
+    assert_eq!(default_groups.to_string(), "shufflenet_v1:g3:1.0");
+    assert_eq!(default_groups, "shufflenet_v1:g3:1".parse().unwrap());
+    let mixed_case: Arch = "MobileNet_V2".parse().unwrap();
+    assert_eq!(mixed_case.to_string(), "mobilenet_v2:1.0");
+    assert_ne!(mixed_case, "mobilenet_v2:0.5".parse().unwrap());
 }
 
 #[test]

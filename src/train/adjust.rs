@@ -21,6 +21,7 @@ pub fn effective_prior(
             .iter()
             .map(|&c| if c > 0 { 1.0 } else { 0.0 })
             .collect(),
+        SamplerKind::Sqrt => train_counts.iter().map(|&c| (c as f64).sqrt()).collect(),
     };
     if let Some(weights) = class_weights {
         for (m, w) in mass.iter_mut().zip(weights) {
@@ -161,6 +162,10 @@ mod tests {
         assert_eq!(plain, vec![0.6, 0.3, 0.1]);
         let balanced = effective_prior(&counts, SamplerKind::Balanced, None);
         assert!(balanced.iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-12));
+        // The square-root sampler: roots of 64, 16, 4 are 8, 4, 2.
+        let sqrt = effective_prior(&[64, 16, 4], SamplerKind::Sqrt, None);
+        let want = [8.0 / 14.0, 4.0 / 14.0, 2.0 / 14.0];
+        assert!(sqrt.iter().zip(want).all(|(p, w)| (p - w).abs() < 1e-12));
         // Inverse-frequency weights flatten the prior too.
         let inverse = [1.0 / 60.0, 1.0 / 30.0, 1.0 / 10.0];
         let weighted = effective_prior(&counts, SamplerKind::Uniform, Some(&inverse));

@@ -136,7 +136,7 @@ pub fn compare(
             .as_ref()
             .context("compare needs a validation split (val_fraction > 0)")?;
         let row = CompareRow {
-            trick: spec.arch.family().trick.to_string(),
+            trick: spec.arch.family().trick().to_string(),
             arch: spec.arch.to_string(),
             settings: format!(
                 "batch {}, lr {}, {} epochs, {}x{}",

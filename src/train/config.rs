@@ -68,6 +68,10 @@ pub enum SamplerKind {
     Uniform,
     /// Classes drawn uniformly, then an image of the class.
     Balanced,
+    /// Classes drawn in proportion to the square root of their size, then an image of
+    /// the class: rare classes are seen more often without repeating a few images as
+    /// often as `balanced` does.
+    Sqrt,
 }
 
 /// Pixel normalisation.
@@ -419,6 +423,7 @@ impl TrainConfig {
         match self.sampler {
             SamplerKind::Uniform => Sampler::Uniform,
             SamplerKind::Balanced => Sampler::Balanced,
+            SamplerKind::Sqrt => Sampler::Sqrt,
         }
     }
 

@@ -1,0 +1,226 @@
+//! ONNX export: the model's graph written from the burn modules themselves, batch norm
+//! folded into the convolutions, with the preprocessing and the decision rule recorded so
+//! that another runtime reproduces `dermclass predict`.
+//!
+//! The file has one input, `image` (`N x 3 x H x W` float, the resized RGB pixels after
+//! Shades-of-Gray and the normalisation, exactly what the network saw in training) and two
+//! outputs, `logits` and `probabilities` (softmax after the model's logit adjustment).
+//! `metadata_props` carry the class names, input size, normalisation and preprocessing.
+
+pub mod graph;
+mod proto;
+
+use burn::prelude::*;
+use prost::Message;
+use thiserror::Error;
+
+use crate::train::Checkpoint;
+
+pub use graph::{Attr, Dim, GraphBuilder};
+use proto::{IR_VERSION, ModelProto, OperatorSetIdProto, StringStringEntryProto};
+
+/// The ONNX operator set the files declare.
+pub const OPSET: i64 = 17;
+
+/// A module that can write itself into an ONNX graph.
+pub trait ToOnnx {
+    /// Appends this module's nodes, reading value `x`, and returns its output's name.
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String;
+}
+
+/// The values of a tensor as f32 (any stored element type).
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().iter::<f32>().collect()
+}
+
+/// Errors of an export.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// The description does not fit the model.
+    #[error("cannot export: {0}")]
+    Invalid(String),
+}
+
+/// What the file records besides the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportInfo {
+    /// Canonical architecture name.
+    pub arch: String,
+    /// Class names, in output order.
+    pub classes: Vec<String>,
+    /// Input width in pixels.
+    pub width: usize,
+    /// Input height in pixels.
+    pub height: usize,
+    /// Per-channel `(scale, offset)`: `input = pixel (0..=255) * scale + offset`.
+    pub normalization: ([f32; 3], [f32; 3]),
+    /// Shades-of-Gray colour constancy exponent applied before normalising, if any.
+    pub shades_of_gray: Option<f32>,
+    /// Added to the logits before the softmax of `probabilities` (empty: none).
+    pub logit_offsets: Vec<f32>,
+    /// Further `key = value` pairs (model card numbers, training recipe).
+    pub extra: Vec<(String, String)>,
+}
+
+impl ExportInfo {
+    /// The description of a trained model: its preprocessing, decision rule and the run's
+    /// validation figures.
+    pub fn for_checkpoint(checkpoint: &Checkpoint) -> Self {
+        let state = &checkpoint.state;
+        let config = &state.config;
+        let mut extra = vec![
+            ("epochs".to_string(), state.epochs_done.to_string()),
+            ("seed".to_string(), config.seed.to_string()),
+            (
+                "logit_adjustment_tau".to_string(),
+                format!("{:?}", state.adjustment.tau),
+            ),
+        ];
+        if state.best_epoch > 0 {
+            extra.push((
+                "validation_balanced_accuracy".to_string(),
+                format!("{:.4}", state.best_balanced_accuracy),
+            ));
+            extra.push(("validation_epoch".to_string(), state.best_epoch.to_string()));
+        }
+        Self {
+            arch: state.arch.clone(),
+            classes: state.classes.clone(),
+            width: config.width,
+            height: config.height,
+            normalization: config.loader_normalization().affine(),
+            shades_of_gray: config.shades_of_gray,
+            logit_offsets: state.adjustment.logit_offsets(),
+            extra,
+        }
+    }
+
+    fn check(&self) -> Result<(), ExportError> {
+        if self.classes.len() < 2 {
+            return Err(ExportError::Invalid(format!(
+                "a classifier needs at least 2 classes, got {}",
+                self.classes.len()
+            )));
+        }
+        if !self.logit_offsets.is_empty() && self.logit_offsets.len() != self.classes.len() {
+            return Err(ExportError::Invalid(format!(
+                "{} logit offsets for {} classes",
+                self.logit_offsets.len(),
+                self.classes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The `metadata_props` entries.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let join = |v: &[f32]| {
+            v.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (scale, offset) = self.normalization;
+        let mut props = vec![
+            ("arch".to_string(), self.arch.clone()),
+            ("classes".to_string(), self.classes.join(",")),
+            ("input_width".to_string(), self.width.to_string()),
+            ("input_height".to_string(), self.height.to_string()),
+            ("input_layout".to_string(), "NCHW RGB float32".to_string()),
+            ("pixel_scale".to_string(), join(&scale)),
+            ("pixel_offset".to_string(), join(&offset)),
+            (
+                "shades_of_gray".to_string(),
+                self.shades_of_gray
+                    .map_or("none".to_string(), |p| format!("{p:?}")),
+            ),
+            (
+                "preprocessing".to_string(),
+                preprocessing_text(self.width, self.height, self.shades_of_gray),
+            ),
+            ("logit_offsets".to_string(), join(&self.logit_offsets)),
+        ];
+        props.extend(self.extra.iter().cloned());
+        props
+    }
+}
+
+fn preprocessing_text(width: usize, height: usize, shades_of_gray: Option<f32>) -> String {
+    let sog = match shades_of_gray {
+        Some(p) => format!(
+            "multiply each channel by mean_all/mean_c where mean_c = (mean of x^{p:?})^(1/{p:?}) \
+             over the image's pixels (Shades of Gray), clamp to 0..255; "
+        ),
+        None => String::new(),
+    };
+    format!(
+        "decode to RGB 0..255; resize to {width}x{height} (bilinear); {sog}\
+         input = pixel * pixel_scale + pixel_offset per channel; NCHW"
+    )
+}
+
+/// Writes `model` as an ONNX model (opset [`OPSET`], dynamic batch) and returns its bytes.
+pub fn to_onnx(model: &impl ToOnnx, info: &ExportInfo) -> Result<Vec<u8>, ExportError> {
+    info.check()?;
+    let mut g = GraphBuilder::default();
+    let batch = Dim::Named("N");
+    let image = g.input(
+        "image",
+        &[
+            batch,
+            Dim::Fixed(3),
+            Dim::Fixed(info.height),
+            Dim::Fixed(info.width),
+        ],
+    );
+    let raw_logits = model.emit(&mut g, &image);
+    let classes = Dim::Fixed(info.classes.len());
+    let logits = "logits".to_string();
+    g.node_named(
+        "Identity",
+        &[&raw_logits],
+        std::slice::from_ref(&logits),
+        &[],
+    );
+    let adjusted = if info.logit_offsets.is_empty() {
+        logits.clone()
+    } else {
+        let offsets = g.weight(
+            "logit_offsets",
+            &[info.logit_offsets.len()],
+            &info.logit_offsets,
+        );
+        g.add(&logits, &offsets)
+    };
+    g.node_named(
+        "Softmax",
+        &[&adjusted],
+        &["probabilities".to_string()],
+        &[("axis", Attr::Int(1))],
+    );
+    g.output("logits", &[batch, classes]);
+    g.output("probabilities", &[batch, classes]);
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "dermclass".to_string(),
+        producer_version: env!("CARGO_PKG_VERSION").to_string(),
+        doc_string: format!(
+            "{} skin-lesion classifier exported by dermclass; not a medical device",
+            info.arch
+        ),
+        graph: Some(g.finish(&info.arch)),
+        metadata_props: info
+            .metadata()
+            .into_iter()
+            .map(|(key, value)| StringStringEntryProto { key, value })
+            .collect(),
+    };
+    Ok(model.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests;
