@@ -164,6 +164,7 @@ registry! {
     shufflenet_v1::ShuffleNetV1 => [shufflenet_v1::ShuffleNetV1Family],
     shufflenet_v2::ShuffleNetV2 => [shufflenet_v2::ShuffleNetV2Family],
     resnet::ResNet => [resnet::ResNet50Family],
+    tiny_cnn::TinyCnn => [tiny_cnn::TinyCnnFamily],
 }
 
 #[cfg(test)]
