@@ -9,6 +9,7 @@
 
 pub mod graph;
 mod proto;
+pub mod web;
 
 use burn::prelude::*;
 use prost::Message;
