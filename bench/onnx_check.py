@@ -26,6 +26,7 @@ def main() -> None:
         "logits_max_abs_diff": float(np.max(np.abs(logits - want_logits))),
         "logits_scale": float(max(1.0, np.max(np.abs(want_logits)))),
         "probabilities_max_abs_diff": float(np.max(np.abs(probs - want_probs))),
+        "top1_agreement": float(np.mean(probs.argmax(1) == want_probs.argmax(1))),
         "classes": meta.get("classes", ""),
     }))
 

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use dermclass::data::loader::Loader;
 use dermclass::data::source::Sample;
-use dermclass::export::{ExportInfo, to_onnx};
+use dermclass::export::{ExportInfo, to_onnx, to_onnx_int8};
 use dermclass::model::{Classifier, FAMILIES, ModelSpec};
 use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::checkpoint;
@@ -104,18 +104,17 @@ fn write_f32(path: &Path, values: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Checks an export in onnxruntime through `bench/onnx_check.py`; false when skipped.
-fn check_in_onnxruntime(
+/// Runs an export in onnxruntime through `bench/onnx_check.py` and returns its report of
+/// differences from `logits`/`probs`; `None` when onnxruntime is absent.
+fn onnxruntime_report(
     name: &str,
     bytes: &[u8],
     input: &[f32],
     shape: [usize; 4],
     logits: &[f32],
     probs: &[f32],
-) -> bool {
-    let Some(python) = onnxruntime_python() else {
-        return false;
-    };
+) -> Option<serde_json::Value> {
+    let python = onnxruntime_python()?;
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| dir.path().join(n);
     std::fs::write(file("model.onnx"), bytes).unwrap();
@@ -139,7 +138,21 @@ fn check_in_onnxruntime(
         "{name}: onnxruntime failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    Some(serde_json::from_str(stdout.trim()).unwrap())
+}
+
+/// Checks an fp32 export in onnxruntime; false when skipped.
+fn check_in_onnxruntime(
+    name: &str,
+    bytes: &[u8],
+    input: &[f32],
+    shape: [usize; 4],
+    logits: &[f32],
+    probs: &[f32],
+) -> bool {
+    let Some(report) = onnxruntime_report(name, bytes, input, shape, logits, probs) else {
+        return false;
+    };
     let diff = |k: &str| report[k].as_f64().unwrap();
     assert!(
         diff("logits_max_abs_diff") <= 1e-4 * diff("logits_scale"),
@@ -255,5 +268,42 @@ fn the_shipped_model_exports_and_tract_reproduces_its_predictions() {
             &want,
         );
         skip_note(checked);
+        // int8, calibrated on these images: the same answers, probabilities close.
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &device);
+        let int8 = to_onnx_int8(&model, &info, vec![x]).unwrap();
+        assert!(
+            int8.len() * 3 < bytes.len(),
+            "{} vs {}",
+            int8.len(),
+            bytes.len()
+        );
+        let (_, quantized) = run_tract(&int8, batch.images.clone(), batch.shape);
+        let top1 = |p: &[f32]| -> Vec<usize> {
+            p.chunks(7)
+                .map(|r| (0..7).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                .collect()
+        };
+        let agree = top1(&quantized)
+            .iter()
+            .zip(top1(&want))
+            .filter(|(a, b)| **a == *b)
+            .count();
+        assert!(
+            agree + 1 >= batch.shape[0],
+            "int8 top-1 agrees on {agree} of {}",
+            batch.shape[0]
+        );
+        assert_close("int8 probabilities", &quantized, &want, 0.1);
+        let report = onnxruntime_report("int8", &int8, &batch.images, batch.shape, &logits, &want);
+        if let Some(report) = &report {
+            let agreement = report["top1_agreement"].as_f64().unwrap();
+            let n = batch.shape[0] as f64;
+            assert!(agreement >= (n - 1.0) / n, "onnxruntime int8: {report}");
+            assert!(
+                report["probabilities_max_abs_diff"].as_f64().unwrap() <= 0.1,
+                "{report}"
+            );
+        }
+        skip_note(report.is_some());
     }
 }

@@ -7,8 +7,10 @@
 //! outputs, `logits` and `probabilities` (softmax after the model's logit adjustment).
 //! `metadata_props` carry the class names, input size, normalisation and preprocessing.
 
+pub mod eval;
 pub mod graph;
 mod proto;
+pub mod quantize;
 pub mod web;
 
 use burn::prelude::*;
@@ -163,6 +165,40 @@ fn preprocessing_text(width: usize, height: usize, shades_of_gray: Option<f32>) 
 /// Writes `model` as an ONNX model (opset [`OPSET`], dynamic batch) and returns its bytes.
 pub fn to_onnx(model: &impl ToOnnx, info: &ExportInfo) -> Result<Vec<u8>, ExportError> {
     info.check()?;
+    Ok(encode(fp32_graph(model, info), info, Vec::new()))
+}
+
+/// As [`to_onnx`], quantized to int8 in QDQ form with activation ranges measured on the
+/// `calibration` batches (normalised like the model's input).
+pub fn to_onnx_int8(
+    model: &impl ToOnnx,
+    info: &ExportInfo,
+    calibration: impl IntoIterator<Item = Tensor<4>>,
+) -> Result<Vec<u8>, ExportError> {
+    info.check()?;
+    let graph = fp32_graph(model, info);
+    let mut ranges = eval::Ranges::new();
+    let mut images = 0;
+    for batch in calibration {
+        images += batch.dims()[0];
+        eval::run(&graph, batch, &mut ranges)?;
+    }
+    if images == 0 {
+        return Err(ExportError::Invalid("no calibration images".into()));
+    }
+    let note = format!(
+        "int8 QDQ: weights symmetric per output channel, biases int32, activations uint8 \
+         with min/max ranges from {images} calibration images"
+    );
+    let graph = quantize::quantize(&graph, &ranges)?;
+    Ok(encode(
+        graph,
+        info,
+        vec![("quantization".to_string(), note)],
+    ))
+}
+
+fn fp32_graph(model: &impl ToOnnx, info: &ExportInfo) -> proto::GraphProto {
     let mut g = GraphBuilder::default();
     let batch = Dim::Named("N");
     let image = g.input(
@@ -201,6 +237,10 @@ pub fn to_onnx(model: &impl ToOnnx, info: &ExportInfo) -> Result<Vec<u8>, Export
     );
     g.output("logits", &[batch, classes]);
     g.output("probabilities", &[batch, classes]);
+    g.finish(&info.arch)
+}
+
+fn encode(graph: proto::GraphProto, info: &ExportInfo, extra: Vec<(String, String)>) -> Vec<u8> {
     let model = ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -213,14 +253,15 @@ pub fn to_onnx(model: &impl ToOnnx, info: &ExportInfo) -> Result<Vec<u8>, Export
             "{} skin-lesion classifier exported by dermclass; not a medical device",
             info.arch
         ),
-        graph: Some(g.finish(&info.arch)),
+        graph: Some(graph),
         metadata_props: info
             .metadata()
             .into_iter()
+            .chain(extra)
             .map(|(key, value)| StringStringEntryProto { key, value })
             .collect(),
     };
-    Ok(model.encode_to_vec())
+    model.encode_to_vec()
 }
 
 #[cfg(test)]

@@ -136,3 +136,109 @@ fn inconsistent_descriptions_are_refused() {
     let err = to_onnx(&model, &info(1)).unwrap_err().to_string();
     assert!(err.contains("at least 2 classes"), "{err}");
 }
+
+#[test]
+fn the_reference_interpreter_reproduces_the_model() {
+    let device = Device::default();
+    let mut info = info(7);
+    info.logit_offsets = vec![0.0, 0.5, -0.5, 1.0, 0.0, 0.2, -1.0];
+    for name in [
+        "mobilenet_v2:0.35",
+        "shufflenet_v1:g3:0.5",
+        "shufflenet_v2:0.5",
+        "tiny_cnn:0.5",
+    ] {
+        let model = ModelSpec::parse(name, 7).unwrap().build(&device).unwrap();
+        let x = Tensor::<4>::random(
+            [2, 3, 32, 40],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let want = model.forward(x.clone());
+        let graph = fp32_graph(&model, &info);
+        let mut ranges = eval::Ranges::new();
+        let out = eval::run(&graph, x, &mut ranges).unwrap();
+        let logits = out[0].clone().reshape([2, 7]);
+        logits
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-4));
+        let probs: Vec<f32> = out[1].clone().into_data().iter::<f32>().collect();
+        for row in probs.chunks(7) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{name}");
+        }
+        let (low, high) = ranges["image"];
+        assert!(
+            low < -1.0 && high > 1.0,
+            "the input's range is recorded: {low} {high}"
+        );
+    }
+}
+
+#[test]
+fn activation_ranges_map_to_uint8_with_an_exact_zero() {
+    let (scale, zero) = quantize::activation_params(-1.0, 3.0);
+    assert!((scale - 4.0 / 255.0).abs() < 1e-7);
+    assert_eq!(zero, 64); // round(1 / (4/255)) = round(63.75)
+    // A range that excludes 0 is widened to include it (ReLU outputs start at 0).
+    assert_eq!(quantize::activation_params(2.0, 6.0), (6.0 / 255.0, 0));
+    // A constant zero value gets a usable scale.
+    assert_eq!(quantize::activation_params(0.0, 0.0), (1.0, 0));
+}
+
+#[test]
+fn weights_quantize_symmetrically_per_output_channel() {
+    // Two output channels of three weights, channel first (a Conv weight).
+    let w = [0.5, -1.0, 0.25, 0.02, 0.01, -0.03];
+    let (q, scales) = quantize::quantize_per_channel(&w, 2, false);
+    assert_eq!(scales, vec![1.0 / 127.0, 0.03 / 127.0]);
+    assert_eq!(q, vec![64, -127, 32, 85, 42, -127]);
+    // Channel last (a Gemm weight [in, out]): columns share a scale.
+    let (q, scales) = quantize::quantize_per_channel(&[1.0, 0.1, -0.5, 0.2], 2, true);
+    assert_eq!(scales, vec![1.0 / 127.0, 0.2 / 127.0]);
+    assert_eq!(q, vec![127, 64, -64, 127]);
+}
+
+#[test]
+fn the_int8_file_holds_int8_weights_and_qdq_pairs_and_is_under_a_third() {
+    let device = Device::default();
+    let info = info(3);
+    let model = ModelSpec::parse("mobilenet_v2:0.35", 3)
+        .unwrap()
+        .build(&device)
+        .unwrap();
+    let batch = Tensor::<4>::random(
+        [4, 3, 32, 40],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let fp32 = to_onnx(&model, &info).unwrap();
+    let int8 = to_onnx_int8(&model, &info, vec![batch]).unwrap();
+    assert!(
+        int8.len() * 3 < fp32.len(),
+        "{} vs {}",
+        int8.len(),
+        fp32.len()
+    );
+    let decoded = ModelProto::decode(int8.as_slice()).unwrap();
+    let ops = ops(&decoded);
+    let convs = ops.iter().filter(|o| **o == "Conv").count();
+    let quantize = ops.iter().filter(|o| **o == "QuantizeLinear").count();
+    assert!(convs > 10 && quantize > 10, "{ops:?}");
+    let graph = decoded.graph.as_ref().unwrap();
+    let int8_weights = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == 3)
+        .count();
+    assert!(int8_weights >= convs, "every conv weight is int8");
+    assert!(
+        decoded
+            .metadata_props
+            .iter()
+            .any(|p| p.key == "quantization" && p.value.contains("4 calibration images"))
+    );
+    let err = to_onnx_int8(&model, &info, Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no calibration images"), "{err}");
+}
