@@ -22,7 +22,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Gradients};
 use dermclass::data::{AugmentConfig, Batch, Dataset, Loader, LoaderConfig, read_split_csv};
-use dermclass::kernels;
+use dermclass::fast_ops;
 use dermclass::model::{Classifier, ModelSpec};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -135,7 +135,7 @@ struct Measured {
 /// One forward and backward of a fresh copy of `model` (its own running statistics).
 fn measure(spec: &ModelSpec, model: &Classifier, batch: &Batch, mode: Mode) -> Measured {
     let device = Device::flex().autodiff();
-    kernels::set_enabled(mode == Mode::Fast);
+    fast_ops::set_enabled(mode == Mode::Fast);
     let mut copy = spec
         .build(&device)
         .unwrap()
@@ -159,7 +159,7 @@ fn measure(spec: &ModelSpec, model: &Classifier, batch: &Batch, mode: Mode) -> M
     let tensors = collect(&copy, Some(&grads));
     // Running statistics are updated per thread; `valid()` merges the updates.
     let after = collect(&copy.valid(), None);
-    kernels::set_enabled(true);
+    fast_ops::set_enabled(true);
     let (mut g, mut r0, mut r) = (Vec::new(), Vec::new(), Vec::new());
     for ((t, b), a) in tensors.into_iter().zip(before).zip(after) {
         if t.trained {

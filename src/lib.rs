@@ -3,12 +3,12 @@
 //!
 //! Modules by concern: [`data`] (sources, splits, augmentation, loading), [`model`] (the
 //! mobile model zoo and its cost accounting), [`metrics`] (the ISIC metric and friends),
-//! [`train`], [`report`], [`device`], and [`kernels`] (fast CPU paths for mobile layers).
+//! [`train`], [`report`], [`device`], and [`fast_ops`] (the kernels crate plugged into burn: fast CPU paths for mobile layers).
 
 pub mod data;
 pub mod device;
 pub mod export;
-pub mod kernels;
+pub mod fast_ops;
 pub mod memory;
 pub mod metrics;
 pub mod model;

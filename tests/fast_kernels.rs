@@ -1,4 +1,4 @@
-//! Numerical equivalence of the fast CPU kernels (`dermclass::kernels`) with burn's own ops,
+//! Numerical equivalence of the fast CPU kernels (`dermclass::fast_ops`) with burn's own ops,
 //! values and gradients, on the flex backend with autodiff.
 //!
 //! Every case draws seeded random inputs, runs the fast op and burn's reference op on the same
@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use dermclass::kernels;
+use dermclass::fast_ops;
 use dermclass_kernels::bn::Act;
 
 const TOL: f32 = 1e-4;
@@ -110,7 +110,7 @@ fn pointwise_conv_matches_burn_conv2d() {
         compare(
             &format!("pointwise {:?}", cases[i]),
             &[x, weight],
-            |t| kernels::pointwise_conv(t[0].clone(), t[1].clone(), groups),
+            |t| fast_ops::pointwise_conv(t[0].clone(), t[1].clone(), groups),
             |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
         );
     }
@@ -136,7 +136,7 @@ fn depthwise_conv_matches_burn_conv2d() {
             compare(
                 &format!("depthwise {:?} stride {stride}", cases[i]),
                 &[x, weight],
-                |t| kernels::depthwise_conv3x3(t[0].clone(), t[1].clone(), stride),
+                |t| fast_ops::depthwise_conv3x3(t[0].clone(), t[1].clone(), stride),
                 |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
             );
         }
@@ -162,7 +162,7 @@ fn dense_stem_conv_matches_burn_conv2d() {
             compare(
                 &format!("dense 3x3 {:?} stride {stride}", cases[i]),
                 &[x, weight],
-                |t| kernels::dense_conv3x3(t[0].clone(), t[1].clone(), stride),
+                |t| fast_ops::dense_conv3x3(t[0].clone(), t[1].clone(), stride),
                 |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
             );
         }
@@ -176,7 +176,7 @@ fn fast_convs_accept_non_contiguous_inputs() {
     let x = random([2, 9, 6, 11], 5, &d).swap_dims(1, 2);
     let pw = random([4, 6, 1, 1], 6, &d);
     let dw = random([6, 1, 3, 3], 7, &d);
-    let y_fast = kernels::pointwise_conv(x.clone(), pw.clone(), 1);
+    let y_fast = fast_ops::pointwise_conv(x.clone(), pw.clone(), 1);
     let y_ref = conv2d(
         x.clone(),
         pw,
@@ -184,7 +184,7 @@ fn fast_convs_accept_non_contiguous_inputs() {
         ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
     );
     assert_close(&values(&y_fast), &values(&y_ref), "pointwise on a view");
-    let y_fast = kernels::depthwise_conv3x3(x.clone(), dw.clone(), 2);
+    let y_fast = fast_ops::depthwise_conv3x3(x.clone(), dw.clone(), 2);
     let y_ref = conv2d(x, dw, None, ConvOptions::new([2, 2], [1, 1], [1, 1], 6));
     assert_close(&values(&y_fast), &values(&y_ref), "depthwise on a view");
 }
@@ -194,7 +194,7 @@ fn an_input_without_grad_gets_none_and_the_weight_still_learns() {
     let d = device();
     let x = random([2, 3, 9, 9], 1, &d); // like the image batch: no grad
     let weight = random([3, 1, 3, 3], 2, &d).require_grad();
-    let y = kernels::depthwise_conv3x3(x.clone(), weight.clone(), 2);
+    let y = fast_ops::depthwise_conv3x3(x.clone(), weight.clone(), 2);
     let grads = y.sum().backward();
     assert!(x.grad(&grads).is_none());
     let dw = values(&weight.grad(&grads).unwrap());
@@ -233,7 +233,7 @@ fn fused_batch_norm_matches_burn_batch_norm_and_activations() {
                 &format!("batch norm {:?} {act:?}", cases[i]),
                 &[x, gamma, beta],
                 |t| {
-                    kernels::batch_norm_act_train(
+                    fast_ops::batch_norm_act_train(
                         t[0].clone(),
                         t[1].clone().reshape([c]),
                         t[2].clone().reshape([c]),
@@ -255,7 +255,7 @@ fn fused_batch_norm_statistics_and_inference_match_burn() {
     let gamma = random([6], 4, &d);
     let beta = random([6], 5, &d);
     let fast =
-        kernels::batch_norm_act_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, Act::Identity);
+        fast_ops::batch_norm_act_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, Act::Identity);
     let reference =
         burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
     assert_close(&values(&fast.mean), &values(&reference.mean), "batch mean");
@@ -270,7 +270,7 @@ fn fused_batch_norm_statistics_and_inference_match_burn() {
     let on = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), &plain);
     let x = Tensor::<4>::from_data(x.to_data(), &plain);
     let (mean, var) = (on(&reference.mean), on(&reference.variance).add_scalar(0.5));
-    let fast = kernels::batch_norm_act_eval(
+    let fast = fast_ops::batch_norm_act_eval(
         x.clone(),
         on(&gamma),
         on(&beta),

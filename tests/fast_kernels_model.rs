@@ -20,7 +20,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Distribution, Gradients};
-use dermclass::kernels;
+use dermclass::fast_ops;
 use dermclass::model::ModelSpec;
 use dermclass::train::loss::cross_entropy;
 
@@ -55,7 +55,7 @@ struct Step {
 }
 
 fn one_step(arch: &str, fast: bool, [batch, height, width]: [usize; 3]) -> Step {
-    kernels::set_enabled(fast);
+    fast_ops::set_enabled(fast);
     let device = Device::flex().autodiff();
     device.seed(7);
     let spec = ModelSpec::parse(arch, 7)
@@ -164,7 +164,7 @@ fn a_training_step_is_the_same_with_and_without_the_fast_kernels() {
             "{arch}: only {checked} gradients large enough to compare"
         );
     }
-    kernels::set_enabled(true);
+    fast_ops::set_enabled(true);
 }
 
 /// At a training-sized batch (32 images of 96x128, as in bench/loss-curve.sh) the network is
@@ -180,7 +180,7 @@ fn gradients_at_a_training_batch_agree_tensor_by_tensor() {
     let arch = "mobilenet_v2:0.5";
     let fast = one_step(arch, true, [32, 96, 128]);
     let reference = one_step(arch, false, [32, 96, 128]);
-    kernels::set_enabled(true);
+    fast_ops::set_enabled(true);
     assert!(
         close(fast.loss, reference.loss),
         "loss {} vs {}",
@@ -255,7 +255,7 @@ fn step_in(
             }
         }
     }
-    kernels::set_enabled(fast);
+    fast_ops::set_enabled(fast);
     let device = Device::flex().autodiff();
     device.seed(7);
     let spec = ModelSpec::parse(arch, 7)
@@ -291,7 +291,7 @@ fn step_in(
         .unwrap()[0];
     let mut grads = Grads(&loss.backward(), Vec::new());
     model.visit(&mut grads);
-    kernels::set_enabled(true);
+    fast_ops::set_enabled(true);
     (value, grads.1)
 }
 

@@ -14,37 +14,12 @@ use burn::prelude::*;
 use super::ModelError;
 use super::cost::CostTable;
 use crate::export::{Attr, GraphBuilder, ToOnnx, values};
-use crate::kernels;
-use dermclass_kernels::bn::Act;
+use crate::fast_ops;
 
-/// Nonlinearity applied after a convolution's batch norm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Activation {
-    /// No activation: the "linear bottleneck" of MobileNetV2.
-    #[default]
-    None,
-    /// max(0, x).
-    Relu,
-    /// min(max(0, x), 6), as in MobileNetV2.
-    Relu6,
-}
-
-impl Activation {
-    /// Applies the activation.
-    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        kernels::apply(self.into(), x)
-    }
-}
-
-impl From<Activation> for Act {
-    fn from(activation: Activation) -> Act {
-        match activation {
-            Activation::None => Act::Identity,
-            Activation::Relu => Act::Relu,
-            Activation::Relu6 => Act::Relu6,
-        }
-    }
-}
+/// The activation after a convolution's batch norm: identity (MobileNetV2's "linear
+/// bottleneck"), ReLU or ReLU6. One type shared with the kernels, which fuse it into the
+/// batch norm.
+pub use dermclass_kernels::bn::Act;
 
 /// Rounds `value` to the nearest multiple of `divisor` (at least `divisor`), never going
 /// more than 10% below `value`: the channel rule of MobileNetV2 (torchvision/TF-slim).
@@ -71,8 +46,8 @@ pub struct ConvBnSpec {
     pub stride: usize,
     /// Channel groups (`in_channels` for a depthwise convolution).
     pub groups: usize,
-    /// Activation after batch norm.
-    pub activation: Activation,
+    /// Act after batch norm.
+    pub activation: Act,
 }
 
 impl ConvBnSpec {
@@ -84,7 +59,7 @@ impl ConvBnSpec {
             kernel,
             stride: 1,
             groups: 1,
-            activation: Activation::None,
+            activation: Act::Identity,
         }
     }
 
@@ -108,7 +83,7 @@ impl ConvBnSpec {
     }
 
     /// Sets the activation.
-    pub fn act(mut self, activation: Activation) -> Self {
+    pub fn act(mut self, activation: Act) -> Self {
         self.activation = activation;
         self
     }
@@ -181,104 +156,13 @@ pub struct ConvBn {
     conv: Conv2d,
     norm: BatchNorm,
     #[module(skip)]
-    activation: Activation,
+    activation: Act,
 }
 
 impl ConvBn {
-    /// Runs the block: on flex (CPU) through the fast kernels (the convolution where one
-    /// fits the layer, batch norm fused with the activation), elsewhere through burn's ops.
+    /// Convolution, batch norm, activation (on flex through the fast kernels).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if !kernels::fast_path(&x) {
-            return self
-                .activation
-                .apply(self.norm.forward(self.conv.forward(x)));
-        }
-        let y = match self.fast_conv() {
-            Some(FastConv::Pointwise) => {
-                kernels::pointwise_conv(x, self.conv.weight.val(), self.conv.groups)
-            }
-            Some(FastConv::Depthwise3x3 { stride }) => {
-                kernels::depthwise_conv3x3(x, self.conv.weight.val(), stride)
-            }
-            Some(FastConv::Stem3x3 { stride }) => {
-                kernels::dense_conv3x3(x, self.conv.weight.val(), stride)
-            }
-            None => self.conv.forward(x),
-        };
-        self.fast_norm_act(y)
-    }
-
-    /// The fast kernel that computes this block's convolution, if any.
-    fn fast_conv(&self) -> Option<FastConv> {
-        let conv = &self.conv;
-        if conv.bias.is_some() || conv.dilation != [1, 1] {
-            return None;
-        }
-        let pad = match conv.padding {
-            PaddingConfig2d::Explicit(top, left, bottom, right)
-                if top == left && left == bottom && bottom == right =>
-            {
-                top
-            }
-            _ => return None,
-        };
-        let [c_out, per_group, _, _] = conv.weight.dims();
-        let depthwise = per_group == 1 && conv.groups == c_out;
-        match (conv.kernel_size, conv.stride, pad) {
-            ([1, 1], [1, 1], 0) => Some(FastConv::Pointwise),
-            ([3, 3], [s, t], 1) if depthwise && s == t && (s == 1 || s == 2) => {
-                Some(FastConv::Depthwise3x3 { stride: s })
-            }
-            // Few input channels: the stem, where im2col is small and flex's generic
-            // weight gradient is slowest.
-            ([3, 3], [s, t], 1)
-                if conv.groups == 1 && per_group <= 4 && s == t && (s == 1 || s == 2) =>
-            {
-                Some(FastConv::Stem3x3 { stride: s })
-            }
-            _ => None,
-        }
-    }
-
-    /// Batch norm and activation through the fused kernels, choosing like burn's `BatchNorm`:
-    /// batch statistics (updating the running ones as it does) when training on an autodiff
-    /// device, running statistics otherwise (burn's differentiable ops on an autodiff
-    /// device, which the kernel wrapper picks itself).
-    fn fast_norm_act(&self, y: Tensor<4>) -> Tensor<4> {
-        let act = self.activation.into();
-        let norm = &self.norm;
-        let device = y.device();
-        if device.is_autodiff() && norm.training.is_enabled() {
-            let batch = kernels::batch_norm_act_train(
-                y,
-                norm.gamma.val(),
-                norm.beta.val(),
-                norm.epsilon,
-                act,
-            );
-            let blend = |running: Tensor<1>, batch: Tensor<1>| {
-                running
-                    .to_device(&device)
-                    .mul_scalar(1.0 - norm.momentum)
-                    .add(batch.detach().mul_scalar(norm.momentum))
-                    .detach()
-            };
-            norm.running_mean
-                .update(blend(norm.running_mean.value_sync(), batch.mean));
-            norm.running_var
-                .update(blend(norm.running_var.value_sync(), batch.variance));
-            batch.output
-        } else {
-            kernels::batch_norm_act_eval(
-                y,
-                norm.gamma.val(),
-                norm.beta.val(),
-                norm.running_mean.value().to_device(&device),
-                norm.running_var.value().to_device(&device),
-                norm.epsilon,
-                act,
-            )
-        }
+        fast_ops::conv_norm_act(&self.conv, &self.norm, self.activation, x)
     }
 }
 
@@ -349,26 +233,15 @@ impl ToOnnx for ConvBn {
             ],
         );
         match self.activation {
-            Activation::None => y,
-            Activation::Relu => g.relu(&y),
-            Activation::Relu6 => {
+            Act::Identity => y,
+            Act::Relu => g.relu(&y),
+            Act::Relu6 => {
                 let low = g.weight("relu6_min", &[], &[0.0]);
                 let high = g.weight("relu6_max", &[], &[6.0]);
                 g.node("Clip", &[&y, &low, &high], &[])
             }
         }
     }
-}
-
-/// Which fast kernel runs a block's convolution.
-#[derive(Clone, Copy, Debug)]
-enum FastConv {
-    /// 1x1, stride 1, any groups.
-    Pointwise,
-    /// Depthwise 3x3, padding 1, stride 1 or 2.
-    Depthwise3x3 { stride: usize },
-    /// Dense 3x3, padding 1, stride 1 or 2, at most 4 input channels (stems).
-    Stem3x3 { stride: usize },
 }
 
 /// Specification of the classifier head: global average pool, optional dropout, linear.
@@ -545,8 +418,8 @@ mod tests {
         use burn::tensor::ops::ConvOptions;
         let device = Device::flex();
         for spec in [
-            ConvBnSpec::new(3, 8, 3).stride(2).act(Activation::Relu6),
-            ConvBnSpec::depthwise(8, 1).act(Activation::Relu),
+            ConvBnSpec::new(3, 8, 3).stride(2).act(Act::Relu6),
+            ConvBnSpec::depthwise(8, 1).act(Act::Relu),
             ConvBnSpec::new(8, 6, 1).groups(2),
         ] {
             let block = trained_block(spec, &device);
@@ -562,9 +435,7 @@ mod tests {
             let bias = Tensor::<1>::from_data(TensorData::new(bias, [dims[0]]), &device);
             let p = spec.kernel / 2;
             let options = ConvOptions::new([spec.stride; 2], [p, p], [1, 1], spec.groups);
-            let folded = spec
-                .activation
-                .apply(conv2d(x, weight, Some(bias), options));
+            let folded = fast_ops::apply(spec.activation, conv2d(x, weight, Some(bias), options));
             folded.into_data().assert_approx_eq::<f32>(
                 &expected.into_data(),
                 burn::tensor::Tolerance::absolute(1e-5),

@@ -9,7 +9,7 @@ use crate::export::{GraphBuilder, ToOnnx};
 use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
 use super::cost::CostTable;
 
 /// The 13 (output channels, stride) pairs after the stem, from the paper's Table 1.
@@ -54,18 +54,18 @@ impl MobileNetV1Config {
         let mut convs = vec![
             ConvBnSpec::new(3, channels, 3)
                 .stride(2)
-                .act(Activation::Relu),
+                .act(Act::Relu),
         ];
         for (out, stride) in LAYERS {
             let out = self.width(out);
             if self.separable {
-                convs.push(ConvBnSpec::depthwise(channels, stride).act(Activation::Relu));
-                convs.push(ConvBnSpec::new(channels, out, 1).act(Activation::Relu));
+                convs.push(ConvBnSpec::depthwise(channels, stride).act(Act::Relu));
+                convs.push(ConvBnSpec::new(channels, out, 1).act(Act::Relu));
             } else {
                 convs.push(
                     ConvBnSpec::new(channels, out, 3)
                         .stride(stride)
-                        .act(Activation::Relu),
+                        .act(Act::Relu),
                 );
             }
             channels = out;

@@ -8,7 +8,7 @@ use crate::export::{GraphBuilder, ToOnnx};
 use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec, make_divisible};
+use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec, make_divisible};
 use super::cost::CostTable;
 
 /// The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
@@ -50,8 +50,8 @@ impl InvertedResidualSpec {
         let hidden = input * expansion;
         Self {
             expand: (expansion != 1)
-                .then(|| ConvBnSpec::new(input, hidden, 1).act(Activation::Relu6)),
-            depthwise: ConvBnSpec::depthwise(hidden, stride).act(Activation::Relu6),
+                .then(|| ConvBnSpec::new(input, hidden, 1).act(Act::Relu6)),
+            depthwise: ConvBnSpec::depthwise(hidden, stride).act(Act::Relu6),
             project: ConvBnSpec::new(hidden, output, 1),
         }
     }
@@ -105,7 +105,7 @@ impl MobileNetV2Config {
     fn stem(&self) -> ConvBnSpec {
         ConvBnSpec::new(3, make_divisible(32.0 * self.alpha, 8), 3)
             .stride(2)
-            .act(Activation::Relu6)
+            .act(Act::Relu6)
     }
 
     /// The inverted residual blocks in forward order.
@@ -126,7 +126,7 @@ impl MobileNetV2Config {
     fn last(&self) -> ConvBnSpec {
         let input = make_divisible(SETTINGS[6].1 as f64 * self.alpha, 8);
         ConvBnSpec::new(input, make_divisible(1280.0 * self.alpha.max(1.0), 8), 1)
-            .act(Activation::Relu6)
+            .act(Act::Relu6)
     }
 
     fn head(&self) -> HeadSpec {

@@ -9,7 +9,7 @@ use crate::export::{GraphBuilder, ToOnnx};
 use super::registry::{Family, HeadOptions, Network, at_most};
 use super::Classifier;
 use std::sync::Arc;
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
 
@@ -42,10 +42,10 @@ impl BottleneckSpec {
         let output = width * EXPANSION;
         Self {
             convs: [
-                ConvBnSpec::new(input, width, 1).act(Activation::Relu),
+                ConvBnSpec::new(input, width, 1).act(Act::Relu),
                 ConvBnSpec::new(width, width, 3)
                     .stride(stride)
-                    .act(Activation::Relu),
+                    .act(Act::Relu),
                 ConvBnSpec::new(width, output, 1),
             ],
             downsample: (stride != 1 || input != output)
@@ -98,7 +98,7 @@ impl Bottleneck {
 impl ResNetConfig {
     fn stem(&self) -> StemSpec {
         StemSpec {
-            conv: ConvBnSpec::new(3, 64, 7).stride(2).act(Activation::Relu),
+            conv: ConvBnSpec::new(3, 64, 7).stride(2).act(Act::Relu),
         }
     }
 

@@ -12,7 +12,7 @@ use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
-    Activation, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle, emit_channel_shuffle,
+    Act, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle, emit_channel_shuffle,
 };
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
@@ -71,7 +71,7 @@ impl ShuffleUnitSpec {
         Self {
             compress: ConvBnSpec::new(input, bottleneck, 1)
                 .groups(first_groups)
-                .act(Activation::Relu),
+                .act(Act::Relu),
             depthwise: ConvBnSpec::depthwise(bottleneck, stride),
             expand: ConvBnSpec::new(bottleneck, expanded, 1).groups(groups),
             shuffle_groups: groups,
@@ -161,7 +161,7 @@ impl ShuffleNetV1Config {
         StemSpec {
             conv: ConvBnSpec::new(3, STEM_CHANNELS, 3)
                 .stride(2)
-                .act(Activation::Relu),
+                .act(Act::Relu),
         }
     }
 

@@ -9,7 +9,7 @@ use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
-    Activation, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle, emit_channel_shuffle,
+    Act, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle, emit_channel_shuffle,
 };
 use super::cost::{CostTable, FeatureShape};
 use super::stem::{Stem, StemSpec};
@@ -60,13 +60,13 @@ impl ShuffleV2UnitSpec {
             shortcut: (stride > 1).then(|| {
                 [
                     ConvBnSpec::depthwise(input, stride),
-                    ConvBnSpec::new(input, branch, 1).act(Activation::Relu),
+                    ConvBnSpec::new(input, branch, 1).act(Act::Relu),
                 ]
             }),
             main: [
-                ConvBnSpec::new(main_input, branch, 1).act(Activation::Relu),
+                ConvBnSpec::new(main_input, branch, 1).act(Act::Relu),
                 ConvBnSpec::depthwise(branch, stride),
-                ConvBnSpec::new(branch, branch, 1).act(Activation::Relu),
+                ConvBnSpec::new(branch, branch, 1).act(Act::Relu),
             ],
         }
     }
@@ -142,7 +142,7 @@ impl ShuffleNetV2Config {
         Ok(StemSpec {
             conv: ConvBnSpec::new(3, self.channels()?[0], 3)
                 .stride(2)
-                .act(Activation::Relu),
+                .act(Act::Relu),
         })
     }
 
@@ -166,7 +166,7 @@ impl ShuffleNetV2Config {
 
     fn last(&self) -> Result<ConvBnSpec, ModelError> {
         let c = self.channels()?;
-        Ok(ConvBnSpec::new(c[3], c[4], 1).act(Activation::Relu))
+        Ok(ConvBnSpec::new(c[3], c[4], 1).act(Act::Relu))
     }
 
     fn head(&self) -> Result<HeadSpec, ModelError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::blocks::{Activation, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
 use super::cost::CostTable;
 use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
 use super::{Classifier, ModelError};
@@ -33,7 +33,7 @@ impl TinyCnnConfig {
                 let out = ((c as f64 * self.width).round() as usize).max(1);
                 let spec = ConvBnSpec::new(input, out, 3)
                     .stride(2)
-                    .act(Activation::Relu);
+                    .act(Act::Relu);
                 input = out;
                 spec
             })

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::cross_entropy;
 use crate::data::bench::proc_status_kb;
-use crate::kernels::profile::{self, Phase};
+use crate::fast_ops::profile::{self, Phase};
 use crate::model::ModelSpec;
 
 /// What one framework measured. Throughputs are images per second; `None` = not measured.

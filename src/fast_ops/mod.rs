@@ -10,7 +10,10 @@
 //! backends, other dtypes, `DERMCLASS_FAST_KERNELS=0`) the caller runs burn's own ops, so
 //! results there are unchanged.
 
+mod layer;
 pub mod profile;
+
+pub use layer::conv_norm_act;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
