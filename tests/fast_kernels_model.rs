@@ -21,6 +21,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Distribution, Gradients};
 use dermclass::fast_ops;
+use dermclass::fast_ops::profile::Phase;
 use dermclass::model::ModelSpec;
 use dermclass::train::loss::cross_entropy;
 
@@ -56,6 +57,9 @@ struct Step {
 
 fn one_step(arch: &str, fast: bool, [batch, height, width]: [usize; 3]) -> Step {
     fast_ops::set_enabled(fast);
+    // Count kernel calls, so that the comparison cannot pass by running burn on both sides.
+    fast_ops::profile::reset();
+    fast_ops::profile::set_enabled(true);
     let device = Device::flex().autodiff();
     device.seed(7);
     let spec = ModelSpec::parse(arch, 7)
@@ -78,10 +82,35 @@ fn one_step(arch: &str, fast: bool, [batch, height, width]: [usize; 3]) -> Step 
     model.visit(&mut collect);
     let eval = model.valid();
     let x = Tensor::<4>::from_data(x.to_data(), &Device::flex());
+    let eval_logits = values(&eval.forward(x));
+    fast_ops::profile::set_enabled(false);
+    let calls = |phase: Phase| {
+        fast_ops::profile::snapshot()
+            .iter()
+            .find(|(p, _, _)| *p == phase)
+            .map_or(0, |(_, n, _)| *n)
+    };
+    let kernel_calls: u64 = Phase::ALL.iter().map(|p| calls(*p)).sum();
+    if fast {
+        for phase in [
+            Phase::PointwiseForward,
+            Phase::PointwiseWeightGrad,
+            Phase::BatchNormForward,
+            Phase::BatchNormBackward,
+            Phase::BatchNormInference,
+        ] {
+            assert!(
+                calls(phase) > 0,
+                "{arch}: no {phase:?} kernel call on the fast side"
+            );
+        }
+    } else {
+        assert_eq!(kernel_calls, 0, "{arch}: kernels ran with the switch off");
+    }
     Step {
         loss: values(&loss)[0],
         tensors: collect.tensors,
-        eval_logits: values(&eval.forward(x)),
+        eval_logits,
     }
 }
 
