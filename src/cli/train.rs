@@ -18,7 +18,7 @@ use dermclass::metrics::Metrics;
 use dermclass::report::submission::write_submission;
 use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::config::{
-    LossKind, NormKind, OptimizerKind, SamplerKind, ScheduleKind, TrainConfig, WeightingKind,
+    LossKind, Normalization, OptimizerKind, Sampler, ScheduleKind, TrainConfig, WeightingKind,
 };
 use dermclass::train::evaluate::{Tta, predict_loader};
 use dermclass::train::trainer::eval_loader_config;
@@ -86,7 +86,7 @@ pub struct TrainArgs {
     pub effective_beta: Option<f64>,
     /// Sampler.
     #[arg(long, value_enum)]
-    pub sampler: Option<SamplerKind>,
+    pub sampler: Option<Sampler>,
     /// Turn augmentation off.
     #[arg(long)]
     pub no_augment: bool,
@@ -113,7 +113,7 @@ pub struct TrainArgs {
     pub contrast: Option<f32>,
     /// Pixel normalisation.
     #[arg(long, value_enum)]
-    pub normalization: Option<NormKind>,
+    pub normalization: Option<Normalization>,
     /// Classifier dropout.
     #[arg(long)]
     pub dropout: Option<f64>,

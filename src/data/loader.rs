@@ -25,7 +25,18 @@ use super::image_io::{load_image_rgb, resize_rgb_into};
 use super::source::Sample;
 
 /// How an epoch picks its samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Sampler {
     /// Every sample once (shuffled when `shuffle`).
     #[default]

@@ -42,12 +42,24 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How pixel values (0..=255) become network inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Normalization {
     /// `x / 255` (Keras `rescale=1/255`).
     #[default]
     Keras,
     /// `(x / 255 - mean) / std` with the ImageNet statistics.
+    #[value(name = "imagenet")]
     ImageNet,
 }
 

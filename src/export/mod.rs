@@ -91,7 +91,7 @@ impl ExportInfo {
             classes: state.classes.clone(),
             width: config.width,
             height: config.height,
-            normalization: config.loader_normalization().affine(),
+            normalization: config.normalization.affine(),
             shades_of_gray: config.shades_of_gray,
             logit_offsets: state.adjustment.logit_offsets(),
             extra,

@@ -6,22 +6,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{LossKind, SamplerKind, TrainConfig};
+use super::config::{LossKind, Sampler, TrainConfig};
 
 /// The class distribution a run's loss saw: training counts, times the class weights in
 /// the loss, flattened by a balanced sampler, normalised to sum to 1.
 pub fn effective_prior(
     train_counts: &[usize],
-    sampler: SamplerKind,
+    sampler: Sampler,
     class_weights: Option<&[f32]>,
 ) -> Vec<f64> {
     let mut mass: Vec<f64> = match sampler {
-        SamplerKind::Uniform => train_counts.iter().map(|&c| c as f64).collect(),
-        SamplerKind::Balanced => train_counts
+        Sampler::Uniform => train_counts.iter().map(|&c| c as f64).collect(),
+        Sampler::Balanced => train_counts
             .iter()
             .map(|&c| if c > 0 { 1.0 } else { 0.0 })
             .collect(),
-        SamplerKind::Sqrt => train_counts.iter().map(|&c| (c as f64).sqrt()).collect(),
+        Sampler::Sqrt => train_counts.iter().map(|&c| (c as f64).sqrt()).collect(),
     };
     if let Some(weights) = class_weights {
         for (m, w) in mass.iter_mut().zip(weights) {
@@ -158,17 +158,17 @@ mod tests {
     #[test]
     fn effective_prior_counts_sampler_and_weights_once() {
         let counts = [60, 30, 10];
-        let plain = effective_prior(&counts, SamplerKind::Uniform, None);
+        let plain = effective_prior(&counts, Sampler::Uniform, None);
         assert_eq!(plain, vec![0.6, 0.3, 0.1]);
-        let balanced = effective_prior(&counts, SamplerKind::Balanced, None);
+        let balanced = effective_prior(&counts, Sampler::Balanced, None);
         assert!(balanced.iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-12));
         // The square-root sampler: roots of 64, 16, 4 are 8, 4, 2.
-        let sqrt = effective_prior(&[64, 16, 4], SamplerKind::Sqrt, None);
+        let sqrt = effective_prior(&[64, 16, 4], Sampler::Sqrt, None);
         let want = [8.0 / 14.0, 4.0 / 14.0, 2.0 / 14.0];
         assert!(sqrt.iter().zip(want).all(|(p, w)| (p - w).abs() < 1e-12));
         // Inverse-frequency weights flatten the prior too.
         let inverse = [1.0 / 60.0, 1.0 / 30.0, 1.0 / 10.0];
-        let weighted = effective_prior(&counts, SamplerKind::Uniform, Some(&inverse));
+        let weighted = effective_prior(&counts, Sampler::Uniform, Some(&inverse));
         assert!(weighted.iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-6));
     }
 

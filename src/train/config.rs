@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{AugmentConfig, ClassWeighting, FillMode, Normalization, Sampler};
+use crate::data::{AugmentConfig, ClassWeighting, FillMode};
+/// The data module's own types serve as settings (one type per thing).
+pub use crate::data::{Normalization, Sampler};
 
 /// Optimizer choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -58,30 +60,6 @@ pub enum WeightingKind {
     Inverse,
     /// Effective number of samples (Cui et al. 2019) with `effective_beta`.
     Effective,
-}
-
-/// Sampler choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SamplerKind {
-    /// Every image once per epoch, shuffled.
-    Uniform,
-    /// Classes drawn uniformly, then an image of the class.
-    Balanced,
-    /// Classes drawn in proportion to the square root of their size, then an image of
-    /// the class: rare classes are seen more often without repeating a few images as
-    /// often as `balanced` does.
-    Sqrt,
-}
-
-/// Pixel normalisation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum NormKind {
-    /// `x / 255` (Keras `rescale=1/255`).
-    Keras,
-    /// ImageNet mean and standard deviation.
-    Imagenet,
 }
 
 /// Augmentation settings (Keras `ImageDataGenerator` names, the seed's values by default).
@@ -250,11 +228,11 @@ pub struct TrainConfig {
     /// Beta of the effective-number weights.
     pub effective_beta: f64,
     /// Sampler.
-    pub sampler: SamplerKind,
+    pub sampler: Sampler,
     /// Augmentation.
     pub augment: AugmentSettings,
     /// Pixel normalisation.
-    pub normalization: NormKind,
+    pub normalization: Normalization,
     /// Classifier dropout (family default when absent).
     pub dropout: Option<f64>,
     /// Validation fraction of the lesion-grouped split (ignored with `split`).
@@ -301,9 +279,9 @@ impl Default for TrainConfig {
             shades_of_gray: None,
             class_weights: WeightingKind::None,
             effective_beta: 0.999,
-            sampler: SamplerKind::Uniform,
+            sampler: Sampler::Uniform,
             augment: AugmentSettings::default(),
-            normalization: NormKind::Keras,
+            normalization: Normalization::Keras,
             dropout: None,
             val_fraction: 0.3,
             split: None,
@@ -331,7 +309,7 @@ impl TrainConfig {
             batch: 16,
             lr: 3e-3,
             warmup_epochs: 0.5,
-            normalization: NormKind::Imagenet,
+            normalization: Normalization::ImageNet,
             ..TrainConfig::default()
         };
         config.augment.vertical_flip = true;
@@ -415,23 +393,6 @@ impl TrainConfig {
             WeightingKind::Effective => ClassWeighting::Effective {
                 beta: self.effective_beta,
             },
-        }
-    }
-
-    /// Sampler for the data module.
-    pub fn loader_sampler(&self) -> Sampler {
-        match self.sampler {
-            SamplerKind::Uniform => Sampler::Uniform,
-            SamplerKind::Balanced => Sampler::Balanced,
-            SamplerKind::Sqrt => Sampler::Sqrt,
-        }
-    }
-
-    /// Normalisation for the data module.
-    pub fn loader_normalization(&self) -> Normalization {
-        match self.normalization {
-            NormKind::Keras => Normalization::Keras,
-            NormKind::Imagenet => Normalization::ImageNet,
         }
     }
 }

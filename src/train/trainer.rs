@@ -102,7 +102,7 @@ struct RunData {
 /// normalisation and colour constancy, no augmentation, no shuffling.
 pub fn eval_loader_config(config: &TrainConfig) -> LoaderConfig {
     let mut lc = LoaderConfig::eval(config.width, config.height, config.batch.max(16));
-    lc.normalization = config.loader_normalization();
+    lc.normalization = config.normalization;
     lc.workers = config.workers;
     lc.shades_of_gray = config.shades_of_gray;
     lc
@@ -122,9 +122,9 @@ fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
         batch_size: config.batch,
         shuffle: true,
         augment: config.augment.to_config(),
-        sampler: config.loader_sampler(),
+        sampler: config.sampler,
         drop_last: true,
-        normalization: config.loader_normalization(),
+        normalization: config.normalization,
         workers: config.workers,
         cache_dir: config.cache.clone(),
         seed: config.seed,
