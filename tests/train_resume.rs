@@ -2,14 +2,14 @@
 //! (process), because burn seeds the CPU backend's random generator process-wide, and other
 //! tests training at the same time would draw from it.
 
-mod common;
+mod helpers;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::Tensor;
-use common::{quiet, tiny_config};
 use dermclass::data::synth;
 use dermclass::train::config::{LossKind, ScheduleKind, TrainConfig};
 use dermclass::train::{SessionOptions, checkpoint, train};
+use helpers::{quiet, tiny_config};
 
 #[test]
 fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {

@@ -1,4 +1,5 @@
-//! Helpers shared by the data tests: small data sets written to temporary folders.
+//! Helpers shared by the integration tests: small data sets written to temporary folders
+//! and small, fast training settings. Each test binary uses some of them.
 #![allow(dead_code)]
 
 use std::fs;
@@ -61,4 +62,29 @@ pub fn write_isic(root: &Path, labels: &[usize], lesions: Option<&[&str]>) -> Ve
 /// Labels with `n` images of each of the 7 classes.
 pub fn labels_each(n: usize) -> Vec<usize> {
     (0..7).flat_map(|c| std::iter::repeat_n(c, n)).collect()
+}
+
+use dermclass::train::SessionOptions;
+use dermclass::train::config::TrainConfig;
+
+/// Small, fast settings on `data`: a 0.5x ShuffleNet v2 at 32x32, with dropout.
+pub fn tiny_config(data: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
+        arch: "shufflenet_v2:0.5".into(),
+        width: 32,
+        height: 32,
+        epochs,
+        batch: 8,
+        lr: 3e-3,
+        warmup_epochs: 0.0,
+        dropout: Some(0.2),
+        workers: 2,
+        ..TrainConfig::default()
+    }
+}
+
+/// No progress bars.
+pub fn quiet() -> SessionOptions {
+    SessionOptions::default()
 }

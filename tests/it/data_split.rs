@@ -1,10 +1,8 @@
 //! Splits, fold assignment and split files, on synthetic data.
 
-mod data_common;
-
 use std::collections::HashSet;
 
-use data_common::*;
+use crate::helpers::*;
 use dermclass::data::{
     Dataset, kfold_assign, read_fold_csv, read_split_csv, split::fold_split, split_train_val,
     write_folds_csv, write_split_csv,

@@ -2,9 +2,7 @@
 
 use std::process::Command;
 
-mod common;
-
-use common::{quiet, tiny_config};
+use crate::helpers::{quiet, tiny_config};
 use dermclass::data::synth;
 use dermclass::train::config::TrainConfig;
 use dermclass::train::{SessionOptions, checkpoint, train};

@@ -3,11 +3,9 @@
 //! groupings, split files, metrics history). Never a panic (proptest fails a case that
 //! panics), always `Ok` or an error naming the file. A few seconds in all.
 
-mod data_common;
-
 use std::path::{Path, PathBuf};
 
-use data_common::{save_jpeg, tiny_image};
+use crate::helpers::{save_jpeg, tiny_image};
 use dermclass::data::source::read_lesion_groupings;
 use dermclass::data::split::read_split_rows;
 use dermclass::data::{Dataset, decode_image_rgb, load_image_rgb};

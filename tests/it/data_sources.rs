@@ -1,11 +1,9 @@
 //! Source formats and bad-input handling, on small data the tests write.
 
-mod data_common;
-
 use std::fs;
 use std::path::Path;
 
-use data_common::*;
+use crate::helpers::*;
 use dermclass::data::{
     self, DataError, Dataset, OpenOptions, SourceFormat, check_images, load_image_rgb,
 };

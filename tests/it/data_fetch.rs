@@ -1,13 +1,11 @@
 //! `fetch-data` against a tiny HTTP server on 127.0.0.1 (never the internet).
 
-mod data_common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Cursor, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use data_common::*;
+use crate::helpers::*;
 use dermclass::data::fetch::{FetchSet, download, fetch};
 
 #[derive(Default)]

@@ -1,10 +1,8 @@
 //! The streaming loader and the preprocessed cache.
 
-mod data_common;
-
 use std::fs;
 
-use data_common::*;
+use crate::helpers::*;
 use dermclass::data::{
     AugmentConfig, Batch, Dataset, Loader, LoaderConfig, Normalization, PreprocessedCache, Sampler,
     preprocess_image,
