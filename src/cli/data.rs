@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use super::model::InputSize;
 use clap::{Args, Subcommand};
 
 use dermclass::data::{
@@ -117,9 +117,9 @@ pub enum DataCommand {
         /// Images per class.
         #[arg(long, default_value_t = 50)]
         per_class: usize,
-        /// Image size, WxH.
+        /// Image size, WxH (or one number for a square).
         #[arg(long, default_value = "64x64")]
-        size: String,
+        size: InputSize,
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -203,7 +203,7 @@ impl DataCommand {
                 size,
                 seed,
             } => {
-                let (w, h) = parse_size(&size)?;
+                let (w, h) = (size.width as u32, size.height as u32);
                 let s = data::synth::generate(&out, per_class, w, h, seed)?;
                 println!(
                     "wrote {} images ({} lesions) to {}",
@@ -255,22 +255,6 @@ impl DataCommand {
                 no_cold,
                 normalization,
             ),
-        }
-    }
-}
-
-/// Parses `WxH` (or a single number for a square).
-pub fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
-    let parse = |x: &str| -> anyhow::Result<u32> {
-        x.trim()
-            .parse::<u32>()
-            .with_context(|| format!("bad size `{s}` (expected WxH, e.g. 64x64)"))
-    };
-    match s.split_once(['x', 'X']) {
-        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
-        None => {
-            let v = parse(s)?;
-            Ok((v, v))
         }
     }
 }
