@@ -309,6 +309,51 @@ impl ToOnnx for Head {
     }
 }
 
+/// A plain stack of convolution blocks and the classifier head: MobileNetV1, its plain
+/// twin, and `tiny_cnn` are this with different specs.
+#[derive(Module, Debug)]
+pub struct ConvStack {
+    features: Vec<ConvBn>,
+    head: Head,
+}
+
+impl ConvStack {
+    /// Builds the stack of `convs` and `head`.
+    pub fn init(convs: &[ConvBnSpec], head: HeadSpec, device: &Device) -> Self {
+        Self {
+            features: convs.iter().map(|c| c.init(device)).collect(),
+            head: head.init(device),
+        }
+    }
+
+    /// Counts the stack of `convs` (named `features.<i>`) and `head`.
+    pub fn count(
+        convs: &[ConvBnSpec],
+        head: HeadSpec,
+        table: &mut CostTable,
+    ) -> Result<(), ModelError> {
+        table.count_each("features", convs, |item, t, name| item.count(t, name))?;
+        head.count(table);
+        Ok(())
+    }
+
+    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
+        self.head.forward(x)
+    }
+}
+
+impl ToOnnx for ConvStack {
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let x = self
+            .features
+            .iter()
+            .fold(x.to_string(), |x, layer| layer.emit(g, &x));
+        self.head.emit(g, &x)
+    }
+}
+
 /// ShuffleNet's channel shuffle: view channels as `[groups, channels/groups]`, transpose,
 /// flatten, so that each group of the next grouped convolution sees every previous group.
 pub fn channel_shuffle(x: Tensor<4>, groups: usize) -> Tensor<4> {

@@ -5,11 +5,10 @@
 use burn::prelude::*;
 
 use super::ModelError;
-use crate::export::{GraphBuilder, ToOnnx};
-use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
-use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::blocks::{Act, ConvBnSpec, ConvStack, HeadSpec};
 use super::cost::CostTable;
 
 /// The 13 (output channels, stride) pairs after the stem, from the paper's Table 1.
@@ -83,46 +82,17 @@ impl MobileNetV1Config {
 
     /// Builds the network.
     pub fn init(&self, device: &Device) -> MobileNetV1 {
-        MobileNetV1 {
-            features: self.convs().iter().map(|c| c.init(device)).collect(),
-            head: self.head().init(device),
-        }
+        ConvStack::init(&self.convs(), self.head(), device)
     }
 
     /// Counts every layer.
     pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
-        table.count_each("features", &self.convs(), |item, t, name| {
-            item.count(t, name)
-        })?;
-        self.head().count(table);
-        Ok(())
+        ConvStack::count(&self.convs(), self.head(), table)
     }
 }
 
-/// MobileNetV1 or its plain-convolution twin.
-#[derive(Module, Debug)]
-pub struct MobileNetV1 {
-    features: Vec<ConvBn>,
-    head: Head,
-}
-
-impl MobileNetV1 {
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
-        self.head.forward(x)
-    }
-}
-
-impl ToOnnx for MobileNetV1 {
-    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
-        let x = self
-            .features
-            .iter()
-            .fold(x.to_string(), |x, layer| layer.emit(g, &x));
-        self.head.emit(g, &x)
-    }
-}
+/// The network: a plain stack of convolution blocks and the head.
+pub type MobileNetV1 = ConvStack;
 
 /// `mobilenet_v1[:<alpha>]`: depthwise separable convolutions.
 pub struct MobileNetV1Family;
@@ -178,22 +148,19 @@ fn parse_v1(
 }
 
 impl Family for MobileNetV1Family {
-    fn name(&self) -> &'static str {
-        "mobilenet_v1"
-    }
-    fn pattern(&self) -> &'static str {
-        "mobilenet_v1[:<alpha>]"
-    }
-    fn trick(&self) -> &'static str {
-        "depthwise separable convolution"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &[
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "mobilenet_v1",
+            pattern: "mobilenet_v1[:<alpha>]",
+            trick: "depthwise separable convolution",
+            examples: &[
             "mobilenet_v1:1.0",
             "mobilenet_v1:0.75",
             "mobilenet_v1:0.5",
             "mobilenet_v1:0.25",
-        ]
+        ],
+            dropout: 0.0,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         parse_v1(self, true, full, options)
@@ -201,17 +168,14 @@ impl Family for MobileNetV1Family {
 }
 
 impl Family for PlainV1Family {
-    fn name(&self) -> &'static str {
-        "plain_v1"
-    }
-    fn pattern(&self) -> &'static str {
-        "plain_v1[:<alpha>]"
-    }
-    fn trick(&self) -> &'static str {
-        "standard 3x3 convolution (MobileNetV1 topology, the baseline)"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &["plain_v1:1.0", "plain_v1:0.5"]
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "plain_v1",
+            pattern: "plain_v1[:<alpha>]",
+            trick: "standard 3x3 convolution (MobileNetV1 topology, the baseline)",
+            examples: &["plain_v1:1.0", "plain_v1:0.5"],
+            dropout: 0.0,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         parse_v1(self, false, full, options)

@@ -5,7 +5,7 @@ use burn::prelude::*;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
-use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec, make_divisible};
@@ -233,27 +233,20 @@ impl Network for V2 {
 }
 
 impl Family for MobileNetV2Family {
-    fn name(&self) -> &'static str {
-        "mobilenet_v2"
-    }
-    fn pattern(&self) -> &'static str {
-        "mobilenet_v2[:<alpha>]"
-    }
-    fn trick(&self) -> &'static str {
-        "inverted residuals with linear bottlenecks"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &[
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "mobilenet_v2",
+            pattern: "mobilenet_v2[:<alpha>]",
+            trick: "inverted residuals with linear bottlenecks",
+            examples: &[
             "mobilenet_v2:1.4",
             "mobilenet_v2:1.0",
             "mobilenet_v2:0.75",
             "mobilenet_v2:0.5",
             "mobilenet_v2:0.35",
-        ]
-    }
-    /// torchvision's classifier dropout.
-    fn dropout(&self) -> f64 {
-        0.2
+        ],
+            dropout: 0.2,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         at_most(self, full, options, 1)?;

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use thiserror::Error;
 
 pub use cost::{CostTable, FeatureShape, LayerCost};
-pub use registry::{Arch, Family, HeadOptions, Network};
+pub use registry::{Arch, Family, FamilyInfo, HeadOptions, Network};
 
 /// Smallest input side every model accepts.
 pub const MIN_INPUT: usize = 32;

@@ -11,19 +11,44 @@ use burn::prelude::*;
 
 use super::{Classifier, CostTable, FAMILIES, ModelError};
 
+/// What a family is, for listings and defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FamilyInfo {
+    /// Name prefix, e.g. `mobilenet_v2`.
+    pub name: &'static str,
+    /// Name pattern with its options, e.g. `mobilenet_v2[:<alpha>]`.
+    pub pattern: &'static str,
+    /// The trick the family demonstrates.
+    pub trick: &'static str,
+    /// Names worth trying; each must parse.
+    pub examples: &'static [&'static str],
+    /// Default dropout before the classifier.
+    pub dropout: f64,
+}
+
 /// A registered network family.
 pub trait Family: Sync {
+    /// Its name, pattern, trick, examples and default dropout.
+    fn info(&self) -> &'static FamilyInfo;
     /// Name prefix, e.g. `mobilenet_v2`.
-    fn name(&self) -> &'static str;
-    /// Name pattern with its options, e.g. `mobilenet_v2[:<alpha>]`.
-    fn pattern(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
+    /// Name pattern with its options.
+    fn pattern(&self) -> &'static str {
+        self.info().pattern
+    }
     /// The trick the family demonstrates.
-    fn trick(&self) -> &'static str;
+    fn trick(&self) -> &'static str {
+        self.info().trick
+    }
     /// Names worth trying; each must parse.
-    fn examples(&self) -> &'static [&'static str];
+    fn examples(&self) -> &'static [&'static str] {
+        self.info().examples
+    }
     /// Default dropout before the classifier.
     fn dropout(&self) -> f64 {
-        0.0
+        self.info().dropout
     }
     /// Parses the options that follow `name:` (already lower-case and split at `:`);
     /// `full` is the name as the user wrote it, for error messages.

@@ -6,7 +6,7 @@ use burn::tensor::activation::relu;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
-use super::registry::{Family, HeadOptions, Network, at_most};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
@@ -213,17 +213,14 @@ impl Network for ResNet50 {
 }
 
 impl Family for ResNet50Family {
-    fn name(&self) -> &'static str {
-        "resnet50"
-    }
-    fn pattern(&self) -> &'static str {
-        "resnet50"
-    }
-    fn trick(&self) -> &'static str {
-        "bottleneck residual blocks (the classic reference)"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &["resnet50"]
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "resnet50",
+            pattern: "resnet50",
+            trick: "bottleneck residual blocks (the classic reference)",
+            examples: &["resnet50"],
+            dropout: 0.0,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         at_most(self, full, options, 0)?;

@@ -8,7 +8,7 @@ use burn::tensor::ops::AvgPoolOptions;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
-use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
@@ -330,17 +330,12 @@ impl Network for V1 {
 }
 
 impl Family for ShuffleNetV1Family {
-    fn name(&self) -> &'static str {
-        "shufflenet_v1"
-    }
-    fn pattern(&self) -> &'static str {
-        "shufflenet_v1[:g<groups>][:<scale>]"
-    }
-    fn trick(&self) -> &'static str {
-        "pointwise group convolution with channel shuffle"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &[
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "shufflenet_v1",
+            pattern: "shufflenet_v1[:g<groups>][:<scale>]",
+            trick: "pointwise group convolution with channel shuffle",
+            examples: &[
             "shufflenet_v1:g1",
             "shufflenet_v1:g2",
             "shufflenet_v1:g3",
@@ -348,7 +343,9 @@ impl Family for ShuffleNetV1Family {
             "shufflenet_v1:g8",
             "shufflenet_v1:g3:0.5",
             "shufflenet_v1:g3:2.0",
-        ]
+        ],
+            dropout: 0.0,
+        }
     }
     /// Groups come first as `g3` (default 3), then the scale (default 1).
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {

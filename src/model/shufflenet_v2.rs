@@ -5,7 +5,7 @@ use burn::prelude::*;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
-use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
@@ -281,22 +281,19 @@ impl Network for V2 {
 }
 
 impl Family for ShuffleNetV2Family {
-    fn name(&self) -> &'static str {
-        "shufflenet_v2"
-    }
-    fn pattern(&self) -> &'static str {
-        "shufflenet_v2[:<scale>]"
-    }
-    fn trick(&self) -> &'static str {
-        "channel split + shuffle, equal-width branches"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &[
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "shufflenet_v2",
+            pattern: "shufflenet_v2[:<scale>]",
+            trick: "channel split + shuffle, equal-width branches",
+            examples: &[
             "shufflenet_v2:0.5",
             "shufflenet_v2:1.0",
             "shufflenet_v2:1.5",
             "shufflenet_v2:2.0",
-        ]
+        ],
+            dropout: 0.0,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         at_most(self, full, options, 1)?;

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::blocks::{Act, ConvBnSpec, ConvStack, HeadSpec};
 use super::cost::CostTable;
-use super::registry::{Family, HeadOptions, Network, at_most, parse_factor};
+use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::{Classifier, ModelError};
-use crate::export::{GraphBuilder, ToOnnx};
 
 /// Output channels of the four convolutions at width 1.
 const CHANNELS: [usize; 4] = [16, 32, 64, 128];
@@ -50,46 +49,17 @@ impl TinyCnnConfig {
 
     /// Builds the network.
     pub fn init(&self, device: &Device) -> TinyCnn {
-        TinyCnn {
-            features: self.convs().iter().map(|c| c.init(device)).collect(),
-            head: self.head().init(device),
-        }
+        ConvStack::init(&self.convs(), self.head(), device)
     }
 
     /// Counts every layer.
     pub fn count(&self, table: &mut CostTable) -> Result<(), ModelError> {
-        table.count_each("features", &self.convs(), |item, t, name| {
-            item.count(t, name)
-        })?;
-        self.head().count(table);
-        Ok(())
+        ConvStack::count(&self.convs(), self.head(), table)
     }
 }
 
-/// The tiny CNN.
-#[derive(Module, Debug)]
-pub struct TinyCnn {
-    features: Vec<ConvBn>,
-    head: Head,
-}
-
-impl TinyCnn {
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
-        self.head.forward(x)
-    }
-}
-
-impl ToOnnx for TinyCnn {
-    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
-        let x = self
-            .features
-            .iter()
-            .fold(x.to_string(), |x, layer| layer.emit(g, &x));
-        self.head.emit(g, &x)
-    }
-}
+/// The network: a plain stack of convolution blocks and the head.
+pub type TinyCnn = ConvStack;
 
 /// `tiny_cnn[:<width>]`.
 pub struct TinyCnnFamily;
@@ -124,17 +94,14 @@ impl Network for Tiny {
 }
 
 impl Family for TinyCnnFamily {
-    fn name(&self) -> &'static str {
-        "tiny_cnn"
-    }
-    fn pattern(&self) -> &'static str {
-        "tiny_cnn[:<width>]"
-    }
-    fn trick(&self) -> &'static str {
-        "none: four plain strided convolutions (a floor and a smoke-test model)"
-    }
-    fn examples(&self) -> &'static [&'static str] {
-        &["tiny_cnn:1.0", "tiny_cnn:0.5"]
+    fn info(&self) -> &'static FamilyInfo {
+        &FamilyInfo {
+            name: "tiny_cnn",
+            pattern: "tiny_cnn[:<width>]",
+            trick: "none: four plain strided convolutions (a floor and a smoke-test model)",
+            examples: &["tiny_cnn:1.0", "tiny_cnn:0.5"],
+            dropout: 0.0,
+        }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
         at_most(self, full, options, 1)?;
