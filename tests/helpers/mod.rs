@@ -88,3 +88,25 @@ pub fn tiny_config(data: &Path, epochs: usize) -> TrainConfig {
 pub fn quiet() -> SessionOptions {
     SessionOptions::default()
 }
+
+/// The `dermclass` binary under test, as a command to add arguments to.
+pub fn dermclass_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dermclass"))
+}
+
+/// Runs `dermclass` with `args`, fails the test with its stderr unless it succeeds, and
+/// returns its stdout.
+pub fn dermclass_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = dermclass_cmd().args(&args).output().expect("run dermclass");
+    assert!(
+        out.status.success(),
+        "dermclass {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

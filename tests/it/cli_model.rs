@@ -1,9 +1,7 @@
 //! The `models`, `summary` and `export` commands, run as a user would.
 
-use std::process::Command;
-
 fn dermclass(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dermclass"))
+    crate::helpers::dermclass_cmd()
         .args(args)
         .output()
         .expect("run dermclass")

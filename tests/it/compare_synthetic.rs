@@ -1,7 +1,5 @@
 //! `dermclass compare` end to end on synthetic data: two tiny architectures, one epoch.
 
-use std::process::Command;
-
 use dermclass::data::synth;
 
 #[test]
@@ -11,7 +9,7 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     synth::generate(&data, 5, 40, 30, 11).unwrap();
     let out = dir.path().join("results");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_dermclass"))
+        crate::helpers::dermclass_cmd()
             .args(["compare", "--data"])
             .arg(&data)
             .arg("--out")

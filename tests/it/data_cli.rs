@@ -1,13 +1,9 @@
 //! The data commands end to end (the `dermclass` binary).
 
 use std::path::Path;
-use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = crate::helpers::dermclass_cmd().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -13,16 +13,7 @@ fn repo() -> &'static Path {
 }
 
 fn dermclass(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dermclass {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::helpers::dermclass_ok(args)
 }
 
 /// Chromium and the page's npm packages, or why the test cannot run.

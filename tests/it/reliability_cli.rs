@@ -12,7 +12,7 @@ use dermclass::train::checkpoint;
 use dermclass::train::lock::{LOCK_FILE, RunLock};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dermclass"))
+    crate::helpers::dermclass_cmd()
 }
 
 fn text(out: &Output) -> String {

@@ -216,16 +216,7 @@ fn bad_requests_fail_before_training_with_a_message() {
 }
 
 fn run_ok(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::helpers::dermclass_ok(args)
 }
 
 #[test]
@@ -363,7 +354,7 @@ fn an_unknown_arch_or_device_fails_before_any_image_is_read_and_writes_nothing()
         ("--device", "tpu", "tpu"),
     ] {
         let out_dir = dir.path().join(format!("run{flag}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
+        let out = crate::helpers::dermclass_cmd()
             .args(["train", "--data"])
             .arg(&data)
             .arg("--out")
@@ -387,7 +378,7 @@ fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let images = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo");
     let csv_path = dir.path().join("p.csv");
-    let out = Command::new(env!("CARGO_BIN_EXE_dermclass"))
+    let out = crate::helpers::dermclass_cmd()
         .env_remove("DERMCLASS_MODEL")
         .args(["predict", "--input", images, "--out"])
         .arg(&csv_path)
