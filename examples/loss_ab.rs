@@ -28,13 +28,6 @@ fn main() -> Result<()> {
         workers: 1,
         ..TrainConfig::default()
     };
-    train(
-        &config,
-        out.as_ref(),
-        &SessionOptions {
-            progress: false,
-            ..SessionOptions::default()
-        },
-    )?;
+    train(&config, out.as_ref(), &SessionOptions::default())?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod data;
 pub mod export;
 pub mod model;
+pub mod progress;
 pub mod skip;
 pub mod train;
 

@@ -285,7 +285,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let options = SessionOptions {
         resume: args.resume,
         skip_bad: args.skip_bad,
-        progress: true,
+        observer: super::progress::terminal(true),
         max_epochs_this_session: None,
     };
     let summary = train(&config, &args.out, &options)?;
@@ -752,7 +752,7 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         config.arch, config.epochs, config.width, config.height
     );
     let options = SessionOptions {
-        progress: true,
+        observer: super::progress::terminal(true),
         ..SessionOptions::default()
     };
     let summary = train(&config, &run_dir, &options)?;
@@ -792,7 +792,12 @@ pub struct CompareArgs {
 /// Runs `dermclass compare`.
 pub fn run_compare(args: CompareArgs) -> Result<()> {
     let config = args.train.resolve()?;
-    let rows = dermclass::train::compare::compare(&config, &args.arches, &args.train.out, true)?;
+    let rows = dermclass::train::compare::compare(
+        &config,
+        &args.arches,
+        &args.train.out,
+        &super::progress::terminal(true),
+    )?;
     println!();
     for row in &rows {
         println!(

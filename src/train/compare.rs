@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
 use super::config::TrainConfig;
+use super::events::{Event, Observer};
 use super::trainer::{RunPaths, SessionOptions, train};
 use crate::data::{Dataset, split_train_val, write_split_csv};
 use crate::device::parse_device;
@@ -83,7 +84,7 @@ pub fn compare(
     base: &TrainConfig,
     arches: &[String],
     out: &Path,
-    progress: bool,
+    observer: &Observer,
 ) -> Result<Vec<CompareRow>> {
     if arches.is_empty() {
         bail!("--arches lists no architecture");
@@ -112,18 +113,18 @@ pub fn compare(
             let text = std::fs::read_to_string(&result_path)?;
             let row: CompareRow = serde_json::from_str(&text)
                 .with_context(|| format!("bad {}", result_path.display()))?;
-            println!("{arch}: finished before, not retrained");
+            observer.emit(&Event::ArchAlreadyDone { arch });
             rows.push(row);
             continue;
         }
-        println!("== {arch}");
+        observer.emit(&Event::ArchStarted { arch });
         let config = TrainConfig {
             arch: arch.clone(),
             ..base.clone()
         };
         let options = SessionOptions {
             resume: RunPaths::new(&run).last().exists(),
-            progress,
+            observer: observer.clone(),
             ..SessionOptions::default()
         };
         let summary = train(&config, &run, &options)?;

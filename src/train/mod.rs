@@ -6,6 +6,7 @@ pub mod compare;
 pub mod config;
 pub mod ema;
 pub mod evaluate;
+pub mod events;
 pub mod lock;
 pub mod loss;
 pub mod schedule;
@@ -14,4 +15,5 @@ pub mod trainer;
 
 pub use checkpoint::{Checkpoint, RunState};
 pub use config::TrainConfig;
+pub use events::{Event, Observer};
 pub use trainer::{RunPaths, RunSummary, SessionOptions, train};

@@ -12,13 +12,13 @@ use burn::optim::{
     momentum::MomentumConfig,
 };
 use burn::prelude::*;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::adjust::{LogitAdjustment, effective_prior};
 use super::checkpoint::{self, RunState};
 use super::config::{LossKind, OptimizerKind, TrainConfig, WeightingKind};
 use super::ema::Ema;
 use super::evaluate::{Tta, predict_loader};
+use super::events::{Event, Observer};
 use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
 use super::schedule::LrSchedule;
 use crate::data::{
@@ -70,8 +70,8 @@ pub struct SessionOptions {
     pub resume: bool,
     /// Skip unreadable images instead of failing the pre-training check.
     pub skip_bad: bool,
-    /// Show progress bars.
-    pub progress: bool,
+    /// Receives progress events (nothing is printed by the library).
+    pub observer: Observer,
     /// Stop after this many epochs in this session (for tests of interruption).
     pub max_epochs_this_session: Option<usize>,
 }
@@ -171,11 +171,10 @@ fn prepare_data(
         .with_context(|| format!("cannot open data set {}", config.data.display()))?;
     let report = check_images(&mut dataset, options.skip_bad)?;
     if !dataset.skipped.is_empty() {
-        eprintln!(
-            "skipped {} unreadable images: {:?}",
-            dataset.skipped.len(),
-            report.bad_by_kind()
-        );
+        options.observer.emit(&Event::SkippedImages {
+            count: dataset.skipped.len(),
+            by_kind: format!("{:?}", report.bad_by_kind()),
+        });
     }
     let split = choose_split(config, paths, options, &dataset)?;
     write_split_csv(&paths.split(), &dataset, &split)?;
@@ -257,28 +256,6 @@ fn optimizer_with_decay(config: &TrainConfig, weight_decay: f64) -> ModuleOptimi
     }
 }
 
-fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_message("starting");
-    let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} images, {msg}, {rate} eta {eta}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ")
-    .with_key(
-        "rate",
-        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.1} img/s", state.per_sec());
-        },
-    );
-    bar.set_style(style);
-    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
-    bar
-}
-
 /// The model, its average and the optimizer of a run in progress.
 struct Learner {
     model: Classifier,
@@ -336,10 +313,15 @@ fn train_one_epoch(
     schedule: &LrSchedule,
     weights: Option<&[f32]>,
     prior: &[f64],
-    bar: &ProgressBar,
+    observer: &Observer,
     last: &Path,
 ) -> Result<EpochTraining> {
     let epoch = state.epochs_done + 1;
+    observer.emit(&Event::EpochStarted {
+        epoch,
+        epochs: config.epochs,
+        images: data.train.len_batches() * config.batch,
+    });
     let started = Instant::now();
     let device = learner.model.devices()[0].clone();
     let ema = config.ema.map(|decay| Ema {
@@ -355,7 +337,6 @@ fn train_one_epoch(
         let loss = batch_loss(config, logits, &batch.labels, weights, prior);
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
-            bar.abandon();
             bail!(
                 "the training loss became {loss_value} at epoch {epoch}, step {}; \
                  try a lower --lr. The last good checkpoint is {}",
@@ -372,10 +353,11 @@ fn train_one_epoch(
         state.steps_done += 1;
         loss_sum += loss_value * batch.labels.len() as f64;
         seen += batch.labels.len();
-        bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-        bar.inc(batch.labels.len() as u64);
+        observer.emit(&Event::BatchDone {
+            images: batch.labels.len(),
+            mean_loss: loss_sum / seen as f64,
+        });
     }
-    bar.finish_and_clear();
     Ok(EpochTraining {
         loss: loss_sum / seen.max(1) as f64,
         images: seen,
@@ -399,22 +381,6 @@ fn validate(
     adjustment.apply(&mut predictions.probs);
     let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
     Ok((metrics, loss))
-}
-
-/// Prints an epoch's summary line.
-fn print_epoch(row: &EpochRow, epochs: usize) {
-    println!(
-        "epoch {}/{epochs}: train_loss {:.4} val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4} lr {:.2e} {:.0}s {:.1} img/s",
-        row.epoch,
-        row.train_loss,
-        row.val_loss,
-        row.val_accuracy,
-        row.val_balanced_accuracy,
-        row.val_macro_auc,
-        row.lr,
-        row.seconds,
-        row.images_per_second
-    );
 }
 
 /// Adds the epoch to the history, then writes `best` (when better, or always without a
@@ -616,12 +582,6 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
                 .wrapping_mul(1_000_003)
                 .wrapping_add(epoch as u64),
         );
-        let bar = progress_bar(
-            options.progress,
-            steps_per_epoch * config.batch,
-            epoch,
-            config.epochs,
-        );
         let trained = train_one_epoch(
             &config,
             &data,
@@ -630,7 +590,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
             &schedule,
             weights,
             &prior,
-            &bar,
+            &options.observer,
             &paths.last(),
         )?;
         let started = Instant::now();
@@ -661,11 +621,14 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
             seconds: trained.seconds + started.elapsed().as_secs_f64(),
             images_per_second: trained.images as f64 / trained.seconds.max(1e-9),
         };
-        print_epoch(&row, config.epochs);
+        options.observer.emit(&Event::EpochEnded {
+            row: &row,
+            epochs: config.epochs,
+        });
         record_epoch(&paths, &mut state, &learner, row, data.val.is_some())?;
         session_epochs += 1;
         if let Some(reason) = should_stop(&config, &state, data.val.is_some()) {
-            println!("{reason}");
+            options.observer.emit(&Event::Stopping { reason: &reason });
             break;
         }
     }

@@ -401,3 +401,54 @@ fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
         "a header and one row per demo image"
     );
 }
+
+#[test]
+fn a_session_reports_its_progress_as_events_and_the_epochs_add_up() {
+    use dermclass::train::{Event, Observer};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth::generate(&data, 5, 40, 30, 4).unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&log);
+    let options = SessionOptions {
+        observer: Observer::new(move |event| {
+            let line = match event {
+                Event::EpochStarted { epoch, images, .. } => format!("start {epoch} {images}"),
+                Event::BatchDone { images, mean_loss } => {
+                    assert!(mean_loss.is_finite());
+                    format!("batch {images}")
+                }
+                Event::EpochEnded { row, epochs } => format!("end {} of {epochs}", row.epoch),
+                other => format!("{other:?}"),
+            };
+            sink.lock().unwrap().push(line);
+        }),
+        ..SessionOptions::default()
+    };
+    train(&tiny_config(&data, 2), &dir.path().join("run"), &options).unwrap();
+    let log = log.lock().unwrap();
+    let starts: Vec<&String> = log.iter().filter(|l| l.starts_with("start")).collect();
+    assert_eq!(starts.len(), 2, "{log:?}");
+    assert_eq!(log.last().unwrap(), "end 2 of 2", "{log:?}");
+    // Each epoch: its start, then batches that add up to the images it announced, then its end.
+    for epoch in 1..=2 {
+        let start = log
+            .iter()
+            .position(|l| l.starts_with(&format!("start {epoch} ")))
+            .unwrap();
+        let end = log
+            .iter()
+            .position(|l| *l == format!("end {epoch} of 2"))
+            .unwrap();
+        let announced: usize = log[start].rsplit(' ').next().unwrap().parse().unwrap();
+        let seen: usize = log[start + 1..end]
+            .iter()
+            .map(|l| l.strip_prefix("batch ").unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert!(
+            seen > 0 && seen == announced,
+            "epoch {epoch}: {seen} of {announced}: {log:?}"
+        );
+    }
+}
