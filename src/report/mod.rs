@@ -3,6 +3,7 @@
 
 pub mod markdown;
 pub mod plots;
+pub mod run;
 pub mod submission;
 
 use std::fs;

@@ -673,92 +673,33 @@ fn finish(
     Ok(summary)
 }
 
-fn format_prior(prior: &[f64]) -> String {
-    let parts: Vec<String> = prior.iter().map(|p| format!("{p:.3}")).collect();
-    format!("[{}]", parts.join(", "))
-}
-
 /// The run's `report.md`: settings, final metrics, per-class table, time and cost.
 pub fn render_report(summary: &RunSummary) -> String {
     let state = &summary.state;
     let c = &state.config;
-    let mut text = format!("# dermclass run: {}\n\n", state.arch);
-    text += &format!(
-        "- data: `{}`; input {}x{} (width x height); {} classes\n",
-        c.data.display(),
-        c.width,
-        c.height,
-        state.classes.len()
-    );
-    text += &format!(
-        "- {} epochs run of {}, batch {}, {:?} lr {} ({:?} schedule), seed {}\n",
-        state.epochs_done, c.epochs, c.batch, c.optimizer, c.lr, c.schedule, c.seed
-    );
-    text += &format!(
-        "- trainable parameters {} ({:.2}M), multiply-adds {:.1}M per image\n",
-        summary.params,
-        summary.params as f64 / 1e6,
-        summary.madds as f64 / 1e6
-    );
-    text += &format!(
-        "- loss {:?}, tau {}, EMA {}, Shades-of-Gray {}; decision rule: tau {} x log(prior {})\n",
-        c.loss,
-        c.tau,
-        c.ema.map_or("off".into(), |d| d.to_string()),
-        c.shades_of_gray
-            .map_or("off".into(), |p| format!("p = {p}")),
-        state.adjustment.tau,
-        format_prior(&state.adjustment.prior)
-    );
-    text += &format!(
-        "- training time {} ({:.0} s)\n\n",
-        report::markdown::format_duration_hms(state.seconds),
-        state.seconds
-    );
-    let Some(m) = &summary.best_metrics else {
-        text += &format!(
-            "## Final fit on every image\n\nNo validation split: the model is the last \
-             epoch's ({}).\n\n![curves](curves.png)\n",
-            state.epochs_done
-        );
-        return text;
-    };
-    text += &format!(
-        "## Best epoch {} on the validation split ({} images)\n\n",
-        state.best_epoch, m.n_samples
-    );
-    text += &format!(
-        "- balanced multiclass accuracy (ISIC 2018 metric): **{:.4}**\n- accuracy: {:.4}\n- macro AUC: {}\n- macro F1: {:.4}\n\n",
-        m.balanced_accuracy,
-        m.accuracy,
-        m.macro_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
-        m.macro_f1
-    );
-    let headers = [
-        "class",
-        "support",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "F1",
-        "AUC",
-    ];
-    let rows: Vec<Vec<String>> = m
-        .per_class
-        .iter()
-        .map(|pc| {
-            vec![
-                pc.name.clone(),
-                pc.support.to_string(),
-                format!("{:.4}", pc.sensitivity),
-                format!("{:.4}", pc.specificity),
-                format!("{:.4}", pc.precision),
-                format!("{:.4}", pc.f1),
-                pc.auc.map_or("n/a".into(), |v| format!("{v:.4}")),
-            ]
-        })
-        .collect();
-    text += &report::markdown::markdown_table(&headers, &rows);
-    text += "\n![curves](curves.png)\n\n![confusion](confusion.png)\n";
-    text
+    report::run::render(&report::run::RunReport {
+        arch: &state.arch,
+        data: &c.data,
+        width: c.width,
+        height: c.height,
+        classes: state.classes.len(),
+        epochs_done: state.epochs_done,
+        epochs: c.epochs,
+        batch: c.batch,
+        optimizer: format!("{:?}", c.optimizer),
+        lr: c.lr,
+        schedule: format!("{:?}", c.schedule),
+        seed: c.seed,
+        params: summary.params,
+        madds: summary.madds,
+        loss: format!("{:?}", c.loss),
+        tau: c.tau,
+        ema: c.ema,
+        shades_of_gray: c.shades_of_gray,
+        rule_tau: state.adjustment.tau,
+        prior: &state.adjustment.prior,
+        seconds: state.seconds,
+        best_epoch: state.best_epoch,
+        metrics: summary.best_metrics.as_ref(),
+    })
 }
