@@ -236,6 +236,7 @@ mod tests {
             // Sums of at most a few hundred terms of size <= 1: 1e-5 of the scale is ample
             // for f32 rounding and far below any indexing mistake.
             let close = |got: &[f32], want: &[f64], what: &str| {
+                assert_eq!(got.len(), want.len(), "{what}: length in {s:?}");
                 let scale = 1.0 + want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
                 for (j, (g, r)) in got.iter().zip(want).enumerate() {
                     assert!(

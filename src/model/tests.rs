@@ -72,6 +72,14 @@ fn shufflenet_v2_matches_torchvision() {
     let t = cost("shufflenet_v2:1.0");
     assert_eq!(t.params(), 2_278_604, "torchvision shufflenet_v2_x1_0");
     assert_close("shufflenet_v2:1.0 madds", t.madds() as f64, 146e6, 2.0);
+    // The other widths torchvision ships (its published parameter counts).
+    for (name, params) in [
+        ("shufflenet_v2:0.5", 1_366_792),
+        ("shufflenet_v2:1.5", 3_503_624),
+        ("shufflenet_v2:2.0", 7_393_996),
+    ] {
+        assert_eq!(cost(name).params(), params, "{name}");
+    }
 }
 
 #[test]

@@ -222,3 +222,75 @@ impl Checkpoint {
             .map_err(|e| anyhow::anyhow!("bad optimizer record: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleMapper, Param};
+    use burn::tensor::Distribution;
+
+    /// Random values everywhere (running statistics included), so nothing matches by
+    /// accident of initialisation.
+    struct Scramble;
+
+    impl ModuleMapper for Scramble {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| {
+                let device = t.device();
+                Tensor::random(t.shape(), Distribution::Uniform(0.5, 1.5), &device)
+            })
+        }
+    }
+
+    fn state(arch: &str) -> RunState {
+        RunState {
+            config: TrainConfig::default(),
+            arch: arch.to_string(),
+            classes: (0..3).map(|c| format!("C{c}")).collect(),
+            epochs_done: 1,
+            steps_done: 10,
+            best_balanced_accuracy: 0.5,
+            best_epoch: 1,
+            history: Vec::new(),
+            seconds: 1.0,
+            adjustment: LogitAdjustment::default(),
+            ema_updates: 0,
+        }
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_and_gives_identical_logits() {
+        let device = Device::default();
+        let dir = tempfile::tempdir().unwrap();
+        for arch in ["mobilenet_v2:0.35", "shufflenet_v2:0.5", "tiny_cnn:0.5"] {
+            let state = state(arch);
+            let model = state
+                .model_spec()
+                .unwrap()
+                .build(&device)
+                .unwrap()
+                .map(&mut Scramble);
+            let path = dir.path().join("m.ckpt");
+            save(&path, &state, &model, None, None).unwrap();
+            let loaded = load(&path).unwrap().model(&device).unwrap();
+            let x = Tensor::<4>::random([2, 3, 40, 32], Distribution::Normal(0.0, 1.0), &device);
+            let want: Vec<f32> = model.forward(x.clone()).into_data().iter::<f32>().collect();
+            let got: Vec<f32> = loaded.forward(x).into_data().iter::<f32>().collect();
+            assert_eq!(got, want, "{arch}");
+        }
+    }
+
+    #[test]
+    fn weights_of_another_architecture_are_refused_by_name() {
+        let device = Device::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ckpt");
+        let mobilenet = state("mobilenet_v2:0.35");
+        let model = mobilenet.model_spec().unwrap().build(&device).unwrap();
+        save(&path, &mobilenet, &model, None, None).unwrap();
+        let mut checkpoint = load(&path).unwrap();
+        checkpoint.state.arch = "shufflenet_v2:0.5".into();
+        let err = checkpoint.model(&device).unwrap_err().to_string();
+        assert!(err.contains("do not fit shufflenet_v2:0.5"), "{err}");
+    }
+}

@@ -142,8 +142,9 @@ fn class_weights_inverse_and_effective() {
         let mean: f32 = w.iter().sum::<f32>() / w.len() as f32;
         assert!((mean - 1.0).abs() < 1e-5, "{kind:?}: {w:?}");
         if kind != ClassWeighting::None {
-            // Rarer class, larger weight.
-            assert!(w.windows(2).all(|p| p[0] <= p[1]) || w[0] < w[6], "{w:?}");
+            // Rarer class, larger weight: the counts fall class by class, so the weights
+            // rise (or stay, where effective weighting saturates).
+            assert!(w.windows(2).all(|p| p[0] <= p[1]), "{kind:?}: {w:?}");
             assert!(w[6] > w[0]);
         }
     }
