@@ -91,3 +91,42 @@ impl std::str::FromStr for Normalization {
         }
     }
 }
+
+#[cfg(test)]
+mod normalization_tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_normalisation_of_a_hand_computed_pixel() {
+        // Pixel (255, 0, 128): red (1 - 0.485) / 0.229, green (0 - 0.456) / 0.224,
+        // blue (128/255 - 0.406) / 0.225.
+        let (scale, offset) = Normalization::ImageNet.affine();
+        let pixel = [255.0f32, 0.0, 128.0];
+        let want = [
+            (1.0 - 0.485) / 0.229,
+            (0.0 - 0.456) / 0.224,
+            (128.0 / 255.0 - 0.406) / 0.225,
+        ];
+        for c in 0..3 {
+            let got = pixel[c] * scale[c] + offset[c];
+            assert!(
+                (got - want[c]).abs() < 1e-5,
+                "channel {c}: {got} vs {}",
+                want[c]
+            );
+        }
+        let (scale, offset) = Normalization::Keras.affine();
+        assert_eq!(255.0 * scale[0] + offset[0], 1.0);
+    }
+
+    #[test]
+    fn images_become_rgb_planes_in_channel_order() {
+        // A 2x1 image: pixel 0 = (255, 0, 128), pixel 1 = (0, 51, 255).
+        let img = image::RgbImage::from_raw(2, 1, vec![255, 0, 128, 0, 51, 255]).unwrap();
+        let chw = to_chw(&img, Normalization::Keras);
+        let want = [1.0, 0.0, 0.0, 0.2, 128.0 / 255.0, 1.0];
+        for (i, (g, w)) in chw.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 1e-6, "value {i}: {g} vs {w}");
+        }
+    }
+}

@@ -703,3 +703,58 @@ pub fn render_report(summary: &RunSummary) -> String {
         metrics: summary.best_metrics.as_ref(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_after(epochs_done: usize, best_epoch: usize, seconds: f64) -> RunState {
+        RunState {
+            config: TrainConfig::default(),
+            arch: "tiny_cnn:1.0".into(),
+            classes: vec!["A".into(), "B".into()],
+            epochs_done,
+            steps_done: 0,
+            best_balanced_accuracy: 0.5,
+            best_epoch,
+            history: Vec::new(),
+            seconds,
+            adjustment: LogitAdjustment::default(),
+            ema_updates: 0,
+        }
+    }
+
+    #[test]
+    fn early_stopping_waits_for_its_patience_and_needs_validation() {
+        let config = TrainConfig {
+            early_stop: Some(3),
+            ..TrainConfig::default()
+        };
+        assert_eq!(should_stop(&config, &state_after(5, 3, 0.0), true), None);
+        let reason = should_stop(&config, &state_after(6, 3, 0.0), true).unwrap();
+        assert!(
+            reason.contains("no better balanced accuracy for 3 epochs"),
+            "{reason}"
+        );
+        // A final fit has no validation to be patient about.
+        assert_eq!(should_stop(&config, &state_after(6, 6, 0.0), false), None);
+        assert_eq!(should_stop(&config, &state_after(9, 3, 0.0), false), None);
+        // Off by default.
+        let plain = TrainConfig::default();
+        assert_eq!(should_stop(&plain, &state_after(40, 1, 1e9), true), None);
+    }
+
+    #[test]
+    fn the_time_budget_counts_every_session_of_the_run() {
+        let config = TrainConfig {
+            budget_minutes: Some(2.0),
+            ..TrainConfig::default()
+        };
+        assert_eq!(should_stop(&config, &state_after(1, 1, 119.9), true), None);
+        let reason = should_stop(&config, &state_after(2, 2, 120.0), true).unwrap();
+        assert!(
+            reason.contains("time budget of 2 minutes used: stopping after epoch 2"),
+            "{reason}"
+        );
+    }
+}
