@@ -249,10 +249,17 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     run_ok(&refs);
     let ck = checkpoint::load(&run.join("best.ckpt")).unwrap();
     let config = &ck.state.config;
+    // The file's keys where no flag was given, the flags where they were.
     assert_eq!(config.ema, Some(0.999));
     assert_eq!(config.shades_of_gray, Some(6.0));
     assert!(config.augment.dihedral);
-    // Post-hoc adjustment by the prior the (uniformly sampled, unweighted) loss saw.
+    assert_eq!(config.sampler, dermclass::data::Sampler::Sqrt);
+    assert_eq!(config.augment.crop_scale, Some([0.5, 1.0]));
+    assert_eq!(
+        (config.arch.as_str(), config.width, config.epochs, config.batch),
+        ("shufflenet_v2:0.5", 32, 2, 8)
+    );
+    // Post-hoc adjustment by the prior the (square-root sampled, unweighted) loss saw.
     assert_eq!(ck.state.adjustment.tau, 1.0);
     let prior_sum: f64 = ck.state.adjustment.prior.iter().sum();
     assert!((prior_sum - 1.0).abs() < 1e-9);
