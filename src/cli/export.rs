@@ -37,7 +37,7 @@ pub struct ExportArgs {
     pub int8: bool,
     /// Labelled data to calibrate int8 activation ranges on. When the model is a run folder
     /// with a split.csv, only its training images are used.
-    #[arg(long, value_name = "DATA_ROOT")]
+    #[arg(long, value_name = "DATA_ROOT", requires = "int8")]
     pub calibration: Option<PathBuf>,
     /// How many calibration images (drawn at random, seed 0).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]

@@ -31,20 +31,6 @@ fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
         .map_or(default, |a| a.i)
 }
 
-fn floats(t: &TensorProto) -> Vec<f32> {
-    t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn int64s(t: &TensorProto) -> Vec<i64> {
-    t.raw_data
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
-}
-
 /// Runs `graph` on `input` and widens `ranges` with every value computed. Returns the
 /// graph's outputs in order.
 pub fn run(
@@ -120,7 +106,7 @@ fn step(
         })
     };
     let float_tensor = |t: &TensorProto| -> Tensor<1> {
-        let v = floats(t);
+        let v = t.f32_values();
         let n = v.len();
         Tensor::<1>::from_data(TensorData::new(v, [n]), device)
     };
@@ -135,7 +121,7 @@ fn step(
                 .collect::<Vec<_>>()
                 .try_into()
                 .map_err(|_| ExportError::Invalid(format!("{}: weight is not 4-D", node.name)))?;
-            let weight = Tensor::<4>::from_data(TensorData::new(floats(w), dims), device);
+            let weight = Tensor::<4>::from_data(TensorData::new(w.f32_values(), dims), device);
             let bias = float_tensor(constant(2)?);
             let s = attr_ints(node, "strides");
             let p = attr_ints(node, "pads");
@@ -151,8 +137,8 @@ fn step(
         }
         "Relu" => relu(value(0)?),
         "Clip" => {
-            let low = floats(constant(1)?)[0];
-            let high = floats(constant(2)?)[0];
+            let low = constant(1)?.f32_values()[0];
+            let high = constant(2)?.f32_values()[0];
             value(0)?.clamp(low, high)
         }
         "Add" => match values.get(&node.input[1]) {
@@ -170,14 +156,14 @@ fn step(
             Tensor::cat(parts, 1)
         }
         "Gather" => {
-            let order = int64s(constant(1)?);
+            let order = constant(1)?.i64_values();
             let n = order.len();
             let indices = Tensor::<1, Int>::from_data(TensorData::new(order, [n]), device);
             value(0)?.select(1, indices)
         }
         "Split" => {
             debug_assert_eq!(constant(1)?.data_type, INT64);
-            let sizes = int64s(constant(1)?);
+            let sizes = constant(1)?.i64_values();
             let x = value(0)?;
             let mut start = 0;
             let mut parts = Vec::new();
@@ -210,7 +196,7 @@ fn step(
             let [n, c, _, _] = x.dims();
             let w = constant(1)?;
             let k = w.dims[1] as usize;
-            let weight = Tensor::<2>::from_data(TensorData::new(floats(w), [c, k]), device);
+            let weight = Tensor::<2>::from_data(TensorData::new(w.f32_values(), [c, k]), device);
             let bias = float_tensor(constant(2)?).reshape([1, k]);
             x.reshape([n, c])
                 .matmul(weight)

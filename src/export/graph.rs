@@ -4,7 +4,7 @@
 
 use super::proto::{
     AttributeProto, Dimension, FLOAT, GraphProto, INT64, NodeProto, TensorProto, TensorShapeProto,
-    TensorTypeProto, TypeProto, ValueInfoProto, attribute_type,
+    TensorTypeProto, TypeProto, ValueInfoProto, attribute_type, f32_bytes,
 };
 
 /// A node attribute.
@@ -93,7 +93,7 @@ impl GraphBuilder {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: FLOAT,
             name: name.clone(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: f32_bytes(values),
         });
         name
     }

@@ -144,3 +144,26 @@ pub struct Dimension {
     #[prost(string, optional, tag = "2")]
     pub dim_param: Option<String>,
 }
+
+impl TensorProto {
+    /// The raw data read as little-endian f32 values.
+    pub fn f32_values(&self) -> Vec<f32> {
+        self.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// The raw data read as little-endian i64 values.
+    pub fn i64_values(&self) -> Vec<i64> {
+        self.raw_data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect()
+    }
+}
+
+/// f32 values as little-endian raw data.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::ExportError;
 use super::eval::Ranges;
-use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_type};
+use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_type, f32_bytes};
 
 const UINT8: i32 = 2;
 const INT8: i32 = 3;
@@ -67,17 +67,6 @@ fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> Te
     }
 }
 
-fn floats(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn read_floats(t: &TensorProto) -> Vec<f32> {
-    t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 fn node(op: &str, inputs: Vec<String>, output: String, axis: Option<i64>) -> NodeProto {
     NodeProto {
         input: inputs,
@@ -117,7 +106,7 @@ impl Rewrite<'_> {
         let (scale, zero) = activation_params(low, high);
         let (s, z) = (format!("{x}_scale"), format!("{x}_zero"));
         self.init
-            .insert(s.clone(), tensor(s.clone(), vec![], 1, floats(&[scale])));
+            .insert(s.clone(), tensor(s.clone(), vec![], 1, f32_bytes(&[scale])));
         self.init
             .insert(z.clone(), tensor(z.clone(), vec![], UINT8, vec![zero]));
         let (q, dq) = (format!("{x}_q"), format!("{x}_dq"));
@@ -151,7 +140,7 @@ impl Rewrite<'_> {
             .remove(b)
             .ok_or_else(|| ExportError::Invalid(format!("bias {b} is not a constant")))?;
         let channels = weight.dims[axis as usize] as usize;
-        let (q, scales) = quantize_per_channel(&read_floats(&weight), channels, axis == 1);
+        let (q, scales) = quantize_per_channel(&weight.f32_values(), channels, axis == 1);
         let (wq, ws, wz) = (format!("{w}_q"), format!("{w}_scale"), format!("{w}_zero"));
         self.init.insert(
             wq.clone(),
@@ -164,7 +153,7 @@ impl Rewrite<'_> {
         );
         self.init.insert(
             ws.clone(),
-            tensor(ws.clone(), vec![channels as i64], 1, floats(&scales)),
+            tensor(ws.clone(), vec![channels as i64], 1, f32_bytes(&scales)),
         );
         self.init.insert(
             wz.clone(),
@@ -178,7 +167,8 @@ impl Rewrite<'_> {
             Some(axis),
         ));
         let bias_scales: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
-        let bias_q: Vec<u8> = read_floats(&bias)
+        let bias_q: Vec<u8> = bias
+            .f32_values()
             .iter()
             .zip(&bias_scales)
             .flat_map(|(b, s)| {
@@ -192,7 +182,12 @@ impl Rewrite<'_> {
         );
         self.init.insert(
             bs.clone(),
-            tensor(bs.clone(), vec![channels as i64], 1, floats(&bias_scales)),
+            tensor(
+                bs.clone(),
+                vec![channels as i64],
+                1,
+                f32_bytes(&bias_scales),
+            ),
         );
         let bdq = format!("{b}_dq");
         self.nodes

@@ -131,6 +131,10 @@ fn export_errors_name_the_problem() {
             vec!["export", "--out", under_a_file.to_str().unwrap()],
             "cannot create the folder",
         ),
+        (
+            vec!["export", "--out", out.to_str().unwrap(), "--int8"],
+            "--calibration",
+        ),
     ] {
         let run = dermclass(&args);
         assert!(!run.status.success(), "{args:?}");

@@ -256,7 +256,12 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     assert_eq!(config.sampler, dermclass::data::Sampler::Sqrt);
     assert_eq!(config.augment.crop_scale, Some([0.5, 1.0]));
     assert_eq!(
-        (config.arch.as_str(), config.width, config.epochs, config.batch),
+        (
+            config.arch.as_str(),
+            config.width,
+            config.epochs,
+            config.batch
+        ),
         ("shufflenet_v2:0.5", 32, 2, 8)
     );
     // Post-hoc adjustment by the prior the (square-root sampled, unweighted) loss saw.
