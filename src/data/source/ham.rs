@@ -1,7 +1,7 @@
 //! The HAM10000 layout: `HAM10000_metadata.csv` (one row per image with its diagnosis and
 //! lesion id) beside the image folders.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
@@ -33,59 +33,27 @@ pub(super) fn open_ham(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataE
     };
     let les_col = col("lesion_id");
     let classes: Vec<String> = ISIC_CLASSES.iter().map(|s| s.to_string()).collect();
-    let mut samples = Vec::new();
-    let mut skipped = Vec::new();
-    let mut seen = HashSet::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| csv_err(&meta, e))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let id = rec.get(img_col).unwrap_or("").to_string();
-        let res = (|| {
-            if !seen.insert(id.clone()) {
-                return Err(DataError::DuplicateId {
-                    path: meta.clone(),
-                    id: id.clone(),
-                });
-            }
-            let dx = rec.get(dx_col).unwrap_or("");
-            let label = class_index_for(dx).ok_or_else(|| DataError::UnknownClass {
-                csv: meta.clone(),
-                line,
-                id: id.clone(),
-                class: dx.to_string(),
-            })?;
-            let path = images
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| DataError::MissingImage {
-                    csv: meta.clone(),
-                    id: id.clone(),
-                })?;
-            let lesion_id = les_col
-                .and_then(|c| rec.get(c))
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
-            Ok(Sample {
-                id: id.clone(),
-                path,
-                label,
-                lesion_id,
-            })
-        })();
-        match res {
-            Ok(s) => samples.push(s),
-            Err(e) if opts.skip_bad => skipped.push(skipped_from(&id, &e)),
-            Err(e) => return Err(e),
-        }
-    }
-    let warnings = unlisted_warnings(&images, &seen, &meta);
+    let rows = read_rows(&meta, &mut rdr, img_col, &images, opts, |rec, line, id| {
+        let dx = rec.get(dx_col).unwrap_or("");
+        let label = class_index_for(dx).ok_or_else(|| DataError::UnknownClass {
+            csv: meta.clone(),
+            line,
+            id: id.to_string(),
+            class: dx.to_string(),
+        })?;
+        let lesion_id = les_col
+            .and_then(|c| rec.get(c))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        Ok((label, lesion_id))
+    })?;
     Ok(Dataset {
         root: root.to_path_buf(),
         format: SourceFormat::Ham10000,
         classes,
-        samples,
-        warnings,
-        skipped,
+        samples: rows.samples,
+        warnings: rows.warnings,
+        skipped: rows.skipped,
     })
 }
 

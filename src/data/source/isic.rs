@@ -1,7 +1,7 @@
 //! The official ISIC 2018 Task 3 layout: a one-hot ground-truth CSV per subset beside its
 //! image folder, with lesion groupings from the lesion-groupings CSV or HAM10000's metadata.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -123,72 +123,35 @@ pub(super) fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, Data
         .collect();
     let remap: HashMap<usize, usize> = present.iter().enumerate().map(|(i, &c)| (c, i)).collect();
 
-    let mut samples = Vec::new();
-    let mut skipped = Vec::new();
-    let mut seen = HashSet::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| csv_err(&gt, e))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let id = rec.get(0).unwrap_or("").to_string();
-        let res = (|| {
-            if !seen.insert(id.clone()) {
-                return Err(DataError::DuplicateId {
-                    path: gt.clone(),
-                    id: id.clone(),
-                });
-            }
-            let mut hot = None;
-            let mut ok = true;
-            for (k, v) in rec.iter().skip(1).enumerate() {
-                match v.parse::<f64>() {
-                    Ok(1.0) => {
-                        if hot.is_some() {
-                            ok = false;
-                        }
-                        hot = Some(k);
-                    }
-                    Ok(0.0) => {}
-                    _ => ok = false,
-                }
-            }
-            let k = match (ok, hot) {
-                (true, Some(k)) => k,
-                _ => {
-                    return Err(DataError::NotOneHot {
-                        csv: gt.clone(),
-                        line,
-                        id: id.clone(),
-                        values: rec.iter().skip(1).collect::<Vec<_>>().join(","),
-                    });
-                }
-            };
-            let path = images
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| DataError::MissingImage {
-                    csv: gt.clone(),
-                    id: id.clone(),
-                })?;
-            Ok(Sample {
-                id: id.clone(),
-                path,
-                label: remap[&col_class[k]],
-                lesion_id: lesions.get(&id).cloned(),
-            })
-        })();
-        match res {
-            Ok(s) => samples.push(s),
-            Err(e) if opts.skip_bad => skipped.push(skipped_from(&id, &e)),
-            Err(e) => return Err(e),
-        }
-    }
-    let warnings = unlisted_warnings(&images, &seen, &gt);
+    let rows = read_rows(&gt, &mut rdr, 0, &images, opts, |rec, line, id| {
+        let k = one_hot_index(rec).ok_or_else(|| DataError::NotOneHot {
+            csv: gt.clone(),
+            line,
+            id: id.to_string(),
+            values: rec.iter().skip(1).collect::<Vec<_>>().join(","),
+        })?;
+        Ok((remap[&col_class[k]], lesions.get(id).cloned()))
+    })?;
     Ok(Dataset {
         root: root.to_path_buf(),
         format: SourceFormat::Isic,
         classes,
-        samples,
-        warnings,
-        skipped,
+        samples: rows.samples,
+        warnings: rows.warnings,
+        skipped: rows.skipped,
     })
+}
+
+/// The class column holding the row's single 1 (every other value 0), if the row is
+/// one-hot.
+fn one_hot_index(rec: &csv::StringRecord) -> Option<usize> {
+    let mut hot = None;
+    for (k, v) in rec.iter().skip(1).enumerate() {
+        match v.parse::<f64>() {
+            Ok(1.0) if hot.is_none() => hot = Some(k),
+            Ok(0.0) => {}
+            _ => return None,
+        }
+    }
+    hot
 }

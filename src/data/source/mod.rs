@@ -342,6 +342,68 @@ pub fn read_lesion_groupings(path: &Path) -> Result<HashMap<String, String>, Dat
 
 // ---------------------------------------------------------------- ISIC
 
+/// The samples a label CSV lists, with what was skipped and what was left unlisted.
+struct Rows {
+    samples: Vec<Sample>,
+    skipped: Vec<Skipped>,
+    warnings: Vec<Skipped>,
+}
+
+/// The one row loop of the CSV-based layouts. Every row's id (column `id_col`) must be new
+/// and name an image of `images`; `label_of(row, line, id)` gives its class index and
+/// lesion id, or the problem with the row. A bad row is skipped when `opts.skip_bad`, else
+/// it fails the whole read with its error.
+fn read_rows(
+    csv: &Path,
+    rdr: &mut csv::Reader<fs::File>,
+    id_col: usize,
+    images: &BTreeMap<String, PathBuf>,
+    opts: &OpenOptions,
+    label_of: impl Fn(&csv::StringRecord, u64, &str) -> Result<(usize, Option<String>), DataError>,
+) -> Result<Rows, DataError> {
+    let mut samples = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = HashSet::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| csv_err(csv, e))?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let id = rec.get(id_col).unwrap_or("").to_string();
+        let row = (|| {
+            if !seen.insert(id.clone()) {
+                return Err(DataError::DuplicateId {
+                    path: csv.to_path_buf(),
+                    id: id.clone(),
+                });
+            }
+            let (label, lesion_id) = label_of(&rec, line, &id)?;
+            let path = images
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| DataError::MissingImage {
+                    csv: csv.to_path_buf(),
+                    id: id.clone(),
+                })?;
+            Ok(Sample {
+                id: id.clone(),
+                path,
+                label,
+                lesion_id,
+            })
+        })();
+        match row {
+            Ok(s) => samples.push(s),
+            Err(e) if opts.skip_bad => skipped.push(skipped_from(&id, &e)),
+            Err(e) => return Err(e),
+        }
+    }
+    let warnings = unlisted_warnings(images, &seen, csv);
+    Ok(Rows {
+        samples,
+        skipped,
+        warnings,
+    })
+}
+
 fn unlisted_warnings(
     images: &BTreeMap<String, PathBuf>,
     listed: &HashSet<String>,
