@@ -62,7 +62,7 @@ pub enum WeightingKind {
     Effective,
 }
 
-/// Augmentation settings (Keras `ImageDataGenerator` names, the seed's values by default).
+/// Augmentation settings (Keras `ImageDataGenerator` names, the Keras study's values by default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentSettings {
@@ -297,7 +297,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The demo's settings on `data`: ShuffleNet v2 0.5x at 64x64, batch 16, Adam 3e-3,
-    /// ImageNet normalisation, lighter shifts and zooms (0.1) than the seed's, plus vertical
+    /// ImageNet normalisation, lighter shifts and zooms (0.1) than the Keras study's, plus vertical
     /// flips. Learns the synthetic classes in a few epochs on two CPU cores.
     pub fn demo(data: &Path, epochs: usize) -> Self {
         let mut config = TrainConfig {
