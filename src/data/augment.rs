@@ -66,7 +66,7 @@ pub struct AugmentConfig {
 }
 
 impl Default for AugmentConfig {
-    /// The seed's Keras generator: horizontal flip, zoom 0.3, shifts 0.3, rotation 30°,
+    /// The Keras study's generator: horizontal flip, zoom 0.3, shifts 0.3, rotation 30°,
     /// fill "nearest". Vertical flip and colour jitter are off by default.
     fn default() -> Self {
         AugmentConfig {

@@ -1,4 +1,4 @@
-//! The seed's results table made real: train several architectures with the same split,
+//! The Keras study's results table made real: train several architectures with the same split,
 //! seed, budget and augmentation, then tabulate cost, time, accuracy and latency per trick.
 
 use std::path::{Path, PathBuf};
