@@ -197,11 +197,25 @@ macro_rules! override_fields {
 }
 
 impl TrainArgs {
-    /// The settings: defaults, then `--config`, then flags.
+    /// The settings: defaults, then `--config`, then flags. With `--resume`: the run's
+    /// stored settings, then flags (the library refuses changes that would alter the run).
     pub fn resolve(&self) -> Result<TrainConfig> {
-        let mut config = match &self.config {
-            Some(path) => TrainConfig::from_toml_file(path)?,
-            None => TrainConfig::default(),
+        let mut config = if self.resume {
+            if self.config.is_some() {
+                bail!("--config cannot be combined with --resume: the run keeps its settings");
+            }
+            let last = RunPaths::new(&self.out).last();
+            if last.exists() {
+                checkpoint::load(&last)?.state.config
+            } else {
+                // `train` says there is nothing to resume, after checking the run's lock.
+                TrainConfig::default()
+            }
+        } else {
+            match &self.config {
+                Some(path) => TrainConfig::from_toml_file(path)?,
+                None => TrainConfig::default(),
+            }
         };
         override_fields!(
             self,

@@ -325,6 +325,43 @@ impl TrainConfig {
         toml::from_str(&text).with_context(|| format!("bad config {}", path.display()))
     }
 
+    /// The settings a resumed run takes from `given` (where and how long it runs, not what
+    /// it computes: `budget_minutes`, `device`, `workers`, `cache`, `early_stop`); any other
+    /// difference from these, the run's stored settings, is refused by name.
+    pub fn for_resume(&self, given: &TrainConfig) -> Result<TrainConfig> {
+        const MAY_CHANGE: [&str; 5] =
+            ["budget_minutes", "device", "workers", "cache", "early_stop"];
+        let table = |c: &TrainConfig| -> Result<toml::Table> { Ok(toml::Table::try_from(c)?) };
+        let (stored, asked) = (table(self)?, table(given)?);
+        let mut keys: Vec<&String> = stored.keys().chain(asked.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let changed: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !MAY_CHANGE.contains(&k.as_str()) && stored.get(*k) != asked.get(*k))
+            .map(|k| {
+                let show = |t: &toml::Table| t.get(k).map_or("(none)".into(), |v| v.to_string());
+                format!("{k} (run: {}, asked: {})", show(&stored), show(&asked))
+            })
+            .collect();
+        if !changed.is_empty() {
+            bail!(
+                "--resume continues the run with its own settings, and these differ: {}. \
+                 Only {} may change on resume; start a new run (another --out) to change the rest",
+                changed.join("; "),
+                MAY_CHANGE.join(", ")
+            );
+        }
+        Ok(TrainConfig {
+            budget_minutes: given.budget_minutes,
+            device: given.device.clone(),
+            workers: given.workers,
+            cache: given.cache.clone(),
+            early_stop: given.early_stop,
+            ..self.clone()
+        })
+    }
+
     /// Serialises to TOML.
     pub fn to_toml(&self) -> Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -445,5 +482,36 @@ mod tests {
             assert!(config.validate().is_err(), "{config:?}");
         }
         assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_resumed_run_takes_only_where_and_how_long_it_runs() {
+        let stored = TrainConfig {
+            epochs: 48,
+            budget_minutes: Some(165.0),
+            ..TrainConfig::default()
+        };
+        let longer = TrainConfig {
+            budget_minutes: Some(400.0),
+            workers: 1,
+            ..stored.clone()
+        };
+        let resumed = stored.for_resume(&longer).unwrap();
+        assert_eq!(resumed.budget_minutes, Some(400.0));
+        assert_eq!(resumed.workers, 1);
+        assert_eq!(resumed.epochs, 48);
+        let changed = TrainConfig {
+            epochs: 60,
+            lr: 0.1,
+            ..stored.clone()
+        };
+        let err = stored.for_resume(&changed).unwrap_err().to_string();
+        assert!(err.contains("epochs (run: 48, asked: 60)"), "{err}");
+        assert!(err.contains("lr (run: "), "{err}");
+        assert!(!err.contains("budget_minutes ("), "{err}");
+        let mut augment = stored.clone();
+        augment.augment.rotation = 5.0;
+        let err = stored.for_resume(&augment).unwrap_err().to_string();
+        assert!(err.contains("augment ("), "{err}");
     }
 }

@@ -472,7 +472,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let _lock = super::lock::RunLock::acquire(out)?;
 
-    // Settings: a resumed run keeps its own, whatever the command line says.
+    // Settings: a resumed run keeps its own; only where and how long it runs may change.
     let resumed = if options.resume {
         if !paths.last().exists() {
             bail!(
@@ -491,7 +491,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
         None
     };
     let config = match &resumed {
-        Some(ck) => ck.state.config.clone(),
+        Some(ck) => ck.state.config.for_resume(config)?,
         None => config.clone(),
     };
     config.validate()?;

@@ -24,11 +24,15 @@ fn text(out: &Output) -> String {
     )
 }
 
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The small, fast settings of the library tests (tests/common), as flags.
+/// The small, fast settings of the library tests (tests/helpers), as flags.
 const TINY: [&str; 14] = [
     "--arch",
     "shufflenet_v2:0.5",
@@ -432,4 +436,48 @@ fn prepare_decodes_every_image_unless_told_not_to() {
     let out = prepare(&unchecked, &["--no-verify"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(count(&unchecked), 14);
+}
+
+#[test]
+fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_data(dir.path(), 3, 21);
+    let run = dir.path().join("run");
+    // A budget far below one epoch: the run stops after its first epoch.
+    let out = train_cmd(&data, &run, 3)
+        .args(["--budget-minutes", "0.00001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("time budget"), "{}", text(&out));
+    let epochs_done = || {
+        checkpoint::load(&run.join("last.ckpt"))
+            .unwrap()
+            .state
+            .epochs_done
+    };
+    assert_eq!(epochs_done(), 1);
+    // A different epoch count would change the learning-rate schedule: refused, by name.
+    let mut changed = bin();
+    changed
+        .args(["train", "--resume", "--out"])
+        .arg(&run)
+        .args(["--epochs", "5"]);
+    let out = changed.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("epochs (run: 3, asked: 5)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(epochs_done(), 1, "a refused resume trains nothing");
+    // A larger budget is taken (the budget counts every session), and the run finishes.
+    let mut longer = bin();
+    longer
+        .args(["train", "--resume", "--out"])
+        .arg(&run)
+        .args(["--budget-minutes", "60"]);
+    let out = longer.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(epochs_done(), 3);
 }

@@ -48,7 +48,8 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
         resume: true,
         ..quiet()
     };
-    let err = train(&tiny_config(&data, 3), &run, &resume)
+    // The run's (patched) settings: a resume refuses settings that differ from them.
+    let err = train(&ck.state.config, &run, &resume)
         .unwrap_err()
         .to_string();
     assert!(err.contains("training loss became"), "{err}");
