@@ -29,6 +29,10 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use crate::cpu::output_buffer;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::{Isa, isa};
+
 /// Activation applied right after batch norm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
@@ -193,7 +197,7 @@ pub fn train_backward(
     }
 
     // Pass 2: dx.
-    let mut dx = Vec::with_capacity(x.len());
+    let mut dx = output_buffer(x.len());
     let items: Vec<_> = x
         .chunks(ppt * hw)
         .zip(dy.chunks(ppt * hw))
@@ -302,7 +306,7 @@ fn for_each_task<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
 }
 
 fn normalize(x: &[f32], coefs: &[FwdCoef], n: usize, c: usize, hw: usize, act: Act) -> Vec<f32> {
-    let mut y = Vec::with_capacity(x.len());
+    let mut y = output_buffer(x.len());
     if x.is_empty() {
         return y;
     }
@@ -328,31 +332,6 @@ fn normalize(x: &[f32], coefs: &[FwdCoef], n: usize, c: usize, hw: usize, act: A
 
 // ---------------------------------------------------------------------------------------------
 // Instruction-set dispatch.
-
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Isa {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-#[cfg(target_arch = "x86_64")]
-fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            Isa::Avx512
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Isa::Avx2
-        } else {
-            Isa::Portable
-        }
-    })
-}
 
 /// Defines `$name`, which runs `$body::<consts.., FMA>` compiled for the best instruction set
 /// of this CPU (AVX-512 or AVX2, both with FMA), or portably (`FMA = false`).

@@ -26,8 +26,9 @@
 //!   1-tap correlation of `dy` that is then interleaved back (stride 2).
 
 use rayon::prelude::*;
+
+use crate::cpu::{Isa, isa, output_buffer};
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
 
 /// Vector width (f32 lanes) the inner loops are written for: one AVX-512 register.
 const LANES: usize = 16;
@@ -91,37 +92,6 @@ pub fn backward(
 // ---------------------------------------------------------------------------------------
 // Instruction-set dispatch
 // ---------------------------------------------------------------------------------------
-
-/// Code path for the hot loops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    /// `avx512f` (+ `avx2`, `fma`): 16-lane FMAs.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    /// `avx2` + `fma`: the 16-lane blocks become two 8-lane FMAs.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Baseline target, separate multiply and add (no libm `fma` calls).
-    Portable,
-}
-
-/// Best code path of this CPU, detected once.
-fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            if fma && is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if fma {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    })
-}
 
 /// One `LANES`-wide f32 vector and the few operations the kernels need. The generic
 /// bodies are `#[inline(always)]` and instantiated inside `#[target_feature]` functions, so
@@ -761,17 +731,6 @@ fn dots9<S: Simd>(d: &[f32], src: &[f32], offs: &[usize; 9]) -> [f32; 9] {
 // Forward
 // ---------------------------------------------------------------------------------------
 
-/// An empty Vec with room for `len` outputs, which the kernels write in full before
-/// `set_len` (skipping the zeroing pass over a buffer that is overwritten anyway). In tests
-/// the spare capacity is poisoned with NaN, so an output the kernel misses fails the checks.
-fn alloc_output(len: usize) -> Vec<f32> {
-    #[allow(unused_mut)]
-    let mut v = Vec::with_capacity(len);
-    #[cfg(test)]
-    v.spare_capacity_mut()[..len].fill(MaybeUninit::new(f32::NAN));
-    v
-}
-
 #[allow(clippy::too_many_arguments)]
 fn forward_isa(
     isa: Isa,
@@ -788,7 +747,7 @@ fn forward_isa(
     assert_eq!(weight.len(), c * 9, "dw::forward: weight length");
     let (pin, pout) = (h * w, g.ho * g.wo);
     let len = n * c * pout;
-    let mut y = alloc_output(len);
+    let mut y = output_buffer(len);
     let ppt = (TASK_OUTPUTS / pout.max(pin)).max(1);
     y.spare_capacity_mut()[..len]
         .par_chunks_mut(ppt * pout)
@@ -882,7 +841,7 @@ fn backward_isa(
         return (None, None);
     }
     let len = n * c * h * w;
-    let mut dx = need_input.then(|| alloc_output(len));
+    let mut dx = need_input.then(|| output_buffer(len));
     let job = BackwardJob {
         x,
         weight,
@@ -989,19 +948,7 @@ mod tests {
 
     /// Code paths this CPU can run (all of them are checked against the reference).
     fn available_isas() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            if fma {
-                v.push(Isa::Avx2);
-            }
-            if fma && is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-        }
-        v
+        crate::cpu::available()
     }
 
     fn rand_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {

@@ -2,7 +2,7 @@
 //! (row-major, `((n*C + c)*H + h)*W + w`), with no dependency on any tensor framework.
 //!
 //! dermclass plugs them into burn's `flex` backend through a backend extension
-//! (`dermclass::kernels`); this crate only holds the arithmetic, so every kernel is unit
+//! (`dermclass::fast_ops`); this crate only holds the arithmetic, so every kernel is unit
 //! tested here against a naive reference implementation.
 //!
 //! Conventions shared by every module:
@@ -15,6 +15,7 @@
 //!   and other targets.
 
 pub mod bn;
+mod cpu;
 pub mod dense;
 pub mod dw;
 mod gemm;

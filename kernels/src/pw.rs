@@ -12,6 +12,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::cpu::output_buffer;
 use crate::gemm::{matmul, sum_over_images};
 
 /// Shape of a grouped pointwise convolution over NCHW data.
@@ -92,17 +93,6 @@ fn for_each_task(tasks: usize, task: impl Fn(usize, Parallelism) + Sync) {
         };
         (0..tasks).for_each(|i| task(i, parallelism));
     }
-}
-
-/// An output buffer of `len` elements that the GEMMs overwrite entirely (no zeroing pass;
-/// in test builds it starts as NaN so that an element left unwritten fails the tests).
-fn output_buffer(len: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    if cfg!(test) {
-        out.spare_capacity_mut()
-            .fill(std::mem::MaybeUninit::new(f32::NAN));
-    }
-    out
 }
 
 /// Forward: `x` [n, c_in, hw], `weight` [c_out, c_in/groups] → y [n, c_out, hw].
