@@ -15,6 +15,7 @@ use dermclass::data::loader::Loader;
 use dermclass::data::source::Sample;
 use dermclass::data::split::read_split_csv;
 use dermclass::export::{ExportInfo, OPSET, to_onnx, to_onnx_int8, web};
+use dermclass::report::write_atomic;
 use dermclass::train::checkpoint;
 use dermclass::train::trainer::eval_loader_config;
 
@@ -98,7 +99,8 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
         }
-        std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+        // Atomic: an interrupted export never leaves a truncated model behind.
+        write_atomic(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
         println!(
             "wrote {} ({:.1} MB, ONNX opset {OPSET}, {}): {} from {}, input `image` Nx3x{}x{}, \
              outputs `logits` and `probabilities`",
