@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Train, evaluate and ship small, fast CNNs for dermoscopic skin-lesion images.
 #[derive(Parser, Debug)]
@@ -40,7 +40,10 @@ enum Command {
 
 fn main() {
     dermclass::memory::keep_freed_memory();
-    let cli = Cli::parse();
+    // `train --help` ends with the settings' defaults, generated from the defaults.
+    let command =
+        Cli::command().mut_subcommand("train", |c| c.after_help(cli::train::defaults_help()));
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Models => {
             cli::model::models();

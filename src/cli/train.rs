@@ -293,6 +293,44 @@ impl TrainArgs {
     }
 }
 
+/// The settings a run gets where neither a flag nor `--config` sets them, for the end of
+/// `train --help`: generated from the defaults themselves, so the two cannot drift.
+pub fn defaults_help() -> String {
+    let table = match toml::Table::try_from(TrainConfig::default()) {
+        Ok(table) => table,
+        Err(e) => return format!("(cannot show the defaults: {e})"),
+    };
+    let mut lines = vec![
+        "Defaults where neither a flag nor --config sets a value (as --config keys; a flag \
+         --foo-bar sets foo_bar):"
+            .to_string(),
+    ];
+    for (key, value) in &table {
+        match value {
+            toml::Value::Table(inner) => {
+                for (k, v) in inner {
+                    lines.push(format!("  {key}.{k} = {}", short_value(v)));
+                }
+            }
+            other => lines.push(format!("  {key} = {}", short_value(other))),
+        }
+    }
+    lines.join("\n")
+}
+
+/// A TOML value as written in a config, with f32 settings shown at f32 precision (0.3, not
+/// 0.30000001192092896).
+fn short_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => format!("{:?}", *f as f32),
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(short_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Runs `dermclass train`.
 pub fn run_train(args: TrainArgs) -> Result<()> {
     let config = args.resolve()?;

@@ -144,3 +144,27 @@ fn export_errors_name_the_problem() {
     }
     assert!(!out.exists(), "no file is left behind by a failed export");
 }
+
+#[test]
+fn train_help_ends_with_the_defaults_of_every_setting() {
+    let out = crate::helpers::dermclass_cmd()
+        .args(["train", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let defaults = dermclass::train::TrainConfig::default();
+    assert!(
+        help.contains("Defaults where neither a flag nor --config"),
+        "{help}"
+    );
+    for line in [
+        format!("arch = \"{}\"", defaults.arch),
+        format!("epochs = {}", defaults.epochs),
+        format!("batch = {}", defaults.batch),
+        format!("lr = {}", toml::Value::from(defaults.lr)),
+        "normalization = \"keras\"".to_string(),
+    ] {
+        assert!(help.contains(&line), "`{line}` missing from:\n{help}");
+    }
+}
