@@ -444,3 +444,74 @@ fn missing_or_unrecognised_root_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn isic_columns_may_come_in_any_order_or_subset_but_not_twice() {
+    // Reordered columns: labels follow the column names, classes stay in official order.
+    let dir = tempfile::tempdir().unwrap();
+    write_isic(dir.path(), &labels_each(2), None);
+    rewrite_gt(dir.path(), |s| {
+        let mut lines = s.lines();
+        let _ = lines.next();
+        let mut out = String::from("image,VASC,DF,BKL,AKIEC,BCC,NV,MEL\n");
+        for line in lines {
+            let cells: Vec<&str> = line.split(',').collect();
+            let mut row = vec![cells[0]];
+            row.extend(cells[1..].iter().rev());
+            out.push_str(&row.join(","));
+            out.push('\n');
+        }
+        out
+    });
+    let reordered = Dataset::open(dir.path(), None).unwrap();
+    let plain_dir = tempfile::tempdir().unwrap();
+    write_isic(plain_dir.path(), &labels_each(2), None);
+    let plain = Dataset::open(plain_dir.path(), None).unwrap();
+    assert_eq!(reordered.classes, plain.classes);
+    let labels = |d: &Dataset| d.samples.iter().map(|s| s.label).collect::<Vec<_>>();
+    assert_eq!(labels(&reordered), labels(&plain));
+
+    // A subset of the classes: only those columns, in official order.
+    let dir = tempfile::tempdir().unwrap();
+    write_isic(dir.path(), &[0, 1, 0, 1], None);
+    rewrite_gt(dir.path(), |s| {
+        s.lines()
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let two = Dataset::open(dir.path(), None).unwrap();
+    assert_eq!(two.classes, vec!["MEL", "NV"]);
+    assert_eq!(labels(&two), vec![0, 1, 0, 1]);
+
+    // The same class twice is refused.
+    let dir = tempfile::tempdir().unwrap();
+    write_isic(dir.path(), &[0, 1], None);
+    rewrite_gt(dir.path(), |s| {
+        s.replacen("image,MEL,NV,", "image,MEL,MEL,", 1)
+    });
+    let err = Dataset::open(dir.path(), None).unwrap_err().to_string();
+    assert!(err.contains("a class column appears twice"), "{err}");
+}
+
+#[test]
+fn a_ragged_row_is_an_error_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_isic(dir.path(), &labels_each(2), None);
+    // The third line (ISIC_0000001) loses its last cell.
+    rewrite_gt(dir.path(), |s| {
+        s.lines()
+            .map(|l| match l.strip_prefix("ISIC_0000001,") {
+                Some(_) => l.rsplit_once(',').unwrap().0.to_string(),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let err = Dataset::open(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        err.contains("ISIC2018_Task3_Training_GroundTruth.csv"),
+        "{err}"
+    );
+    assert!(err.contains("line 3"), "{err}");
+}

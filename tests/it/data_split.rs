@@ -164,3 +164,27 @@ fn class_weights_inverse_and_effective() {
         ClassWeighting::Effective { beta: 0.99 }
     );
 }
+
+#[test]
+fn a_split_file_that_leaves_images_out_puts_them_on_neither_side() {
+    let (d, ds) = dataset();
+    // Only the first 10 images, alternating sides; the rest are not in the file.
+    let mut text = String::from("image,split\n");
+    for (i, s) in ds.samples.iter().take(10).enumerate() {
+        text.push_str(&format!(
+            "{},{}\n",
+            s.id,
+            if i % 2 == 0 { "train" } else { "val" }
+        ));
+    }
+    let p = d.path().join("partial.csv");
+    std::fs::write(&p, text).unwrap();
+    let split = read_split_csv(&p, &ds).unwrap();
+    assert_eq!(split.train, vec![0, 2, 4, 6, 8]);
+    assert_eq!(split.val, vec![1, 3, 5, 7, 9]);
+    // An id the data set does not have (a skipped bad image, say) is ignored, not an error.
+    std::fs::write(&p, "image,split\nISIC_9999999,train\nISIC_0000000,val\n").unwrap();
+    let split = read_split_csv(&p, &ds).unwrap();
+    assert!(split.train.is_empty());
+    assert_eq!(split.val, vec![0]);
+}
