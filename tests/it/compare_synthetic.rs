@@ -74,4 +74,30 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     assert!(again.status.success());
     let text = String::from_utf8_lossy(&again.stdout);
     assert_eq!(text.matches("not retrained").count(), 2, "{text}");
+
+    // An arch interrupted before its result was written resumes from its checkpoint: it is
+    // finished and tabulated without training anything again.
+    let arch_dir = dermclass::train::compare::run_folder(&out, "shufflenet_v2:0.5");
+    std::fs::remove_file(arch_dir.join("result.json")).unwrap();
+    let checkpoint = std::fs::read(arch_dir.join("last.ckpt")).unwrap();
+    let resumed = run();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert_eq!(text.matches("not retrained").count(), 1, "{text}");
+    assert!(text.contains("== shufflenet_v2:0.5"), "{text}");
+    assert!(
+        !text.contains("epoch 1/1"),
+        "nothing is trained again: {text}"
+    );
+    assert!(arch_dir.join("result.json").is_file());
+    assert_eq!(
+        std::fs::read(arch_dir.join("last.ckpt")).unwrap(),
+        checkpoint
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
 }

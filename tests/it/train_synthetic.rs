@@ -465,3 +465,45 @@ fn a_session_reports_its_progress_as_events_and_the_epochs_add_up() {
         );
     }
 }
+
+#[test]
+fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth::generate(&data, 6, 40, 30, 12).unwrap();
+    let run = dir.path().join("run");
+    train(&tiny_config(&data, 4), &run, &quiet()).unwrap();
+    let last = checkpoint::load(&run.join("last.ckpt")).unwrap();
+    let history = &last.state.history;
+    assert_eq!(history.len(), 4);
+    // The first epoch reaching the maximum (a later tie does not replace it).
+    let best_bacc = history
+        .iter()
+        .map(|r| r.val_balanced_accuracy)
+        .fold(f64::MIN, f64::max);
+    let best_epoch = history
+        .iter()
+        .find(|r| r.val_balanced_accuracy == best_bacc)
+        .unwrap()
+        .epoch;
+    assert_eq!(last.state.best_epoch, best_epoch);
+    let best = checkpoint::load(&run.join("best.ckpt")).unwrap();
+    assert_eq!(
+        best.state.epochs_done, best_epoch,
+        "best.ckpt holds that epoch's model"
+    );
+    // Scored again, the saved model gives the balanced accuracy recorded for its epoch.
+    let json = run_ok(&[
+        std::ffi::OsStr::new("evaluate"),
+        std::ffi::OsStr::new("--model"),
+        run.as_os_str(),
+        std::ffi::OsStr::new("--data"),
+        data.as_os_str(),
+        std::ffi::OsStr::new("--split-file"),
+        run.join("split.csv").as_os_str(),
+        std::ffi::OsStr::new("--json"),
+    ]);
+    let scored: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let bacc = scored["balanced_accuracy"].as_f64().unwrap();
+    assert!((bacc - best_bacc).abs() < 1e-9, "{bacc} vs {best_bacc}");
+}
