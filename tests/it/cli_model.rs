@@ -168,3 +168,77 @@ fn train_help_ends_with_the_defaults_of_every_setting() {
         assert!(help.contains(&line), "`{line}` missing from:\n{help}");
     }
 }
+
+#[test]
+fn bench_measures_every_column_as_json() {
+    let out = crate::helpers::dermclass_cmd()
+        .args([
+            "bench",
+            "--arch",
+            "tiny_cnn:0.5",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["framework"], "dermclass (burn flex)");
+    for column in [
+        "train_224_b16",
+        "train_128_b32",
+        "infer_224_b1",
+        "infer_224_b16",
+        "peak_rss_mb",
+    ] {
+        let value = json[column].as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{column}: {json}");
+    }
+}
+
+#[test]
+fn demo_classifies_the_bundled_images_then_trains_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let args = [
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--per-class",
+        "6",
+        "--epochs",
+        "1",
+        "--arch",
+        "tiny_cnn:0.5",
+    ];
+    let run = crate::helpers::dermclass_cmd().args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for step in [
+        "0/3 the shipped model",
+        "of 7 right",
+        "1/3",
+        "2/3",
+        "3/3",
+        "chance balanced accuracy",
+    ] {
+        assert!(text.contains(step), "`{step}` missing:\n{text}");
+    }
+    // One line per bundled image, with its true class and the model's.
+    assert_eq!(text.matches("ISIC_00").count(), 7, "{text}");
+    assert!(out.join("run").join("report.md").is_file());
+    let again = crate::helpers::dermclass_cmd().args(args).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo run"));
+}
