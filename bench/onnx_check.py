@@ -1,5 +1,5 @@
 """Runs an exported dermclass ONNX file in onnxruntime and compares its outputs with
-dermclass's own, for tests/export_onnx.rs (which skips when onnxruntime is absent).
+dermclass's own, for tests/it/export_onnx.rs (which skips when onnxruntime is absent).
 
 usage: onnx_check.py MODEL.onnx INPUT.f32 N,C,H,W LOGITS.f32 PROBS.f32
 The .f32 files hold little-endian float32 values in C order. Prints one JSON line with

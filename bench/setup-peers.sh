@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates bench/.venv with the optional Python peers of the speed benchmark (CPU builds of
-# PyTorch + torchvision and TensorFlow) and onnxruntime, which tests/export_onnx.rs uses to
+# PyTorch + torchvision and TensorFlow) and onnxruntime, which tests/it/export_onnx.rs uses to
 # check exported models. Large downloads; not needed for anything else.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,6 +1,6 @@
 // Opens an exported dermclass site in headless Chromium, classifies one image through the
 // page, and prints one JSON line: the probabilities the page shows, load and per-image
-// times. Used by tests/export_web.rs; run by hand as
+// times. Used by tests/it/export_web.rs; run by hand as
 //   node web/test/browser-check.mjs SITE_DIR IMAGE_FILE [CHROMIUM] [REPEATS]
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
