@@ -346,6 +346,32 @@ mod tests {
         assert_close(&dw4, &dw1, 1e-6, "dw (1 vs 4 threads)");
     }
 
+    /// The weight gradient's two parallel strategies, each forced by the pool size whatever
+    /// the machine: with at least as many images as threads, per-thread partial sums over
+    /// uneven runs of images (5 images on 2 threads: 3 + 2); with fewer, parallel GEMMs.
+    #[test]
+    fn both_weight_gradient_reductions_agree_with_the_sequential_sum() {
+        let s = PwShape {
+            n: 5,
+            c_in: 6,
+            c_out: 9,
+            hw: 40,
+            groups: 3,
+        };
+        let x = random(s.n * s.c_in * s.hw, 11);
+        let dy = random(s.n * s.c_out * s.hw, 12);
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| backward_weight(&dy, &x, s))
+        };
+        let sequential: Vec<f64> = on(1).iter().map(|v| *v as f64).collect();
+        assert_close(&on(2), &sequential, 1e-6, "dw, per-thread partial sums");
+        assert_close(&on(8), &sequential, 1e-6, "dw, parallel GEMMs");
+    }
+
     #[test]
     #[should_panic(expected = "do not split")]
     fn uneven_groups_are_rejected() {
