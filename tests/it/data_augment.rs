@@ -466,3 +466,29 @@ fn saturation_and_hue_jitter_keep_grey_and_change_colour() {
         assert!(a.abs_diff(b) <= 1, "{back:?}");
     }
 }
+
+/// The order of the combined geometric steps, derived by hand rather than from the code's
+/// own matrix: output pixel p samples the source at `R(θ)·(Z·F·(p - c) + t) + c`.
+/// On a 5x5 image (centre c = (2, 2)) with a horizontal flip F = diag(-1, 1), zoom 1, a
+/// shift of 0.2 x 5 = 1 pixel in x, t = (1, 0), and θ = 90° (R = [0 -1; 1 0]):
+/// `F·(p - c) + t = (3 - x, y - 2)`, then `R·(3 - x, y - 2) = (2 - y, 3 - x)`, so the
+/// source is `(4 - y, 5 - x)`. The single bright source pixel (1, 2) therefore lands at
+/// output (3, 3), and nowhere else (edge fill repeats row 4 and column 4, which are dark).
+#[test]
+fn flip_shift_and_quarter_turn_compose_in_the_hand_derived_order() {
+    let mut img = RgbImage::new(5, 5);
+    img.put_pixel(1, 2, image::Rgb([255, 255, 255]));
+    let p = AugmentParams {
+        flip_h: true,
+        rotation_deg: 90.0,
+        shift_x: 0.2,
+        ..AugmentParams::identity()
+    };
+    let out = augment_image(&img, &p);
+    for y in 0..5 {
+        for x in 0..5 {
+            let want = if (x, y) == (3, 3) { 255 } else { 0 };
+            assert_eq!(out.get_pixel(x, y)[0], want, "output ({x}, {y})");
+        }
+    }
+}
