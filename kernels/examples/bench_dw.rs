@@ -52,26 +52,22 @@ fn main() {
                 })
                 .collect()
         };
+        let shape = dw::DwShape {
+            n,
+            c,
+            h,
+            w,
+            stride: s,
+        };
         let x = data(n * c * h * w, 1);
         let wt = data(c * 9, 2);
         let dy = data(n * c * ho * wo, 3);
         let reps = if n * c * h * w > 4_000_000 { 9 } else { 21 };
         let f = median_ms(3, reps, || {
-            black_box(dw::forward(black_box(&x), &wt, n, c, h, w, s));
+            black_box(dw::forward(black_box(&x), &wt, shape));
         });
         let b = median_ms(3, reps, || {
-            black_box(dw::backward(
-                black_box(&x),
-                &wt,
-                &dy,
-                n,
-                c,
-                h,
-                w,
-                s,
-                true,
-                true,
-            ));
+            black_box(dw::backward(black_box(&x), &wt, &dy, shape, true, true));
         });
         tf += f;
         tb += b;

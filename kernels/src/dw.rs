@@ -44,33 +44,34 @@ pub fn out_size(size: usize, stride: usize) -> usize {
     (size - 1) / stride + 1
 }
 
+/// Shape of a depthwise 3x3 convolution (padding 1): input `[n, c, h, w]`, stride 1 or 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DwShape {
+    /// Images.
+    pub n: usize,
+    /// Channels (one filter each).
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Stride, 1 or 2.
+    pub stride: usize,
+}
+
 /// Depthwise 3x3 convolution with padding 1 and stride 1 or 2, no bias.
 /// `x` is [n, c, h, w], `weight` is [c, 1, 3, 3]; returns y [n, c, out_size(h), out_size(w)].
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    x: &[f32],
-    weight: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    stride: usize,
-) -> Vec<f32> {
-    forward_isa(isa(), x, weight, n, c, h, w, stride)
+pub fn forward(x: &[f32], weight: &[f32], s: DwShape) -> Vec<f32> {
+    forward_isa(isa(), x, weight, s.n, s.c, s.h, s.w, s.stride)
 }
 
 /// Gradients of [`forward`] given `dy` [n, c, ho, wo]: (dx [n, c, h, w] when `need_input`,
 /// d_weight [c, 1, 3, 3] when `need_weight`). Work not asked for is not done.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    stride: usize,
+    s: DwShape,
     need_input: bool,
     need_weight: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
@@ -79,11 +80,11 @@ pub fn backward(
         x,
         weight,
         dy,
-        n,
-        c,
-        h,
-        w,
-        stride,
+        s.n,
+        s.c,
+        s.h,
+        s.w,
+        s.stride,
         need_input,
         need_weight,
     )
@@ -1137,10 +1138,62 @@ mod tests {
             let x = rand_vec(&mut rng, n * c * h * w);
             let wt = rand_vec(&mut rng, c * 9);
             let dy = rand_vec(&mut rng, n * c * ho * wo);
-            let (dx_both, dw_both) = backward(&x, &wt, &dy, n, c, h, w, s, true, true);
-            let (dx_only, none_w) = backward(&x, &wt, &dy, n, c, h, w, s, true, false);
-            let (none_x, dw_only) = backward(&x, &wt, &dy, n, c, h, w, s, false, true);
-            let (nx, nw) = backward(&x, &wt, &dy, n, c, h, w, s, false, false);
+            let (dx_both, dw_both) = backward(
+                &x,
+                &wt,
+                &dy,
+                DwShape {
+                    n,
+                    c,
+                    h,
+                    w,
+                    stride: s,
+                },
+                true,
+                true,
+            );
+            let (dx_only, none_w) = backward(
+                &x,
+                &wt,
+                &dy,
+                DwShape {
+                    n,
+                    c,
+                    h,
+                    w,
+                    stride: s,
+                },
+                true,
+                false,
+            );
+            let (none_x, dw_only) = backward(
+                &x,
+                &wt,
+                &dy,
+                DwShape {
+                    n,
+                    c,
+                    h,
+                    w,
+                    stride: s,
+                },
+                false,
+                true,
+            );
+            let (nx, nw) = backward(
+                &x,
+                &wt,
+                &dy,
+                DwShape {
+                    n,
+                    c,
+                    h,
+                    w,
+                    stride: s,
+                },
+                false,
+                false,
+            );
             assert!(none_w.is_none() && none_x.is_none() && nx.is_none() && nw.is_none());
             assert_eq!(dx_only.unwrap(), dx_both.unwrap());
             assert_eq!(dw_only.unwrap(), dw_both.unwrap());
@@ -1164,9 +1217,35 @@ mod tests {
                 }
             }
         }
-        assert!(check_dense(&forward(&x, &wt_t, n, c, h, w, s), &y_ref).is_err());
+        assert!(
+            check_dense(
+                &forward(
+                    &x,
+                    &wt_t,
+                    DwShape {
+                        n,
+                        c,
+                        h,
+                        w,
+                        stride: s
+                    }
+                ),
+                &y_ref
+            )
+            .is_err()
+        );
         // One output off by 1e-3 of the scale.
-        let mut y = forward(&x, &wt, n, c, h, w, s);
+        let mut y = forward(
+            &x,
+            &wt,
+            DwShape {
+                n,
+                c,
+                h,
+                w,
+                stride: s,
+            },
+        );
         assert!(check_dense(&y, &y_ref).is_ok());
         let scale = y_ref.iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32;
         y[37] += 1e-3 * scale;
@@ -1174,7 +1253,20 @@ mod tests {
         // d_weight missing one term (the largest centre-tap term of channel 0).
         let dy = rand_vec(&mut rng, n * c * h * w);
         let (_, dw_ref, dw_abs) = ref_backward(&x, &wt, &dy, n, c, h, w, s);
-        let (_, dw) = backward(&x, &wt, &dy, n, c, h, w, s, false, true);
+        let (_, dw) = backward(
+            &x,
+            &wt,
+            &dy,
+            DwShape {
+                n,
+                c,
+                h,
+                w,
+                stride: s,
+            },
+            false,
+            true,
+        );
         let mut dw = dw.unwrap();
         assert!(check_dw(&dw, &dw_ref, &dw_abs).is_ok());
         let big = (0..h * w)
@@ -1184,12 +1276,38 @@ mod tests {
         assert!(check_dw(&dw, &dw_ref, &dw_abs).is_err());
         // Stride mix-up: stride-1 output has the wrong shape and values for stride 2.
         let y2_ref = ref_forward(&x, &wt, n, c, h, w, 2);
-        assert!(check_dense(&forward(&x, &wt, n, c, h, w, 1), &y2_ref).is_err());
+        assert!(
+            check_dense(
+                &forward(
+                    &x,
+                    &wt,
+                    DwShape {
+                        n,
+                        c,
+                        h,
+                        w,
+                        stride: 1
+                    }
+                ),
+                &y2_ref
+            )
+            .is_err()
+        );
     }
 
     #[test]
     #[should_panic(expected = "stride")]
     fn stride_three_panics() {
-        let _ = forward(&[0.0; 9], &[0.0; 9], 1, 1, 3, 3, 3);
+        let _ = forward(
+            &[0.0; 9],
+            &[0.0; 9],
+            DwShape {
+                n: 1,
+                c: 1,
+                h: 3,
+                w: 3,
+                stride: 3,
+            },
+        );
     }
 }

@@ -32,7 +32,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 use dermclass_kernels::bn::{self, Act};
 use dermclass_kernels::dense::{self, DenseShape};
-use dermclass_kernels::dw;
+use dermclass_kernels::dw::{self, DwShape};
 use dermclass_kernels::pw::{self, PwShape};
 use profile::{Phase, time};
 
@@ -318,7 +318,7 @@ impl MobileKernels for Flex {
             panic!("depthwise conv: rank-4 input expected")
         };
         let y = time(Phase::DepthwiseForward, || {
-            dw::forward(x.data(), weight.data(), n, c, h, w, stride)
+            dw::forward(x.data(), weight.data(), DwShape { n, c, h, w, stride })
         });
         flex(y, [n, c, dw::out_size(h, stride), dw::out_size(w, stride)])
     }
@@ -459,11 +459,7 @@ impl Backward<Flex, 2> for DepthwiseBackward {
                 x.data(),
                 weight.data(),
                 dy.data(),
-                n,
-                c,
-                h,
-                w,
-                stride,
+                DwShape { n, c, h, w, stride },
                 node_x.is_some(),
                 node_w.is_some(),
             )
