@@ -62,10 +62,18 @@ fn main() {
             std::hint::black_box(o);
         });
         let eval_ms = {
-            let (_, m, v) = bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act);
+            let (_, m, v) =
+                bn::train_forward(&x, &gamma, &beta, bn::BnShape { n, c, hw }, eps, act);
             median_ms(1, reps, || {
                 std::hint::black_box(bn::eval_forward(
-                    &x, &gamma, &beta, &m, &v, n, c, hw, eps, act,
+                    &x,
+                    &gamma,
+                    &beta,
+                    &m,
+                    &v,
+                    bn::BnShape { n, c, hw },
+                    eps,
+                    act,
                 ));
             })
         };
@@ -81,12 +89,27 @@ fn main() {
             continue;
         }
         let fwd_ms = median_ms(1, reps, || {
-            std::hint::black_box(bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act));
+            std::hint::black_box(bn::train_forward(
+                &x,
+                &gamma,
+                &beta,
+                bn::BnShape { n, c, hw },
+                eps,
+                act,
+            ));
         });
-        let (_, m, v) = bn::train_forward(&x, &gamma, &beta, n, c, hw, eps, act);
+        let (_, m, v) = bn::train_forward(&x, &gamma, &beta, bn::BnShape { n, c, hw }, eps, act);
         let bwd_ms = median_ms(1, reps, || {
             std::hint::black_box(bn::train_backward(
-                &x, &gamma, &beta, &m, &v, &dy, n, c, hw, eps, act,
+                &x,
+                &gamma,
+                &beta,
+                &m,
+                &v,
+                &dy,
+                bn::BnShape { n, c, hw },
+                eps,
+                act,
             ));
         });
         println!(

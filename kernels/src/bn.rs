@@ -55,6 +55,17 @@ const BLOCK: usize = 1024;
 /// Minimum floats per parallel task.
 const TASK_ELEMS: usize = 8192;
 
+/// Shape of a batch-norm input: `n` images of `c` channels with `hw` values each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    /// Images.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Values per channel plane (height x width).
+    pub hw: usize,
+}
+
 /// Training-mode batch norm + activation over x [n, c, hw] (hw = h*w).
 /// Returns (y [n, c, hw], batch mean [c], biased batch variance [c]);
 /// y = act((x - mean) / sqrt(var + eps) * gamma + beta).
@@ -62,17 +73,15 @@ const TASK_ELEMS: usize = 8192;
 /// The variance is the biased one (divided by `n * hw`), computed in one numerically safe
 /// pass (blockwise centred sums merged in `f64`, see the module documentation).
 /// Panics if a slice length does not match the shape or if `n * hw == 0` while `c > 0`.
-#[allow(clippy::too_many_arguments)]
 pub fn train_forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
+    s: BnShape,
     eps: f64,
     act: Act,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let BnShape { n, c, hw } = s;
     check_len(x.len(), n * c * hw, "x");
     check_len(gamma.len(), c, "gamma");
     check_len(beta.len(), c, "beta");
@@ -130,12 +139,11 @@ pub fn train_backward(
     mean: &[f32],
     var: &[f32],
     dy: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
+    s: BnShape,
     eps: f64,
     act: Act,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let BnShape { n, c, hw } = s;
     check_len(x.len(), n * c * hw, "x");
     check_len(dy.len(), n * c * hw, "dy");
     for (s, name) in [
@@ -231,12 +239,11 @@ pub fn eval_forward(
     beta: &[f32],
     mean: &[f32],
     var: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
+    s: BnShape,
     eps: f64,
     act: Act,
 ) -> Vec<f32> {
+    let BnShape { n, c, hw } = s;
     check_len(x.len(), n * c * hw, "x");
     for (s, name) in [
         (gamma, "gamma"),
@@ -845,7 +852,8 @@ mod tests {
         let mut clipped = [0usize; 2];
         for act in ACTS {
             let ctx = format!("n={n} c={c} hw={hw} offset={offset} act={act:?}");
-            let (y, mean, var) = train_forward(&d.x, &d.gamma, &d.beta, n, c, hw, EPS, act);
+            let (y, mean, var) =
+                train_forward(&d.x, &d.gamma, &d.beta, BnShape { n, c, hw }, EPS, act);
             for ch in 0..c {
                 let tol_m = 1e-6 * (rmean[ch].abs() + rvar[ch].sqrt()) + 1e-7;
                 let err = (mean[ch] as f64 - rmean[ch]).abs();
@@ -879,12 +887,29 @@ mod tests {
                 .zip(&rvar)
                 .map(|(&m, &v)| (m as f32, v as f32))
                 .unzip();
-            let ye = eval_forward(&d.x, &d.gamma, &d.beta, &m32, &v32, n, c, hw, EPS, act);
+            let ye = eval_forward(
+                &d.x,
+                &d.gamma,
+                &d.beta,
+                &m32,
+                &v32,
+                BnShape { n, c, hw },
+                EPS,
+                act,
+            );
             assert_close(&format!("{ctx} eval y"), &ye, &ry, 1e-5, 1e-5 + shift);
 
             // Backward with the stats the forward returned (as the API prescribes).
             let (dx, dg, db) = train_backward(
-                &d.x, &d.gamma, &d.beta, &mean, &var, &d.dy, n, c, hw, EPS, act,
+                &d.x,
+                &d.gamma,
+                &d.beta,
+                &mean,
+                &var,
+                &d.dy,
+                BnShape { n, c, hw },
+                EPS,
+                act,
             );
             let (rdx, rdg, rdb, sdg, sdb, kink) = ref_backward(
                 &x64,
@@ -980,7 +1005,16 @@ mod tests {
         let mean: Vec<f32> = (0..c).map(|_| r.random_range(-2.0f32..2.0)).collect();
         let var: Vec<f32> = (0..c).map(|_| r.random_range(0.0f32..3.0)).collect();
         for act in ACTS {
-            let y = eval_forward(&d.x, &d.gamma, &d.beta, &mean, &var, n, c, hw, 1e-3, act);
+            let y = eval_forward(
+                &d.x,
+                &d.gamma,
+                &d.beta,
+                &mean,
+                &var,
+                BnShape { n, c, hw },
+                1e-3,
+                act,
+            );
             let (ry, _) = ref_apply(
                 &f64s(&d.x),
                 &f64s(&d.gamma),
@@ -1036,7 +1070,15 @@ mod tests {
                 v.iter().map(|&e| e as f32).collect::<Vec<_>>(),
             );
             let (dx, dg, db) = train_backward(
-                &d.x, &d.gamma, &d.beta, &mean, &var, &d.dy, n, c, hw, EPS, act,
+                &d.x,
+                &d.gamma,
+                &d.beta,
+                &mean,
+                &var,
+                &d.dy,
+                BnShape { n, c, hw },
+                EPS,
+                act,
             );
             for k in 0..x64.len() {
                 let fd = num(&|x, _, _, e| x[k] += e);
@@ -1083,9 +1125,7 @@ mod tests {
             &[3.0, -1.0],
             &[2.0, 2.0],
             &[7.0, -0.5],
-            1,
-            2,
-            1,
+            BnShape { n: 1, c: 2, hw: 1 },
             EPS,
             Act::Relu6,
         );
@@ -1097,17 +1137,25 @@ mod tests {
             &[3.0],
             &[0.0],
             &[0.5],
-            1,
-            1,
-            1,
+            BnShape { n: 1, c: 1, hw: 1 },
             EPS,
             Act::Relu,
         );
         assert_eq!((dx, db), (vec![0.0], vec![0.5]));
-        let (y, m, v) = train_forward(&[], &[], &[], 4, 0, 9, EPS, Act::Relu);
+        let (y, m, v) = train_forward(&[], &[], &[], BnShape { n: 4, c: 0, hw: 9 }, EPS, Act::Relu);
         assert!(y.is_empty() && m.is_empty() && v.is_empty());
         assert!(
-            eval_forward(&[], &[1.0], &[0.0], &[0.0], &[1.0], 0, 1, 5, EPS, Act::Relu).is_empty()
+            eval_forward(
+                &[],
+                &[1.0],
+                &[0.0],
+                &[0.0],
+                &[1.0],
+                BnShape { n: 0, c: 1, hw: 5 },
+                EPS,
+                Act::Relu
+            )
+            .is_empty()
         );
     }
 }

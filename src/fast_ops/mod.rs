@@ -30,7 +30,7 @@ use burn::tensor::activation::{relu, relu6};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
-use dermclass_kernels::bn::{self, Act};
+use dermclass_kernels::bn::{self, Act, BnShape};
 use dermclass_kernels::dense::{self, DenseShape};
 use dermclass_kernels::dw::{self, DwShape};
 use dermclass_kernels::pw::{self, PwShape};
@@ -343,7 +343,14 @@ impl MobileKernels for Flex {
         let (x, gamma, beta) = (Raw::new(x), Raw::new(gamma), Raw::new(beta));
         let (n, c, hw) = planes(&x.shape);
         let (y, mean, var) = time(Phase::BatchNormForward, || {
-            bn::train_forward(x.data(), gamma.data(), beta.data(), n, c, hw, epsilon, act)
+            bn::train_forward(
+                x.data(),
+                gamma.data(),
+                beta.data(),
+                BnShape { n, c, hw },
+                epsilon,
+                act,
+            )
         });
         (flex(y, x.shape.clone()), flex(mean, [c]), flex(var, [c]))
     }
@@ -367,9 +374,7 @@ impl MobileKernels for Flex {
                 beta.data(),
                 mean.data(),
                 var.data(),
-                n,
-                c,
-                hw,
+                BnShape { n, c, hw },
                 epsilon,
                 act,
             )
@@ -504,9 +509,7 @@ impl Backward<Flex, 3> for BatchNormActBackward {
                 mean.data(),
                 var.data(),
                 dy.data(),
-                n,
-                c,
-                hw,
+                BnShape { n, c, hw },
                 epsilon,
                 act,
             )
