@@ -1134,66 +1134,21 @@ mod tests {
     fn need_flags_skip_work_and_agree() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for (n, c, h, w, s) in [(3, 17, 13, 14, 1), (3, 17, 15, 8, 2), (1, 3, 56, 56, 2)] {
+            let shape = DwShape {
+                n,
+                c,
+                h,
+                w,
+                stride: s,
+            };
             let (ho, wo) = (out_size(h, s), out_size(w, s));
             let x = rand_vec(&mut rng, n * c * h * w);
             let wt = rand_vec(&mut rng, c * 9);
             let dy = rand_vec(&mut rng, n * c * ho * wo);
-            let (dx_both, dw_both) = backward(
-                &x,
-                &wt,
-                &dy,
-                DwShape {
-                    n,
-                    c,
-                    h,
-                    w,
-                    stride: s,
-                },
-                true,
-                true,
-            );
-            let (dx_only, none_w) = backward(
-                &x,
-                &wt,
-                &dy,
-                DwShape {
-                    n,
-                    c,
-                    h,
-                    w,
-                    stride: s,
-                },
-                true,
-                false,
-            );
-            let (none_x, dw_only) = backward(
-                &x,
-                &wt,
-                &dy,
-                DwShape {
-                    n,
-                    c,
-                    h,
-                    w,
-                    stride: s,
-                },
-                false,
-                true,
-            );
-            let (nx, nw) = backward(
-                &x,
-                &wt,
-                &dy,
-                DwShape {
-                    n,
-                    c,
-                    h,
-                    w,
-                    stride: s,
-                },
-                false,
-                false,
-            );
+            let (dx_both, dw_both) = backward(&x, &wt, &dy, shape, true, true);
+            let (dx_only, none_w) = backward(&x, &wt, &dy, shape, true, false);
+            let (none_x, dw_only) = backward(&x, &wt, &dy, shape, false, true);
+            let (nx, nw) = backward(&x, &wt, &dy, shape, false, false);
             assert!(none_w.is_none() && none_x.is_none() && nx.is_none() && nw.is_none());
             assert_eq!(dx_only.unwrap(), dx_both.unwrap());
             assert_eq!(dw_only.unwrap(), dw_both.unwrap());
@@ -1205,6 +1160,13 @@ mod tests {
     fn checks_reject_wrong_kernels() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (n, c, h, w, s) = (1, 3, 14, 13, 1);
+        let shape = DwShape {
+            n,
+            c,
+            h,
+            w,
+            stride: s,
+        };
         let x = rand_vec(&mut rng, n * c * h * w);
         let wt = rand_vec(&mut rng, c * 9);
         let y_ref = ref_forward(&x, &wt, n, c, h, w, s);
@@ -1235,17 +1197,7 @@ mod tests {
             .is_err()
         );
         // One output off by 1e-3 of the scale.
-        let mut y = forward(
-            &x,
-            &wt,
-            DwShape {
-                n,
-                c,
-                h,
-                w,
-                stride: s,
-            },
-        );
+        let mut y = forward(&x, &wt, shape);
         assert!(check_dense(&y, &y_ref).is_ok());
         let scale = y_ref.iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32;
         y[37] += 1e-3 * scale;
@@ -1253,20 +1205,7 @@ mod tests {
         // d_weight missing one term (the largest centre-tap term of channel 0).
         let dy = rand_vec(&mut rng, n * c * h * w);
         let (_, dw_ref, dw_abs) = ref_backward(&x, &wt, &dy, n, c, h, w, s);
-        let (_, dw) = backward(
-            &x,
-            &wt,
-            &dy,
-            DwShape {
-                n,
-                c,
-                h,
-                w,
-                stride: s,
-            },
-            false,
-            true,
-        );
+        let (_, dw) = backward(&x, &wt, &dy, shape, false, true);
         let mut dw = dw.unwrap();
         assert!(check_dw(&dw, &dw_ref, &dw_abs).is_ok());
         let big = (0..h * w)
