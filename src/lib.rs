@@ -7,10 +7,12 @@
 
 pub mod data;
 pub mod device;
+pub mod explain;
 pub mod export;
 pub mod fast_ops;
 pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod serve;
 pub mod train;

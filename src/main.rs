@@ -28,6 +28,10 @@ enum Command {
     Strip(cli::train::StripArgs),
     /// Write a trained model as ONNX (batch norm folded; preprocessing in its metadata).
     Export(cli::export::ExportArgs),
+    /// An HTTP inference server: Open Inference Protocol, /predict, /explain, a web page.
+    Serve(cli::serve::ServeArgs),
+    /// A Grad-CAM heat map of where the evidence for a class lies in an image.
+    Explain(cli::serve::ExplainArgs),
     /// Train several architectures alike and tabulate cost, time, accuracy and latency.
     Compare(Box<cli::train::CompareArgs>),
     /// Training and inference speed of one model (compare with PyTorch/Keras: bench/speed.sh).
@@ -55,6 +59,8 @@ fn main() {
         Command::Predict(args) => return finish(cli::train::run_predict(args)),
         Command::Strip(args) => cli::train::run_strip(args),
         Command::Export(args) => cli::export::run_export(args),
+        Command::Serve(args) => cli::serve::run_serve(args),
+        Command::Explain(args) => cli::serve::run_explain(args),
         Command::Demo(args) => cli::train::run_demo(args),
         Command::Compare(args) => cli::train::run_compare(*args),
         Command::Bench(args) => cli::train::run_bench(args),

@@ -4,6 +4,7 @@ pub mod data;
 pub mod export;
 pub mod model;
 pub mod progress;
+pub mod serve;
 pub mod skip;
 pub mod train;
 

@@ -18,11 +18,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::Normalization;
-use super::augment::{AugmentConfig, shades_of_gray_gains, warp_with};
+use super::augment::{AugmentConfig, AugmentParams, shades_of_gray_gains, warp_with};
 use super::cache::PreprocessedCache;
 use super::error::DataError;
-use super::image_io::{load_image_rgb, resize_rgb_into};
+use super::image_io::{load_image_rgb, resize_rgb, resize_rgb_into};
 use super::source::Sample;
+use image::RgbImage;
 
 /// How an epoch picks its samples.
 #[derive(
@@ -152,6 +153,35 @@ impl LoaderConfig {
             augment: AugmentConfig::none(),
             ..LoaderConfig::default()
         }
+    }
+}
+
+impl LoaderConfig {
+    /// Colour constancy, `params`' augmentation and normalisation of one resized
+    /// `width x height` RGB8 image, written as CHW into `out` (`3 * width * height`).
+    fn render(&self, pixels: &[u8], mut params: AugmentParams, out: &mut [f32]) {
+        let plane = self.width * self.height;
+        let (scale, offset) = self.normalization.affine();
+        if let Some(p) = self.shades_of_gray {
+            params.gains = shades_of_gray_gains(pixels, p);
+        }
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, bl) = rest.split_at_mut(plane);
+        warp_with(pixels, self.width, self.height, &params, |i, v| {
+            r[i] = v[0] * scale[0] + offset[0];
+            g[i] = v[1] * scale[1] + offset[1];
+            bl[i] = v[2] * scale[2] + offset[2];
+        });
+    }
+
+    /// One decoded image as an evaluation batch of this configuration holds it: resized,
+    /// colour-corrected and normalised, CHW, no augmentation. What `serve` and `explain`
+    /// feed the model, so that they answer as `predict` does.
+    pub fn image_input(&self, img: &RgbImage) -> Vec<f32> {
+        let resized = resize_rgb(img, self.width as u32, self.height as u32);
+        let mut out = vec![0f32; 3 * self.width * self.height];
+        self.render(resized.as_raw(), AugmentParams::identity(), &mut out);
+        out
     }
 }
 
@@ -366,7 +396,6 @@ fn build_batch(
     let mut images = vec![0f32; n * 3 * plane];
     let mut labels = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
-    let (scale, offset) = cfg.normalization.affine();
     for (k, pos) in (start..end).enumerate() {
         let idx = order[pos];
         let s = &inner.samples[idx];
@@ -380,18 +409,9 @@ fn build_batch(
             }
         };
         let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, epoch, pos));
-        let mut params = cfg.augment.sample(&mut rng);
-        if let Some(p) = cfg.shades_of_gray {
-            params.gains = shades_of_gray_gains(pixels, p);
-        }
+        let params = cfg.augment.sample(&mut rng);
         let out = &mut images[k * 3 * plane..(k + 1) * 3 * plane];
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, bl) = rest.split_at_mut(plane);
-        warp_with(pixels, w, h, &params, |i, v| {
-            r[i] = v[0] * scale[0] + offset[0];
-            g[i] = v[1] * scale[1] + offset[1];
-            bl[i] = v[2] * scale[2] + offset[2];
-        });
+        cfg.render(pixels, params, out);
         labels.push(s.label);
         ids.push(s.id.clone());
     }
@@ -466,6 +486,30 @@ mod tests {
         assert_ne!(a, image_seed(2, 0, 0));
         assert_eq!(a, image_seed(1, 0, 0));
         assert_ne!(image_seed(1, 1, 2), image_seed(1, 2, 1));
+    }
+
+    /// `serve` and `explain` preprocess one image with `image_input`; it must give exactly
+    /// what an evaluation batch holds for the same file, colour constancy included.
+    #[test]
+    fn image_input_equals_the_evaluation_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        let img = RgbImage::from_fn(50, 30, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+        });
+        img.save(&path).unwrap();
+        let mut cfg = LoaderConfig::eval(24, 16, 4);
+        cfg.normalization = Normalization::ImageNet;
+        cfg.shades_of_gray = Some(6.0);
+        let sample = Sample {
+            id: "a".into(),
+            path,
+            label: 0,
+            lesion_id: None,
+        };
+        let loader = Loader::new(vec![sample], cfg.clone()).unwrap();
+        let batch = loader.batch(0, 0).unwrap();
+        assert_eq!(batch.images, cfg.image_input(&img));
     }
 
     #[test]

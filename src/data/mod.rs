@@ -92,6 +92,33 @@ impl std::str::FromStr for Normalization {
     }
 }
 
+/// The full name of an ISIC 2018 Task 3 class code (the code itself otherwise).
+pub fn class_name(code: &str) -> &str {
+    match code {
+        "MEL" => "Melanoma",
+        "NV" => "Melanocytic nevus",
+        "BCC" => "Basal cell carcinoma",
+        "AKIEC" => "Actinic keratosis / intraepithelial carcinoma",
+        "BKL" => "Benign keratosis",
+        "DF" => "Dermatofibroma",
+        "VASC" => "Vascular lesion",
+        other => other,
+    }
+}
+
+/// The position of class `code` (case-insensitive) in `classes`; the error lists them.
+pub fn class_index(classes: &[String], code: &str) -> Result<usize, String> {
+    classes
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(code))
+        .ok_or_else(|| {
+            format!(
+                "unknown class `{code}`; the model's classes are {}",
+                classes.join(", ")
+            )
+        })
+}
+
 #[cfg(test)]
 mod normalization_tests {
     use super::*;

@@ -15,19 +15,7 @@ pub const ONNXRUNTIME_WEB: &str = "1.30.0";
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 
-/// The full name of an ISIC 2018 Task 3 class code (the code itself otherwise).
-pub fn class_name(code: &str) -> &str {
-    match code {
-        "MEL" => "Melanoma",
-        "NV" => "Melanocytic nevus",
-        "BCC" => "Basal cell carcinoma",
-        "AKIEC" => "Actinic keratosis / intraepithelial carcinoma",
-        "BKL" => "Benign keratosis",
-        "DF" => "Dermatofibroma",
-        "VASC" => "Vascular lesion",
-        other => other,
-    }
-}
+pub use crate::data::class_name;
 
 /// What `app.js` reads from `model.json`.
 #[derive(Serialize)]

@@ -290,6 +290,11 @@ impl Head {
         let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
         self.linear.forward(self.dropout.forward(pooled))
     }
+
+    /// The linear layer's `[channels, classes]` weight.
+    pub fn linear_weight(&self) -> Tensor<2> {
+        self.linear.weight.val()
+    }
 }
 
 impl ToOnnx for Head {
@@ -337,10 +342,14 @@ impl ConvStack {
         Ok(())
     }
 
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features.iter().fold(x, |x, layer| layer.forward(x));
-        self.head.forward(x)
+    /// The last convolution's output, the map Grad-CAM explains.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features.iter().fold(x, |x, layer| layer.forward(x))
+    }
+
+    /// The classifier head (pool, dropout, linear) that maps [`Self::features`] to logits.
+    pub fn head(&self) -> &Head {
+        &self.head
     }
 }
 

@@ -169,11 +169,16 @@ pub struct MobileNetV2 {
 }
 
 impl MobileNetV2 {
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    /// The last convolutional stage's output, the map Grad-CAM explains.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
-        self.head.forward(self.last.forward(x))
+        self.last.forward(x)
+    }
+
+    /// The classifier head (pool, dropout, linear) that maps [`Self::features`] to logits.
+    pub fn head(&self) -> &Head {
+        &self.head
     }
 }
 

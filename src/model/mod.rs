@@ -139,8 +139,21 @@ macro_rules! registry {
         impl Classifier {
             /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
             pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+                self.head().forward(self.features(x))
+            }
+
+            /// The last convolutional stage's `[batch, channels, h', w']` output: what the
+            /// head pools, and the map Grad-CAM weighs.
+            pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
                 match self {
-                    $(Classifier::$module(m) => m.forward(x),)+
+                    $(Classifier::$module(m) => m.features(x),)+
+                }
+            }
+
+            /// The classifier head: global average pool, dropout, linear.
+            pub fn head(&self) -> &blocks::Head {
+                match self {
+                    $(Classifier::$module(m) => m.head(),)+
                 }
             }
         }

@@ -208,11 +208,16 @@ pub struct ShuffleNetV2 {
 }
 
 impl ShuffleNetV2 {
-    /// Maps `[batch, 3, h, w]` images to `[batch, classes]` logits.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    /// The last convolutional stage's output, the map Grad-CAM explains.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.stem.forward(x);
         let x = self.units.iter().fold(x, |x, u| u.forward(x));
-        self.head.forward(self.last.forward(x))
+        self.last.forward(x)
+    }
+
+    /// The classifier head (pool, dropout, linear) that maps [`Self::features`] to logits.
+    pub fn head(&self) -> &Head {
+        &self.head
     }
 }
 
