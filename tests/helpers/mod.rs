@@ -110,3 +110,26 @@ where
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Debian's Chromium (or `$CHROMIUM`) and the npm `packages` in `web/node_modules`, or why a
+/// browser test cannot run.
+pub fn chromium_with(packages: &[&str]) -> Result<std::path::PathBuf, String> {
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    if !chromium.is_file() {
+        return Err(format!(
+            "no Chromium at {} (apt-get install chromium)",
+            chromium.display()
+        ));
+    }
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules");
+    for package in packages {
+        if !modules.join(package).is_dir() {
+            return Err(format!(
+                "web/node_modules/{package} is missing (npm install in web/)"
+            ));
+        }
+    }
+    Ok(chromium)
+}

@@ -18,23 +18,7 @@ fn dermclass(args: &[&str]) -> String {
 
 /// Chromium and the page's npm packages, or why the test cannot run.
 fn browser_tools() -> Result<PathBuf, String> {
-    let chromium = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.is_file() {
-        return Err(format!(
-            "no Chromium at {} (apt-get install chromium)",
-            chromium.display()
-        ));
-    }
-    for package in ["playwright-core", "onnxruntime-web"] {
-        if !repo().join("web/node_modules").join(package).is_dir() {
-            return Err(format!(
-                "web/node_modules/{package} is missing (npm install in web/)"
-            ));
-        }
-    }
-    Ok(chromium)
+    crate::helpers::chromium_with(&["playwright-core", "onnxruntime-web"])
 }
 
 /// `predict`'s probabilities for one image, by class code.

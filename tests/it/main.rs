@@ -22,4 +22,5 @@ mod fast_kernels;
 mod reliability_cli;
 mod robustness_props;
 mod serve;
+mod serve_browser;
 mod train_synthetic;
