@@ -127,8 +127,10 @@ pub(crate) async fn infer(
     axum::extract::Path(name): axum::extract::Path<String>,
     request: Request,
 ) -> Answer<InferResponse> {
-    let info = known_model(&state, &name)?;
+    // The body is read before anything is checked, so that a client still sending it gets
+    // the error answer rather than a closed connection.
     let body = body_bytes(request).await?;
+    let info = known_model(&state, &name)?;
     let request =
         parse_infer(&body, info.input_width, info.input_height).map_err(ApiError::bad_request)?;
     let [n, ..] = request.shape;
@@ -198,7 +200,8 @@ pub(crate) async fn predict(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Answer<Prediction> {
-    classify(&state, request, None).await
+    let bytes = image_bytes(request).await?;
+    classify(&state, bytes, None).await
 }
 
 #[derive(Deserialize)]
@@ -212,8 +215,10 @@ pub(crate) async fn explain(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Answer<Prediction> {
-    let class = explain_class(&state, request.uri())?;
-    classify(&state, request, Some(class)).await
+    let uri = request.uri().clone();
+    let bytes = image_bytes(request).await?;
+    let class = explain_class(&state, &uri)?;
+    classify(&state, bytes, Some(class)).await
 }
 
 fn explain_class(state: &AppState, uri: &Uri) -> Result<Option<usize>, ApiError> {
@@ -229,11 +234,10 @@ fn explain_class(state: &AppState, uri: &Uri) -> Result<Option<usize>, ApiError>
 
 async fn classify(
     state: &AppState,
-    request: Request,
+    bytes: Bytes,
     explain: Option<Option<usize>>,
 ) -> Answer<Prediction> {
     let started = Instant::now();
-    let bytes = image_bytes(request).await?;
     let image = decode_image_rgb(&bytes, Path::new("the request body"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let reply = run(state, Task::Image { image, explain }).await?;

@@ -189,6 +189,13 @@ fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
     let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
         ("an empty body", "/predict".into(), vec![], 400, "empty"),
         (
+            "a decompression bomb",
+            "/predict".into(),
+            png_bomb(),
+            400,
+            "limit",
+        ),
+        (
             "text",
             "/predict".into(),
             b"hello, not an image".to_vec(),
@@ -302,6 +309,42 @@ fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
     );
     // And a good request still works.
     assert_eq!(call(&server, "/predict", "image/jpeg", Some(&image)).0, 200);
+}
+
+/// The CRC-32 of PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A valid PNG header claiming 40000 x 40000 RGB pixels (4.8 GB decoded) in 65 bytes.
+fn png_bomb() -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    png
 }
 
 /// Sends the head of a POST with `length` bytes of body announced, and `body` of them.
@@ -419,4 +462,39 @@ fn concurrent_clients_all_get_answers() {
         .collect();
     let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert_eq!(ok, 96);
+}
+
+#[test]
+fn explain_writes_the_heat_map_over_the_image_and_refuses_an_unknown_class() {
+    let work = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/ISIC_0024333.jpg");
+    let out = work.path().join("heat.png");
+    let printed = crate::helpers::dermclass_ok([
+        "explain",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--class",
+        "bcc",
+    ]);
+    assert!(
+        printed.contains("Grad-CAM of BCC (Basal cell carcinoma)"),
+        "{printed}"
+    );
+    assert_eq!(printed.matches('%').count(), 7, "{printed}");
+    let heat = image::open(&out).unwrap();
+    assert_eq!((heat.width(), heat.height()), (200, 150));
+    let failed = crate::helpers::dermclass_cmd()
+        .args(["explain", "--input", input.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args(["--class", "XYZ"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("unknown class `XYZ`; the model's classes are MEL, NV"),
+        "{stderr}"
+    );
 }
