@@ -205,6 +205,25 @@ mod tests {
     }
 
     #[test]
+    fn every_family_gives_a_map_of_its_last_stage() {
+        let device = Device::flex();
+        for family in crate::model::FAMILIES {
+            let name = family.examples()[0];
+            let model = ModelSpec::parse(name, 7)
+                .unwrap()
+                .build(&device)
+                .unwrap()
+                .valid();
+            let input =
+                Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Default, &device);
+            let [_, _, h, w] = model.features(input.clone()).dims();
+            let map = grad_cam(&model, input, 3);
+            assert_eq!((map.width, map.height), (w, h), "{name}");
+            assert!(map.values.iter().all(|v| (0.0..=1.0).contains(v)), "{name}");
+        }
+    }
+
+    #[test]
     fn the_overlay_keeps_the_image_size_and_reddens_the_hot_side() {
         let image = RgbImage::from_pixel(40, 20, Rgb([100, 100, 100]));
         let map = HeatMap {
