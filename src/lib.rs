@@ -5,6 +5,7 @@
 //! mobile model zoo and its cost accounting), [`metrics`] (the ISIC metric and friends),
 //! [`train`], [`report`], [`device`], and [`fast_ops`] (the kernels crate plugged into burn: fast CPU paths for mobile layers).
 
+pub mod calibration;
 pub mod data;
 pub mod device;
 pub mod explain;

@@ -9,12 +9,15 @@ use clap::Args;
 use super::Outcome;
 use super::model::InputSize;
 use super::skip::screen_or_skip;
+use dermclass::calibration::{CalibrationReport, fit_temperature, nll_at};
 use dermclass::data::screen::{BadInput, skipped_sidecar, write_skipped_csv};
 use dermclass::data::{
     self, Dataset, ISIC_CLASSES, Loader, Sample, source::is_image_path, split::read_split_rows,
 };
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
+use dermclass::model::Classifier;
+use dermclass::report::plots::plot_reliability;
 use dermclass::report::submission::write_submission;
 use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::config::{
@@ -345,6 +348,9 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(metrics) = &summary.best_metrics {
         println!("{}", metrics.render_table());
     }
+    if let Some(calibration) = &summary.best_calibration {
+        print!("{}", calibration.render());
+    }
     println!(
         "best epoch {} of {}; report: {}",
         summary.state.best_epoch,
@@ -428,6 +434,13 @@ pub struct EvaluateArgs {
     /// Leave out unreadable images (listed on stderr; exit code 3) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Fit temperature scaling on these images (use the validation split) and store it in
+    /// the checkpoint; evaluate, predict, serve and export then apply it.
+    #[arg(long)]
+    pub fit_temperature: bool,
+    /// Also draw the reliability diagram of the probabilities to this PNG.
+    #[arg(long, value_name = "PNG")]
+    pub reliability: Option<PathBuf>,
 }
 
 fn eval_loader(checkpoint: &Checkpoint, samples: Vec<Sample>) -> Result<Loader> {
@@ -446,7 +459,8 @@ fn decision_rule(checkpoint: &Checkpoint, tau: Option<f64>) -> LogitAdjustment {
 
 /// Runs `dermclass evaluate`.
 pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
-    let checkpoint = checkpoint::load(&resolve_checkpoint(&args.model)?)?;
+    let model_path = resolve_checkpoint(&args.model)?;
+    let checkpoint = checkpoint::load(&model_path)?;
     let options = data::OpenOptions {
         skip_bad: args.skip_bad,
         ..Default::default()
@@ -515,14 +529,53 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
         }
         return Ok(outcome_of(&skipped));
     }
+    let rule = if args.fit_temperature {
+        fit_and_store_temperature(&model_path, &model, &loader, &device, &rule)?
+    } else {
+        rule
+    };
     let predictions = predict_loader(&model, &loader, &device, args.tta, &rule)?;
     let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
+    let calibration = CalibrationReport::compute(&predictions.labels, &predictions.probs, classes);
     if args.json {
         println!("{}", metrics.to_json());
     } else {
         println!("{}", metrics.render_table());
+        print!("{}", calibration.render());
+    }
+    if let Some(png) = &args.reliability {
+        plot_reliability(png, &calibration.calibration)?;
+        println!("wrote the reliability diagram to {}", png.display());
     }
     Ok(outcome_of(&skipped))
+}
+
+/// Fits the temperature on `loader`'s images (one view each) under `rule`'s logit
+/// adjustment, stores it in the checkpoint at `path`, and returns the rule with it.
+fn fit_and_store_temperature(
+    path: &Path,
+    model: &Classifier,
+    loader: &Loader,
+    device: &burn::prelude::Device,
+    rule: &LogitAdjustment,
+) -> Result<LogitAdjustment> {
+    let raw = predict_loader(model, loader, device, Tta::One, &LogitAdjustment::default())?;
+    // Log-probabilities are the logits up to a per-image constant, which the softmax ignores.
+    let logits: Vec<f32> = raw.probs.iter().map(|p| p.max(1e-30).ln()).collect();
+    let k = raw.probs.len() / raw.labels.len().max(1);
+    let offsets = rule.logit_offsets();
+    let before = nll_at(&raw.labels, &logits, k, rule.temperature, &offsets);
+    let temperature = fit_temperature(&raw.labels, &logits, k, &offsets);
+    let after = nll_at(&raw.labels, &logits, k, temperature, &offsets);
+    let mut checkpoint = checkpoint::load(path)?;
+    checkpoint.state.adjustment = checkpoint.state.adjustment.with_temperature(temperature, k);
+    checkpoint.save(path)?;
+    println!(
+        "temperature scaling on {} images: T = {temperature:.4} (NLL {before:.4} -> {after:.4}); stored in {}",
+        raw.labels.len(),
+        path.display()
+    );
+    Ok(rule.with_temperature(temperature, k))
 }
 
 fn outcome_of(skipped: &[BadInput]) -> Outcome {

@@ -149,6 +149,7 @@ fn step(
                 value(0)?.add(b.reshape([1, n, 1, 1]))
             }
         },
+        "Mul" => value(0)?.mul_scalar(constant(1)?.f32_values()[0]),
         "Concat" => {
             let parts = (0..node.input.len())
                 .map(value)

@@ -61,6 +61,8 @@ pub struct ExportInfo {
     pub shades_of_gray: Option<f32>,
     /// Added to the logits before the softmax of `probabilities` (empty: none).
     pub logit_offsets: Vec<f32>,
+    /// Temperature scaling: the adjusted logits are divided by it before the softmax.
+    pub temperature: f32,
     /// Further `key = value` pairs (model card numbers, training recipe).
     pub extra: Vec<(String, String)>,
 }
@@ -94,6 +96,7 @@ impl ExportInfo {
             normalization: config.normalization.affine(),
             shades_of_gray: config.shades_of_gray,
             logit_offsets: state.adjustment.logit_offsets(),
+            temperature: state.adjustment.temperature as f32,
             extra,
         }
     }
@@ -110,6 +113,12 @@ impl ExportInfo {
                 "{} logit offsets for {} classes",
                 self.logit_offsets.len(),
                 self.classes.len()
+            )));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(ExportError::Invalid(format!(
+                "the temperature must be positive, got {}",
+                self.temperature
             )));
         }
         Ok(())
@@ -142,6 +151,7 @@ impl ExportInfo {
                 preprocessing_text(self.width, self.height, self.shades_of_gray),
             ),
             ("logit_offsets".to_string(), join(&self.logit_offsets)),
+            ("temperature".to_string(), format!("{:?}", self.temperature)),
         ];
         props.extend(self.extra.iter().cloned());
         props
@@ -228,6 +238,12 @@ fn fp32_graph(model: &impl ToOnnx, info: &ExportInfo) -> proto::GraphProto {
             &info.logit_offsets,
         );
         g.add(&logits, &offsets)
+    };
+    let adjusted = if info.temperature == 1.0 {
+        adjusted
+    } else {
+        let inverse = g.weight("inverse_temperature", &[], &[1.0 / info.temperature]);
+        g.node("Mul", &[&adjusted, &inverse], &[])
     };
     g.node_named(
         "Softmax",

@@ -13,6 +13,7 @@ fn info(classes: usize) -> ExportInfo {
         normalization: ([0.5; 3], [-1.0; 3]),
         shades_of_gray: Some(6.0),
         logit_offsets: vec![0.25; classes],
+        temperature: 1.0,
         extra: vec![("validation_bacc".to_string(), "0.5".to_string())],
     }
 }
@@ -121,6 +122,37 @@ fn the_adjustment_is_added_before_the_softmax_only_when_there_is_one() {
         ops(&without)[ops(&without).len() - 2..],
         ["Identity", "Softmax"]
     );
+}
+
+#[test]
+fn a_temperature_divides_the_adjusted_logits() {
+    let device = Device::default();
+    let model = ModelSpec::parse("tiny_cnn:0.5", 3)
+        .unwrap()
+        .build(&device)
+        .unwrap();
+    let mut info = info(3);
+    info.temperature = 2.0;
+    let graph = fp32_graph(&model, &info);
+    let names: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 4..],
+        ["Identity", "Add", "Mul", "Softmax"]
+    );
+    let x = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+    let logits: Vec<f32> = model.forward(x.clone()).into_data().iter::<f32>().collect();
+    let out = eval::run(&graph, x, &mut eval::Ranges::new()).unwrap();
+    let probs: Vec<f32> = out[1].clone().into_data().iter::<f32>().collect();
+    for (z, p) in logits.chunks(3).zip(probs.chunks(3)) {
+        let e: Vec<f32> = z.iter().map(|v| ((v + 0.25) / 2.0).exp()).collect();
+        let total: f32 = e.iter().sum();
+        for (want, got) in e.iter().map(|v| v / total).zip(p) {
+            assert!((want - got).abs() < 1e-5, "{want} vs {got}");
+        }
+    }
+    info.temperature = 0.0;
+    let err = to_onnx(&model, &info).unwrap_err().to_string();
+    assert!(err.contains("temperature must be positive"), "{err}");
 }
 
 #[test]

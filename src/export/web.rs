@@ -91,6 +91,7 @@ mod tests {
             normalization: ([0.5; 3], [-1.0; 3]),
             shades_of_gray: Some(6.0),
             logit_offsets: Vec::new(),
+            temperature: 1.0,
             extra: vec![("validation_balanced_accuracy".into(), "0.6100".into())],
         };
         write_site(dir.path(), b"onnx", &info).unwrap();

@@ -460,6 +460,54 @@ pub fn plot_accuracy_vs_madds<S: AsRef<str>>(
     })
 }
 
+/// Draws a reliability diagram: per confidence bin, the accuracy (bars) against the
+/// diagonal of perfect calibration, with the ECE in the caption. Empty bins draw nothing.
+pub fn plot_reliability(
+    path: impl AsRef<Path>,
+    calibration: &crate::calibration::Calibration,
+) -> anyhow::Result<()> {
+    let width = 1.0 / calibration.bins.len().max(1) as f64;
+    render_png(path.as_ref(), (640, 560), |root, text| {
+        let mut b = ChartBuilder::on(root);
+        b.margin(20);
+        if text {
+            b.caption(
+                format!("Reliability (ECE {:.3})", calibration.ece),
+                font(22.0),
+            )
+            .x_label_area_size(46)
+            .y_label_area_size(64);
+        } else {
+            b.x_label_area_size(8).y_label_area_size(8);
+        }
+        let mut chart = b.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+        if text {
+            chart
+                .configure_mesh()
+                .light_line_style(RGBColor(235, 235, 235))
+                .x_desc("confidence of the top class")
+                .y_desc("accuracy")
+                .label_style(font(14.0))
+                .axis_desc_style(font(16.0))
+                .draw()?;
+        } else {
+            plain_grid(&chart.plotting_area().strip_coord_spec())?;
+        }
+        let bar = RGBColor(31, 119, 180);
+        chart.draw_series(calibration.bins.iter().filter(|b| b.count > 0).map(|b| {
+            Rectangle::new(
+                [(b.lower, 0.0), (b.lower + width * 0.92, b.accuracy)],
+                bar.filled(),
+            )
+        }))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            RGBColor(200, 60, 40).stroke_width(2),
+        )))?;
+        Ok(())
+    })
+}
+
 /// `1.5k`, `300M`, `2G` style number for axis labels.
 fn format_si(x: f64) -> String {
     let (v, unit) = if x >= 1e9 {

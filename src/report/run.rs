@@ -53,6 +53,8 @@ pub struct RunReport<'a> {
     pub best_epoch: usize,
     /// Validation metrics of the best checkpoint (none for a final fit).
     pub metrics: Option<&'a Metrics>,
+    /// Calibration and melanoma operating points on the same images.
+    pub calibration: Option<&'a crate::calibration::CalibrationReport>,
 }
 
 fn format_prior(prior: &[f64]) -> String {
@@ -139,6 +141,15 @@ pub fn render(r: &RunReport) -> String {
         })
         .collect();
     text += &super::markdown::markdown_table(&headers, &rows);
+    if let Some(c) = r.calibration {
+        text += "\nCalibration (as stored, one view per image):\n\n";
+        for line in c.render().lines() {
+            text += &format!(
+                "- {}\n",
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
     text += "\n![curves](curves.png)\n\n![confusion](confusion.png)\n";
     text
 }
@@ -148,6 +159,11 @@ mod tests {
     use super::*;
 
     fn report(metrics: Option<&Metrics>) -> String {
+        let calibration = crate::calibration::CalibrationReport::compute(
+            &[0, 1, 1],
+            &[0.9, 0.1, 0.2, 0.8, 0.6, 0.4],
+            &["MEL", "B"],
+        );
         render(&RunReport {
             arch: "tiny_cnn:1.0",
             data: Path::new("/data"),
@@ -172,6 +188,7 @@ mod tests {
             seconds: 3725.0,
             best_epoch: 2,
             metrics,
+            calibration: metrics.map(|_| &calibration),
         })
     }
 
@@ -193,6 +210,11 @@ mod tests {
         assert!(text.contains("**0.7500**"), "{text}");
         assert!(text.contains("| A "), "{text}");
         assert!(text.contains("1:02:05"), "{text}");
+        assert!(text.contains("- calibration ECE"), "{text}");
+        assert!(
+            text.contains("- melanoma sensitivity 1.0000 at specificity >= 80%"),
+            "{text}"
+        );
     }
 
     #[test]

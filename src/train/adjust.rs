@@ -37,12 +37,35 @@ pub fn effective_prior(
 /// The post-hoc decision rule stored with a model: probabilities are multiplied by
 /// `prior^-tau` and renormalised, which equals subtracting `tau * log(prior)` from the
 /// logits. With test-time augmentation the views' probabilities are averaged first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+///
+/// It also holds the temperature (`evaluate --fit-temperature`) that divides the adjusted
+/// logits before the softmax; every path that turns logits into probabilities (evaluate,
+/// predict, serve, export) applies both through [`LogitAdjustment::apply`] or, in an
+/// exported graph, as `Add` then `Mul` by `1/T`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogitAdjustment {
     /// The training prior (empty: no adjustment).
     pub prior: Vec<f64>,
     /// Strength (0: none; 1: Bayes-optimal for balanced error).
     pub tau: f64,
+    /// Temperature scaling: the adjusted logits are divided by it before the softmax
+    /// (1: none).
+    #[serde(default = "no_temperature")]
+    pub temperature: f64,
+}
+
+fn no_temperature() -> f64 {
+    1.0
+}
+
+impl Default for LogitAdjustment {
+    fn default() -> Self {
+        Self {
+            prior: Vec::new(),
+            tau: 0.0,
+            temperature: 1.0,
+        }
+    }
 }
 
 impl LogitAdjustment {
@@ -54,38 +77,54 @@ impl LogitAdjustment {
             LossKind::Ce => config.tau,
             LossKind::LogitAdjusted => 0.0,
         };
-        Self { prior, tau }
-    }
-
-    /// The same prior with another strength.
-    pub fn with_tau(&self, tau: f64) -> Self {
         Self {
-            prior: self.prior.clone(),
+            prior,
             tau,
+            temperature: 1.0,
         }
     }
 
-    /// True when it changes nothing.
+    /// The same rule with another strength.
+    pub fn with_tau(&self, tau: f64) -> Self {
+        Self {
+            tau,
+            ..self.clone()
+        }
+    }
+
+    /// The same rule with another temperature, for `classes` outputs (a rule without a
+    /// prior gets a uniform one, which adjusts nothing but gives the rows their width).
+    pub fn with_temperature(&self, temperature: f64, classes: usize) -> Self {
+        let mut rule = self.clone();
+        if rule.prior.is_empty() {
+            rule.prior = vec![1.0 / classes as f64; classes];
+            rule.tau = 0.0;
+        }
+        rule.temperature = temperature;
+        rule
+    }
+
+    /// True when the prior adjustment changes nothing (the temperature aside).
     pub fn is_identity(&self) -> bool {
         self.tau == 0.0 || self.prior.is_empty()
     }
 
-    /// Adjusts flat row-major `[n, k]` probabilities in place.
+    /// Adjusts flat row-major `[n, k]` probabilities in place: the prior adjustment, then
+    /// the temperature (`p^(1/T)`, renormalised). For one view this is
+    /// `softmax((z + offsets) / T)`: the temperature changes confidence, never the decision.
     pub fn apply(&self, probs: &mut [f32]) {
-        if self.is_identity() {
+        let k = self.prior.len();
+        if k == 0 || (self.is_identity() && self.temperature == 1.0) {
             return;
         }
-        let k = self.prior.len();
-        let factors: Vec<f64> = self
-            .prior
-            .iter()
-            .map(|p| p.max(1e-12).powf(-self.tau))
-            .collect();
+        let exponent = 1.0 / self.temperature;
+        let tau = if self.is_identity() { 0.0 } else { self.tau };
+        let factors: Vec<f64> = self.prior.iter().map(|p| p.max(1e-12).powf(-tau)).collect();
         for row in probs.chunks_exact_mut(k) {
             let mut adjusted: Vec<f64> = row
                 .iter()
                 .zip(&factors)
-                .map(|(p, f)| *p as f64 * f)
+                .map(|(p, f)| (*p as f64 * f).powf(exponent))
                 .collect();
             let total: f64 = adjusted.iter().sum();
             if total > 0.0 && total.is_finite() {
@@ -119,6 +158,7 @@ mod tests {
         let rule = LogitAdjustment {
             prior: vec![0.8, 0.2],
             tau: 1.0,
+            temperature: 1.0,
         };
         let mut probs = vec![0.6f32, 0.4];
         rule.apply(&mut probs);
@@ -133,10 +173,34 @@ mod tests {
     }
 
     #[test]
+    fn the_temperature_softens_after_the_adjustment_and_keeps_the_decision() {
+        let rule = LogitAdjustment {
+            prior: vec![0.8, 0.2],
+            tau: 1.0,
+            temperature: 2.0,
+        };
+        let mut probs = vec![0.6f32, 0.4];
+        rule.apply(&mut probs);
+        // softmax((z + o) / 2) with z + o = ln(0.75), ln(2) (up to a constant).
+        let (a, b) = (0.75f64.sqrt(), 2f64.sqrt());
+        assert!((probs[1] as f64 - b / (a + b)).abs() < 1e-6, "{probs:?}");
+        assert!(
+            probs[1] > probs[0] && probs[1] < 8.0 / 11.0,
+            "softer, same decision"
+        );
+        // A rule without a prior gets a uniform one: the temperature alone.
+        let plain = LogitAdjustment::default().with_temperature(0.5, 2);
+        let mut sharp = vec![0.6f32, 0.4];
+        plain.apply(&mut sharp);
+        assert!((sharp[0] - 0.36 / 0.52).abs() < 1e-6, "{sharp:?}");
+    }
+
+    #[test]
     fn moves_predictions_toward_rare_classes() {
         let rule = LogitAdjustment {
             prior: vec![0.67, 0.11, 0.11, 0.05, 0.03, 0.02, 0.01],
             tau: 1.0,
+            temperature: 1.0,
         };
         // The common class wins narrowly before, the rarest after.
         let mut probs = vec![0.40f32, 0.1, 0.1, 0.05, 0.0, 0.0, 0.35];
@@ -150,6 +214,7 @@ mod tests {
         LogitAdjustment {
             prior: vec![0.9, 0.1],
             tau: 0.0,
+            temperature: 1.0,
         }
         .apply(&mut same);
         assert_eq!(same, vec![0.40, 0.6]);

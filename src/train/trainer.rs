@@ -21,6 +21,7 @@ use super::evaluate::{Tta, predict_loader};
 use super::events::{Event, Observer};
 use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
 use super::schedule::LrSchedule;
+use crate::calibration::CalibrationReport;
 use crate::data::{
     Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_split_csv,
     split_train_val, write_split_csv,
@@ -83,6 +84,8 @@ pub struct RunSummary {
     pub state: RunState,
     /// Metrics of the best checkpoint on the validation images (none without validation).
     pub best_metrics: Option<Metrics>,
+    /// Calibration and melanoma operating points of the best checkpoint on the same images.
+    pub best_calibration: Option<CalibrationReport>,
     /// Trainable parameters.
     pub params: usize,
     /// Multiply-adds per image at the training input size.
@@ -645,24 +648,26 @@ fn finish(
     params: usize,
     madds: u64,
 ) -> Result<RunSummary> {
-    let best_metrics = match &data.val {
+    let (best_metrics, best_calibration) = match &data.val {
         Some(val) => {
             let best = checkpoint::load(&paths.best())?;
             let model: Classifier = best.model(device)?;
-            let (metrics, _) =
-                validate(&model, val, &data.classes, &best.state.adjustment, device)?;
+            let p = predict_loader(&model, val, device, Tta::One, &best.state.adjustment)?;
+            let metrics = Metrics::compute(&p.labels, &p.probs, &data.classes)?;
+            let calibration = CalibrationReport::compute(&p.labels, &p.probs, &data.classes);
             report::plots::plot_confusion(
                 paths.dir.join("confusion.png"),
                 &metrics.confusion,
                 &data.classes,
             )?;
-            Some(metrics)
+            (Some(metrics), Some(calibration))
         }
-        None => None,
+        None => (None, None),
     };
     let summary = RunSummary {
         state,
         best_metrics,
+        best_calibration,
         params,
         madds,
     };
@@ -701,6 +706,7 @@ pub fn render_report(summary: &RunSummary) -> String {
         seconds: state.seconds,
         best_epoch: state.best_epoch,
         metrics: summary.best_metrics.as_ref(),
+        calibration: summary.best_calibration.as_ref(),
     })
 }
 

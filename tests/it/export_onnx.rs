@@ -85,6 +85,7 @@ fn info(arch: &str, classes: usize, offsets: Vec<f32>, height: usize, width: usi
         normalization: ([1.0 / 255.0; 3], [0.0; 3]),
         shades_of_gray: None,
         logit_offsets: offsets,
+        temperature: 1.0,
         extra: Vec::new(),
     }
 }
@@ -181,6 +182,7 @@ fn every_family_exports_and_tract_gives_the_same_logits_and_probabilities() {
     let adjustment = LogitAdjustment {
         prior: offsets.iter().map(|o: &f32| (-o).exp() as f64).collect(),
         tau: 1.0,
+        temperature: 1.0,
     };
     for family in FAMILIES {
         let name = family.examples()[0];

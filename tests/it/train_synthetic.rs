@@ -136,6 +136,50 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
     let bacc = json["balanced_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&bacc));
 
+    // Temperature scaling fitted on the validation split is stored and then applied.
+    let reliability = dir.path().join("reliability.png");
+    let out = Command::new(bin)
+        .args(["evaluate", "--fit-temperature", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&data)
+        .arg("--split-file")
+        .arg(run.join("split.csv"))
+        .arg("--reliability")
+        .arg(&reliability)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fitted = text
+        .lines()
+        .find(|l| l.starts_with("temperature scaling"))
+        .unwrap();
+    let nll: Vec<f64> = fitted
+        .split("NLL ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(nll[1] <= nll[0] + 1e-9, "{fitted}");
+    assert!(text.contains("calibration        ECE"), "{text}");
+    assert!(text.contains("melanoma           sensitivity"), "{text}");
+    assert!(image::open(&reliability).unwrap().width() > 100);
+    let stored = dermclass::train::checkpoint::load(&run.join("best.ckpt")).unwrap();
+    let t = stored.state.adjustment.temperature;
+    assert!(
+        t != 1.0 && fitted.contains(&format!("T = {t:.4}")),
+        "{t} {fitted}"
+    );
+
     // Predict on the images at their own size (40x30 here, trained at 40x32).
     let images = data.join("ISIC2018_Task3_Training_Input");
     let csv_path = dir.path().join("predictions.csv");
