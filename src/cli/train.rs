@@ -123,9 +123,13 @@ pub struct TrainArgs {
     /// Validation fraction of the lesion-grouped split.
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// Use this split file (image,split) instead of making one.
+    /// Use this split file (image,split) instead of making one; with --fold, a fold file
+    /// from `dermclass split --folds K`.
     #[arg(long)]
     pub split: Option<PathBuf>,
+    /// Validate on this fold of the --split fold file and train on the others.
+    #[arg(long, requires = "split")]
+    pub fold: Option<usize>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -271,6 +275,7 @@ impl TrainArgs {
         }
         if self.split.is_some() {
             config.split = self.split.clone();
+            config.fold = self.fold;
         }
         if self.early_stop.is_some() {
             config.early_stop = self.early_stop;

@@ -239,6 +239,9 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Use this split file (`image,split`) instead of making one.
     pub split: Option<PathBuf>,
+    /// With `split` a fold file (`dermclass split --folds K`): validate on this fold and
+    /// train on the others.
+    pub fold: Option<usize>,
     /// Seed of the split, initialisation, shuffling, augmentation and dropout.
     pub seed: u64,
     /// Device: `cpu`, `cuda:N` or `wgpu`.
@@ -285,6 +288,7 @@ impl Default for TrainConfig {
             dropout: None,
             val_fraction: 0.3,
             split: None,
+            fold: None,
             seed: 1,
             device: "cpu".into(),
             early_stop: None,
@@ -389,6 +393,9 @@ impl TrainConfig {
                 "val_fraction must be in [0, 1) (0 trains on every image), got {}",
                 self.val_fraction
             );
+        }
+        if self.fold.is_some() && self.split.is_none() {
+            bail!("fold needs a fold file as split (dermclass split --folds K --out folds.csv)");
         }
         if !(self.tau.is_finite() && self.tau >= 0.0) {
             bail!("tau must be a number >= 0, got {}", self.tau);

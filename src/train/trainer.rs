@@ -23,8 +23,8 @@ use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
 use super::schedule::LrSchedule;
 use crate::calibration::CalibrationReport;
 use crate::data::{
-    Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_split_csv,
-    split_train_val, write_split_csv,
+    Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_fold_csv,
+    read_split_csv, split_train_val, write_split_csv,
 };
 use crate::device::parse_device;
 use crate::metrics::Metrics;
@@ -143,6 +143,8 @@ fn choose_split(
 ) -> Result<Split> {
     let split = if options.resume && paths.split().exists() {
         read_split_csv(&paths.split(), dataset)?
+    } else if let (Some(file), Some(fold)) = (&config.split, config.fold) {
+        read_fold_csv(file, dataset, fold)?
     } else if let Some(file) = &config.split {
         read_split_csv(file, dataset)?
     } else if config.val_fraction == 0.0 {

@@ -551,3 +551,81 @@ fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
     let bacc = scored["balanced_accuracy"].as_f64().unwrap();
     assert!((bacc - best_bacc).abs() < 1e-9, "{bacc} vs {best_bacc}");
 }
+
+#[test]
+fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth::generate(&data, 6, 32, 32, 3).unwrap();
+    let folds = dir.path().join("folds.csv");
+    let bin = env!("CARGO_BIN_EXE_dermclass");
+    let out = Command::new(bin)
+        .args(["split", "--folds", "3", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&folds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("run");
+    let out = Command::new(bin)
+        .args([
+            "train",
+            "--arch",
+            "tiny_cnn:0.5",
+            "--input",
+            "32",
+            "--epochs",
+            "1",
+        ])
+        .args(["--batch", "8", "--fold", "1", "--data"])
+        .arg(&data)
+        .arg("--split")
+        .arg(&folds)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |path: &std::path::Path| -> Vec<(String, String)> {
+        csv::Reader::from_path(path)
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[0].to_string(), r[1].to_string())
+            })
+            .collect()
+    };
+    let fold_of: std::collections::HashMap<String, String> = rows(&folds).into_iter().collect();
+    let split = rows(&run.join("split.csv"));
+    assert_eq!(split.len(), fold_of.len());
+    for (image, side) in &split {
+        let in_fold_1 = fold_of[image] == "1";
+        assert_eq!(
+            side == "val",
+            in_fold_1,
+            "{image}: {side}, fold {}",
+            fold_of[image]
+        );
+    }
+    // --fold without --split is refused before anything runs.
+    let out = Command::new(bin)
+        .args(["train", "--fold", "1", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--split"));
+    assert!(!dir.path().join("never").exists());
+}
