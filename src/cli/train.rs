@@ -439,6 +439,10 @@ pub struct EvaluateArgs {
     /// Leave out unreadable images (listed on stderr; exit code 3) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Score images of the run's own training split too (refused by default: it overstates
+    /// accuracy).
+    #[arg(long)]
+    pub allow_train_images: bool,
     /// Fit temperature scaling on these images (use the validation split) and store it in
     /// the checkpoint; evaluate, predict, serve and export then apply it.
     #[arg(long)]
@@ -503,6 +507,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
         }
         None => dataset.samples,
     };
+    refuse_training_images(&model_path, &samples, &args)?;
     let (samples, skipped) = screen_or_skip(samples, skipped_at_open, args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = if args.trained_weights {
@@ -553,6 +558,36 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
         println!("wrote the reliability diagram to {}", png.display());
     }
     Ok(outcome_of(&skipped))
+}
+
+/// Scoring a model on the images it trained on overstates it: when the checkpoint sits in
+/// a run folder with a `split.csv`, refuse samples from its training side unless
+/// `--allow-train-images`, and say which images are scored either way.
+fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs) -> Result<()> {
+    let split = model.with_file_name("split.csv");
+    let scored = match &args.split_file {
+        Some(file) => format!("the `{}` side of {}", args.split, file.display()),
+        None => format!("every labelled image of {}", args.data.display()),
+    };
+    eprintln!("scoring {} images: {scored}", samples.len());
+    if args.allow_train_images || !split.is_file() {
+        return Ok(());
+    }
+    let trained: std::collections::HashSet<String> = read_split_rows(&split)?
+        .into_iter()
+        .filter(|(_, side)| side == "train")
+        .map(|(image, _)| image)
+        .collect();
+    let overlap = samples.iter().filter(|s| trained.contains(&s.id)).count();
+    if overlap > 0 {
+        bail!(
+            "{overlap} of the {} images to score are on the training side of the run's split              ({}), which overstates accuracy; pass --split-file {} to score its validation              images, or --allow-train-images",
+            samples.len(),
+            split.display(),
+            split.display()
+        );
+    }
+    Ok(())
 }
 
 /// Fits the temperature on `loader`'s images (one view each) under `rule`'s logit

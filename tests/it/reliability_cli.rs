@@ -153,7 +153,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
     // evaluate: the same two behaviours; the metrics cover the 33 readable images.
     let evaluate = |skip_bad: bool| {
         let mut cmd = bin();
-        cmd.args(["evaluate", "--json", "--model"])
+        cmd.args(["evaluate", "--json", "--allow-train-images", "--model"])
             .arg(&run)
             .arg("--data")
             .arg(&data);

@@ -617,6 +617,38 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
             fold_of[image]
         );
     }
+    // Scoring the run on all its data is refused (most images trained it), unless asked.
+    let evaluate = |extra: &[&str]| {
+        Command::new(bin)
+            .args(["evaluate", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = evaluate(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("are on the training side of the run's split"),
+        "{stderr}"
+    );
+    let allowed = evaluate(&["--allow-train-images"]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let said = String::from_utf8_lossy(&allowed.stderr);
+    assert!(
+        said.contains(&format!(
+            "scoring {} images: every labelled image",
+            split.len()
+        )),
+        "{said}"
+    );
     // --fold without --split is refused before anything runs.
     let out = Command::new(bin)
         .args(["train", "--fold", "1", "--data"])
