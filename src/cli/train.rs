@@ -123,6 +123,10 @@ pub struct TrainArgs {
     /// Validation fraction of the lesion-grouped split.
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Official ISIC layout: train on this subset (training, validation or test; default
+    /// training).
+    #[arg(long)]
+    pub subset: Option<String>,
     /// Use this split file (image,split) instead of making one; with --fold, a fold file
     /// from `dermclass split --folds K`.
     #[arg(long)]
@@ -277,6 +281,9 @@ impl TrainArgs {
             config.split = self.split.clone();
             config.fold = self.fold;
         }
+        if self.subset.is_some() {
+            config.subset = self.subset.clone();
+        }
         if self.early_stop.is_some() {
             config.early_stop = self.early_stop;
         }
@@ -412,6 +419,10 @@ pub struct EvaluateArgs {
     /// Data root with labels.
     #[arg(long)]
     pub data: PathBuf,
+    /// Official ISIC layout: score this subset (training, validation or test; default
+    /// training). `validation` is the official validation set, never seen in training.
+    #[arg(long)]
+    pub subset: Option<String>,
     /// Only images listed in this split file (image,split)...
     #[arg(long)]
     pub split_file: Option<PathBuf>,
@@ -472,6 +483,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     let checkpoint = checkpoint::load(&model_path)?;
     let options = data::OpenOptions {
         skip_bad: args.skip_bad,
+        isic_subset: args.subset.clone(),
         ..Default::default()
     };
     let dataset = Dataset::open_with(&args.data, &options)?;
@@ -567,7 +579,10 @@ fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs)
     let split = model.with_file_name("split.csv");
     let scored = match &args.split_file {
         Some(file) => format!("the `{}` side of {}", args.split, file.display()),
-        None => format!("every labelled image of {}", args.data.display()),
+        None => match &args.subset {
+            Some(subset) => format!("the {subset} subset of {}", args.data.display()),
+            None => format!("every labelled image of {}", args.data.display()),
+        },
     };
     eprintln!("scoring {} images: {scored}", samples.len());
     if args.allow_train_images || !split.is_file() {
@@ -637,9 +652,13 @@ pub struct PredictArgs {
     /// A run folder or a checkpoint file (default: the model that ships with dermclass).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Image files or folders of images.
+    /// Image files or folders of images; with --subset, official ISIC data roots.
     #[arg(long, num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
+    /// Official ISIC layout: predict the images of this subset of each --input root
+    /// (`ISIC2018_Task3_<Subset>_Input`), e.g. `test` for a leaderboard submission.
+    #[arg(long)]
+    pub subset: Option<String>,
     /// Output CSV (ISIC 2018 Task 3 submission format).
     #[arg(long)]
     pub out: PathBuf,
@@ -656,6 +675,29 @@ pub struct PredictArgs {
     /// `.skipped.csv` sidecar (exit code 3) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+}
+
+/// With a subset, each input root becomes its `ISIC2018_Task3_<Subset>_Input` folder.
+fn subset_inputs(inputs: &[PathBuf], subset: Option<&str>) -> Result<Vec<PathBuf>> {
+    let Some(subset) = subset else {
+        return Ok(inputs.to_vec());
+    };
+    let name = data::source::isic_subset_name(subset)?;
+    inputs
+        .iter()
+        .map(|root| {
+            let folder = root.join(format!("ISIC2018_Task3_{name}_Input"));
+            if !folder.is_dir() {
+                bail!(
+                    "{} has no {name} images ({} is missing; `dermclass fetch-data --set {}` downloads them)",
+                    root.display(),
+                    folder.display(),
+                    name.to_ascii_lowercase()
+                );
+            }
+            Ok(folder)
+        })
+        .collect()
 }
 
 /// Image files named by `inputs` (folders are listed, sorted), as unlabeled samples.
@@ -715,7 +757,7 @@ pub fn run_predict(args: PredictArgs) -> Result<Outcome> {
         checkpoint.state.config.width,
         checkpoint.state.config.height
     );
-    let samples = collect_images(&args.input)?;
+    let samples = collect_images(&subset_inputs(&args.input, args.subset.as_deref())?)?;
     let (samples, skipped) = screen_or_skip(samples, Vec::new(), args.skip_bad)?;
     let device = parse_device(&args.device)?;
     let model = checkpoint.model(&device)?;

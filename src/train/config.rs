@@ -237,6 +237,8 @@ pub struct TrainConfig {
     pub dropout: Option<f64>,
     /// Validation fraction of the lesion-grouped split (ignored with `split`).
     pub val_fraction: f64,
+    /// For the official ISIC layout: which subset trains (`training` when absent).
+    pub subset: Option<String>,
     /// Use this split file (`image,split`) instead of making one.
     pub split: Option<PathBuf>,
     /// With `split` a fold file (`dermclass split --folds K`): validate on this fold and
@@ -287,6 +289,7 @@ impl Default for TrainConfig {
             normalization: Normalization::Keras,
             dropout: None,
             val_fraction: 0.3,
+            subset: None,
             split: None,
             fold: None,
             seed: 1,
@@ -393,6 +396,9 @@ impl TrainConfig {
                 "val_fraction must be in [0, 1) (0 trains on every image), got {}",
                 self.val_fraction
             );
+        }
+        if let Some(subset) = &self.subset {
+            crate::data::source::isic_subset_name(subset)?;
         }
         if self.fold.is_some() && self.split.is_none() {
             bail!("fold needs a fold file as split (dermclass split --folds K --out folds.csv)");

@@ -172,7 +172,11 @@ fn prepare_data(
     paths: &RunPaths,
     options: &SessionOptions,
 ) -> Result<RunData> {
-    let mut dataset = Dataset::open(&config.data, None)
+    let open = crate::data::OpenOptions {
+        isic_subset: config.subset.clone(),
+        ..Default::default()
+    };
+    let mut dataset = Dataset::open_with(&config.data, &open)
         .with_context(|| format!("cannot open data set {}", config.data.display()))?;
     let report = check_images(&mut dataset, options.skip_bad)?;
     if !dataset.skipped.is_empty() {

@@ -9,14 +9,15 @@ use crate::helpers::*;
 use dermclass::data::fetch::{FetchSet, download, fetch};
 
 #[derive(Default)]
-struct State {
-    files: HashMap<String, Vec<u8>>,
+pub(crate) struct State {
+    pub(crate) files: HashMap<String, Vec<u8>>,
     /// Paths whose next full GET is cut in the middle.
-    cut_once: Vec<String>,
-    log: Vec<String>,
+    pub(crate) cut_once: Vec<String>,
+    pub(crate) log: Vec<String>,
 }
 
-fn serve(state: Arc<Mutex<State>>) -> String {
+/// Serves `state.files` by name on a loopback port; returns the base URL.
+pub(crate) fn serve(state: Arc<Mutex<State>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -89,7 +90,7 @@ fn serve(state: Arc<Mutex<State>>) -> String {
     format!("http://{addr}/2018/")
 }
 
-fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, data) in entries {
         zw.start_file(name.as_str(), zip::write::SimpleFileOptions::default())

@@ -24,3 +24,4 @@ mod robustness_props;
 mod serve;
 mod serve_browser;
 mod train_synthetic;
+mod walkthrough;

@@ -33,15 +33,22 @@ pub fn find_isic_ground_truth(root: &Path, subset: &str) -> Option<PathBuf> {
     None
 }
 
+/// The official subset name (`Training`, `Validation`, `Test`) for `name` in any case.
+pub fn isic_subset_name(name: &str) -> Result<&'static str, DataError> {
+    ISIC_SUBSETS
+        .iter()
+        .copied()
+        .find(|x| x.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            DataError::Config(format!(
+                "unknown ISIC subset `{name}`; expected training, validation or test"
+            ))
+        })
+}
+
 pub(super) fn open_isic(root: &Path, opts: &OpenOptions) -> Result<Dataset, DataError> {
     let subset = match &opts.isic_subset {
-        Some(s) => {
-            let canon = ISIC_SUBSETS
-                .iter()
-                .find(|x| x.eq_ignore_ascii_case(s))
-                .ok_or_else(|| DataError::Config(format!("unknown ISIC subset `{s}`")))?;
-            canon.to_string()
-        }
+        Some(s) => isic_subset_name(s)?.to_string(),
         None => ISIC_SUBSETS
             .iter()
             .find(|s| {

@@ -19,8 +19,8 @@ mod isic;
 pub use folders::FOLDERS_LESIONS_FILE;
 use folders::open_folders;
 use ham::open_ham;
-pub use isic::find_isic_ground_truth;
 use isic::open_isic;
+pub use isic::{find_isic_ground_truth, isic_subset_name};
 
 /// File extensions (lower case) treated as images.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp", "gif"];
