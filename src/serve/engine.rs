@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use image::RgbImage;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -110,6 +110,23 @@ pub enum Reply {
     },
 }
 
+/// Jobs that may wait per inference worker before requests are refused as busy.
+pub const QUEUE_PER_WORKER: usize = 32;
+
+/// Why the engine did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The queue is full.
+    #[error("the server is busy ({0} requests are waiting); try again shortly")]
+    Busy(usize),
+    /// The workers are gone.
+    #[error("the inference workers have stopped")]
+    Stopped,
+    /// Inference failed on this input.
+    #[error("{0}")]
+    Failed(String),
+}
+
 struct Job {
     task: Task,
     reply: oneshot::Sender<Result<Reply, String>>,
@@ -124,17 +141,36 @@ pub struct Engine {
 
 impl Engine {
     /// Starts `workers` threads, each with its own copy of the model on `device`, and
-    /// returns once every one has loaded it (or the first error).
+    /// returns once every one has loaded it (or the first error). At most
+    /// [`QUEUE_PER_WORKER`] jobs per worker wait; more are refused as busy.
     pub fn start(
         name: &str,
         checkpoint: Checkpoint,
         workers: usize,
         device: Device,
     ) -> Result<Self> {
+        Self::start_with_queue(
+            name,
+            checkpoint,
+            workers,
+            device,
+            QUEUE_PER_WORKER * workers,
+        )
+    }
+
+    /// As [`Engine::start`] with at most `queue` jobs waiting.
+    pub fn start_with_queue(
+        name: &str,
+        checkpoint: Checkpoint,
+        workers: usize,
+        device: Device,
+        queue: usize,
+    ) -> Result<Self> {
         anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(queue >= 1, "the queue must hold at least 1 job");
         let info = ModelInfo::of(name, &checkpoint)?;
         let checkpoint = Arc::new(checkpoint);
-        let (queue, jobs) = unbounded::<Job>();
+        let (queue, jobs) = bounded::<Job>(queue);
         let alive = Arc::new(AtomicUsize::new(0));
         let (loaded_tx, loaded_rx) = crossbeam_channel::bounded::<Result<()>>(workers);
         for index in 0..workers {
@@ -178,15 +214,20 @@ impl Engine {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Queues `task` and waits for its answer without blocking the async runtime.
-    pub async fn run(&self, task: Task) -> Result<Reply, String> {
+    /// Queues `task` and waits for its answer without blocking the async runtime. A full
+    /// queue is refused at once, so that memory stays bounded under any load.
+    pub async fn run(&self, task: Task) -> Result<Reply, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { task, reply })
-            .map_err(|_| "the inference workers have stopped".to_string())?;
+            .try_send(Job { task, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => EngineError::Busy(self.queue.capacity().unwrap_or(0)),
+                TrySendError::Disconnected(_) => EngineError::Stopped,
+            })?;
         answer
             .await
-            .map_err(|_| "the inference worker dropped the job".to_string())?
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(EngineError::Failed)
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
-use super::engine::{Reply, Task, top_class};
+use super::engine::{EngineError, Reply, Task, top_class};
 use super::protocol::{INPUT, InferResponse, OUTPUTS, ResponseOutput, parse_infer};
 use crate::data::image_io::decode_image_rgb;
 use crate::data::{class_index, class_name};
@@ -273,7 +273,10 @@ async fn classify(
 }
 
 async fn run(state: &AppState, task: Task) -> Result<Reply, ApiError> {
-    state.engine.run(task).await.map_err(internal)
+    state.engine.run(task).await.map_err(|e| match e {
+        EngineError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        _ => internal(e.to_string()),
+    })
 }
 
 fn internal(message: impl Into<String>) -> ApiError {

@@ -436,6 +436,61 @@ fn sigterm_stops_the_command_gracefully() {
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
 
+#[test]
+fn a_full_queue_answers_busy_at_once_and_the_others_succeed() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isic2018-mobilenet_v2.ckpt");
+    let engine = Engine::start_with_queue(
+        MODEL,
+        checkpoint::load(&path).unwrap(),
+        1,
+        burn::prelude::Device::flex(),
+        1,
+    )
+    .unwrap();
+    let config = ServeConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ServeConfig::default()
+    };
+    let server = Server::start(engine, config).unwrap();
+    let image = std::sync::Arc::new(jpeg(600, 450));
+    let base = url(&server, "/explain");
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (image, base) = (image.clone(), base.clone());
+            std::thread::spawn(move || {
+                let answer = ureq::post(&base)
+                    .set("Content-Type", "image/jpeg")
+                    .send_bytes(&image);
+                match answer {
+                    Ok(r) => (r.status(), String::new()),
+                    Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let busy: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.0 == 503)
+        .map(|a| &a.1)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "12 at once into a queue of 1: {answers:?}"
+    );
+    assert!(
+        busy.iter().all(|b| b.contains("the server is busy")),
+        "{busy:?}"
+    );
+    assert!(
+        answers.iter().all(|a| a.0 == 200 || a.0 == 503),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|a| a.0 == 200), "{answers:?}");
+    assert_alive(&server);
+}
+
 /// 8 clients, 96 requests of 600x450 JPEGs (the size of the HAM10000 originals): no errors.
 /// `examples/serve_load.rs` runs the 1,000-request version and reports latency.
 #[test]
