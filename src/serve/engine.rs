@@ -3,6 +3,7 @@
 //! side and the number of models in memory is the number of workers.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::data::LoaderConfig;
 use crate::data::class_name;
+use crate::data::image_io::decode_image_rgb;
 use crate::explain::{HeatMap, grad_cam, overlay, png_bytes};
 use crate::model::Classifier;
 use crate::train::Checkpoint;
@@ -74,11 +76,12 @@ impl ModelInfo {
 
 /// A unit of work for a worker.
 pub enum Task {
-    /// Classify a decoded image; with `explain`, also draw the Grad-CAM of that class
-    /// (`Some(None)`: the top class).
+    /// Decode and classify an image file's bytes (JPEG, PNG, TIFF, BMP); with `explain`,
+    /// also draw the Grad-CAM of that class (`Some(None)`: the top class). Decoding happens
+    /// on the worker, off the async runtime.
     Image {
-        /// The image as decoded.
-        image: RgbImage,
+        /// The file's bytes, as received.
+        bytes: Vec<u8>,
         /// Which class to explain, if any.
         explain: Option<Option<usize>>,
     },
@@ -122,6 +125,9 @@ pub enum EngineError {
     /// The workers are gone.
     #[error("the inference workers have stopped")]
     Stopped,
+    /// The input is not something the model can take (an undecodable image).
+    #[error("{0}")]
+    BadInput(String),
     /// Inference failed on this input.
     #[error("{0}")]
     Failed(String),
@@ -129,7 +135,7 @@ pub enum EngineError {
 
 struct Job {
     task: Task,
-    reply: oneshot::Sender<Result<Reply, String>>,
+    reply: oneshot::Sender<Result<Reply, EngineError>>,
 }
 
 /// The worker pool. Dropping it closes the queue; workers finish their job and stop.
@@ -224,10 +230,7 @@ impl Engine {
                 TrySendError::Full(_) => EngineError::Busy(self.queue.capacity().unwrap_or(0)),
                 TrySendError::Disconnected(_) => EngineError::Stopped,
             })?;
-        answer
-            .await
-            .map_err(|_| EngineError::Stopped)?
-            .map_err(EngineError::Failed)
+        answer.await.map_err(|_| EngineError::Stopped)?
     }
 }
 
@@ -265,15 +268,21 @@ impl Predictor {
     /// error and leaves the worker running.
     fn serve(&self, jobs: Receiver<Job>) {
         for job in jobs {
-            let answer = catch_unwind(AssertUnwindSafe(|| self.answer(job.task)))
-                .unwrap_or_else(|_| Err("inference failed on this input".to_string()));
+            let answer =
+                catch_unwind(AssertUnwindSafe(|| self.answer(job.task))).unwrap_or_else(|_| {
+                    Err(EngineError::Failed("inference failed on this input".into()))
+                });
             let _ = job.reply.send(answer);
         }
     }
 
-    fn answer(&self, task: Task) -> Result<Reply, String> {
+    fn answer(&self, task: Task) -> Result<Reply, EngineError> {
         match task {
-            Task::Image { image, explain } => Ok(self.image_reply(&image, explain)),
+            Task::Image { bytes, explain } => {
+                let image = decode_image_rgb(&bytes, Path::new("the request body"))
+                    .map_err(|e| EngineError::BadInput(e.to_string()))?;
+                Ok(self.image_reply(&image, explain))
+            }
             Task::Tensor { data, shape } => {
                 let x = Tensor::<4>::from_data(TensorData::new(data, shape), &self.device);
                 let logits = self.model.forward(x);

@@ -1,7 +1,6 @@
 //! The HTTP handlers: each checks its request, hands the work to the engine, and answers in
 //! JSON; every failure is an [`ApiError`] with a status and a message.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,6 @@ use serde_json::json;
 use super::AppState;
 use super::engine::{EngineError, Reply, Task, top_class};
 use super::protocol::{INPUT, InferResponse, OUTPUTS, ResponseOutput, parse_infer};
-use crate::data::image_io::decode_image_rgb;
 use crate::data::{class_index, class_name};
 
 const PAGE: &str = include_str!("page.html");
@@ -238,9 +236,11 @@ async fn classify(
     explain: Option<Option<usize>>,
 ) -> Answer<Prediction> {
     let started = Instant::now();
-    let image = decode_image_rgb(&bytes, Path::new("the request body"))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let reply = run(state, Task::Image { image, explain }).await?;
+    let task = Task::Image {
+        bytes: bytes.to_vec(),
+        explain,
+    };
+    let reply = run(state, task).await?;
     let Reply::Image {
         probabilities,
         heat_map,
@@ -275,6 +275,7 @@ async fn classify(
 async fn run(state: &AppState, task: Task) -> Result<Reply, ApiError> {
     state.engine.run(task).await.map_err(|e| match e {
         EngineError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        EngineError::BadInput(message) => ApiError::bad_request(message),
         _ => internal(e.to_string()),
     })
 }
