@@ -479,6 +479,12 @@ fn decision_rule(checkpoint: &Checkpoint, tau: Option<f64>) -> LogitAdjustment {
 
 /// Runs `dermclass evaluate`.
 pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
+    if args.fit_temperature && (args.tau.is_some() || args.trained_weights || args.sweep_tau) {
+        bail!(
+            "--fit-temperature fits the stored model under its stored rule; drop --tau, \
+             --trained-weights and --sweep-tau"
+        );
+    }
     let model_path = resolve_checkpoint(&args.model)?;
     let checkpoint = checkpoint::load(&model_path)?;
     let options = data::OpenOptions {
@@ -596,7 +602,9 @@ fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs)
     let overlap = samples.iter().filter(|s| trained.contains(&s.id)).count();
     if overlap > 0 {
         bail!(
-            "{overlap} of the {} images to score are on the training side of the run's split              ({}), which overstates accuracy; pass --split-file {} to score its validation              images, or --allow-train-images",
+            "{overlap} of the {} images to score are on the training side of the run's split \
+             ({}), which overstates accuracy; pass --split-file {} to score its validation \
+             images, or --allow-train-images",
             samples.len(),
             split.display(),
             split.display()

@@ -173,6 +173,15 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
     assert!(text.contains("calibration        ECE"), "{text}");
     assert!(text.contains("melanoma           sensitivity"), "{text}");
     assert!(image::open(&reliability).unwrap().width() > 100);
+    let refused = Command::new(bin)
+        .args(["evaluate", "--fit-temperature", "--tau", "0.5", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("drop --tau"));
     let stored = dermclass::train::checkpoint::load(&run.join("best.ckpt")).unwrap();
     let t = stored.state.adjustment.temperature;
     assert!(
