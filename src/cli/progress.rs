@@ -31,17 +31,21 @@ pub fn terminal(bars: bool) -> Observer {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
+                // A final fit has no validation: say so rather than print NaNs.
+                let validation = if row.val_loss.is_nan() && row.val_balanced_accuracy.is_nan() {
+                    "no validation (final fit)".to_string()
+                } else {
+                    format!(
+                        "val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4}",
+                        row.val_loss,
+                        row.val_accuracy,
+                        row.val_balanced_accuracy,
+                        row.val_macro_auc
+                    )
+                };
                 println!(
-                    "epoch {}/{epochs}: train_loss {:.4} val_loss {:.4} val_acc {:.4} val_bacc {:.4} val_auc {:.4} lr {:.2e} {:.0}s {:.1} img/s",
-                    row.epoch,
-                    row.train_loss,
-                    row.val_loss,
-                    row.val_accuracy,
-                    row.val_balanced_accuracy,
-                    row.val_macro_auc,
-                    row.lr,
-                    row.seconds,
-                    row.images_per_second
+                    "epoch {}/{epochs}: train_loss {:.4} {validation} lr {:.2e} {:.0}s {:.1} img/s",
+                    row.epoch, row.train_loss, row.lr, row.seconds, row.images_per_second
                 );
             }
             Event::Stopping { reason } => println!("{reason}"),

@@ -658,6 +658,33 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         )),
         "{said}"
     );
+    // A final fit says it has no validation instead of printing NaNs.
+    let out = Command::new(bin)
+        .args([
+            "train",
+            "--arch",
+            "tiny_cnn:0.5",
+            "--input",
+            "32",
+            "--epochs",
+            "1",
+        ])
+        .args(["--batch", "8", "--val-fraction", "0", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("final"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("no validation (final fit)") && !stdout.contains("NaN"),
+        "{stdout}"
+    );
     // --fold without --split is refused before anything runs.
     let out = Command::new(bin)
         .args(["train", "--fold", "1", "--data"])
