@@ -979,6 +979,10 @@ pub struct CompareArgs {
         default_value = "plain_v1:1.0,mobilenet_v1:1.0,mobilenet_v2:1.0,shufflenet_v1:g3,shufflenet_v2:1.0,resnet50"
     )]
     pub arches: Vec<String>,
+    /// Also vary a setting: `--vary batch=16,32,64 --vary lr=1e-3,3e-3` trains every
+    /// architecture under every combination (any config.toml key; `augment.zoom` for nested).
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub vary: Vec<dermclass::train::vary::Variation>,
     /// The shared training settings (`--out` is the results folder).
     #[command(flatten)]
     pub train: TrainArgs,
@@ -990,14 +994,16 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
     let rows = dermclass::train::compare::compare(
         &config,
         &args.arches,
+        &args.vary,
         &args.train.out,
         &super::progress::terminal(true),
     )?;
     println!();
     for row in &rows {
         println!(
-            "{:<22} params {:>6.2}M MAdds {:>8.1}M time {} BACC {:.4} latency {:.2} ms",
+            "{:<22} {} params {:>6.2}M MAdds {:>8.1}M time {} BACC {:.4} latency {:.2} ms",
             row.arch,
+            row.settings,
             row.params as f64 / 1e6,
             row.madds as f64 / 1e6,
             row.training_time,

@@ -13,6 +13,7 @@ use super::checkpoint;
 use super::config::TrainConfig;
 use super::events::{Event, Observer};
 use super::trainer::{RunPaths, SessionOptions, train};
+use super::vary::{self, Variation};
 use crate::data::{Dataset, split_train_val, write_split_csv};
 use crate::device::parse_device;
 use crate::model::ModelSpec;
@@ -77,12 +78,14 @@ fn run_dir_name(arch: &str) -> String {
     arch.replace([':', '.'], "_")
 }
 
-/// Trains every architecture of `arches` with `base` settings under `out`, then writes
-/// `results.csv`, `results.md` and `accuracy_vs_madds.png`. Finished architectures (with a
-/// `result.json`) are not retrained; interrupted ones resume from their last checkpoint.
+/// Trains every architecture of `arches`, under every combination of `variations`, with
+/// `base` settings under `out`, then writes `results.csv`, `results.md` and
+/// `accuracy_vs_madds.png`. Finished runs (with a `result.json`) are not retrained;
+/// interrupted ones resume from their last checkpoint.
 pub fn compare(
     base: &TrainConfig,
     arches: &[String],
+    variations: &[Variation],
     out: &Path,
     observer: &Observer,
 ) -> Result<Vec<CompareRow>> {
@@ -91,6 +94,11 @@ pub fn compare(
     }
     for arch in arches {
         ModelSpec::parse(arch, 2)?;
+    }
+    let combos = vary::combinations(variations);
+    // Every combination is checked before anything trains.
+    for overrides in &combos {
+        vary::apply(base, overrides)?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let _lock = super::lock::RunLock::acquire(out)?;
@@ -106,8 +114,15 @@ pub fn compare(
     }
     let device = parse_device(&base.device)?;
     let mut rows = Vec::new();
-    for arch in arches {
-        let run = run_folder(out, arch);
+    let jobs = arches
+        .iter()
+        .flat_map(|arch| combos.iter().map(move |overrides| (arch, overrides)));
+    for (arch, overrides) in jobs {
+        let run = run_folder(out, arch).with_file_name(format!(
+            "{}{}",
+            run_dir_name(arch),
+            vary::dir_suffix(overrides)
+        ));
         let result_path = run.join("result.json");
         if result_path.exists() {
             let text = std::fs::read_to_string(&result_path)?;
@@ -120,7 +135,7 @@ pub fn compare(
         observer.emit(&Event::ArchStarted { arch });
         let config = TrainConfig {
             arch: arch.clone(),
-            ..base.clone()
+            ..vary::apply(&base, overrides)?
         };
         let options = SessionOptions {
             resume: RunPaths::new(&run).last().exists(),
@@ -139,10 +154,7 @@ pub fn compare(
         let row = CompareRow {
             trick: spec.arch.family().trick().to_string(),
             arch: spec.arch.to_string(),
-            settings: format!(
-                "batch {}, lr {}, {} epochs, {}x{}",
-                config.batch, config.lr, summary.state.epochs_done, config.width, config.height
-            ),
+            settings: settings_text(&config, summary.state.epochs_done, overrides),
             params: summary.params,
             madds: summary.madds,
             training_time: format_duration_hms(summary.state.seconds),
@@ -158,6 +170,23 @@ pub fn compare(
     }
     write_results(&rows, out)?;
     Ok(rows)
+}
+
+/// `batch 32, lr 0.002, 8 epochs, 128x96`, then any other varied setting.
+fn settings_text(config: &TrainConfig, epochs: usize, overrides: &vary::Overrides) -> String {
+    let mut text = format!(
+        "batch {}, lr {}, {epochs} epochs, {}x{}",
+        config.batch, config.lr, config.width, config.height
+    );
+    let others: vary::Overrides = overrides
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "batch" | "lr" | "width" | "height"))
+        .cloned()
+        .collect();
+    if !others.is_empty() {
+        text += &format!(", {}", vary::label(&others));
+    }
+    text
 }
 
 /// Writes `results.csv`, `results.md` and `accuracy_vs_madds.png` for `rows` into `out`.

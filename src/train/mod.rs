@@ -12,6 +12,7 @@ pub mod loss;
 pub mod schedule;
 pub mod speed;
 pub mod trainer;
+pub mod vary;
 
 pub use checkpoint::{Checkpoint, RunState};
 pub use config::TrainConfig;

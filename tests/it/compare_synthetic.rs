@@ -101,3 +101,63 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
 }
+
+#[test]
+fn compare_vary_trains_one_row_per_combination_and_refuses_a_bad_setting_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth::generate(&data, 4, 32, 32, 5).unwrap();
+    let out = dir.path().join("results");
+    let run = |vary: &[&str]| {
+        let mut cmd = crate::helpers::dermclass_cmd();
+        cmd.args(["compare", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--arches", "tiny_cnn:0.5", "--epochs", "1", "--input", "32"]);
+        for v in vary {
+            cmd.args(["--vary", v]);
+        }
+        cmd.output().unwrap()
+    };
+    let bad = run(&["batch=8", "bacth=4"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--vary") && stderr.contains("bacth"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("runs").exists(),
+        "nothing trained before the check"
+    );
+
+    let ok = run(&["batch=4,8", "optimizer=sgd,adamw"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut reader = csv::Reader::from_path(out.join("results.csv")).unwrap();
+    let settings: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[2].to_string())
+        .collect();
+    assert_eq!(settings.len(), 4, "{settings:?}");
+    assert!(settings[0].starts_with("batch 4,") && settings[0].ends_with("optimizer=sgd"));
+    assert!(settings[3].starts_with("batch 8,") && settings[3].ends_with("optimizer=adamw"));
+    let run_dir = out.join("runs/tiny_cnn_0_5_batch8_optimizersgd");
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(
+        config.contains("batch = 8") && config.contains("optimizer = \"sgd\""),
+        "{config}"
+    );
+    // Run again: all four are finished and kept.
+    let again = run(&["batch=4,8", "optimizer=sgd,adamw"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("not retrained")
+            .count(),
+        4
+    );
+}
