@@ -48,6 +48,9 @@ fn main() {
     let command =
         Cli::command().mut_subcommand("train", |c| c.after_help(cli::train::defaults_help()));
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Models => {
             cli::model::models();
@@ -67,6 +70,18 @@ fn main() {
         Command::Data(cmd) => cmd.run(),
     };
     finish(result.map(|()| cli::Outcome::Complete));
+}
+
+/// `dermclass predict ... | head` ends quietly when `head` stops reading, as Unix tools do,
+/// instead of panicking on the write. Not for `serve`: there a client that hangs up must
+/// only end its own connection, which Rust's default (SIGPIPE ignored) ensures.
+fn quiet_on_closed_pipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restoring the default disposition of one signal at start-up, before any
+    // thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Exits with the command's outcome: 0 done, 1 error (printed), 3 done with inputs skipped.
