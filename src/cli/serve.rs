@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::train::{resolve_checkpoint, shipped_model};
+use super::train::load_model;
 use dermclass::data::image_io::load_image_rgb;
 use dermclass::data::{class_index, class_name};
 use dermclass::device::parse_device;
@@ -16,7 +16,6 @@ use dermclass::explain::{overlay, png_bytes};
 use dermclass::report::write_atomic;
 use dermclass::serve::engine::Predictor;
 use dermclass::serve::{Engine, ServeConfig, Server};
-use dermclass::train::checkpoint::{self, Checkpoint};
 
 /// Arguments of `dermclass serve`.
 #[derive(Args, Debug)]
@@ -39,24 +38,6 @@ pub struct ServeArgs {
     /// Device: cpu, cuda[:N] or wgpu (when compiled in).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-}
-
-/// Loads the model named by `--model`, or the shipped one; says which on stdout.
-fn load_model(model: Option<&Path>) -> Result<(PathBuf, Checkpoint)> {
-    let path = match model {
-        Some(model) => resolve_checkpoint(model)?,
-        None => shipped_model()?,
-    };
-    let checkpoint = checkpoint::load(&path)?;
-    println!(
-        "model: {} ({}, {} classes, input {}x{})",
-        path.display(),
-        checkpoint.state.arch,
-        checkpoint.state.classes.len(),
-        checkpoint.state.config.width,
-        checkpoint.state.config.height
-    );
-    Ok((path, checkpoint))
 }
 
 /// The name requests use for a model: its file stem, or its run folder's name for a

@@ -390,6 +390,24 @@ pub fn resolve_checkpoint(model: &Path) -> Result<PathBuf> {
     Ok(model.to_path_buf())
 }
 
+/// Loads the model named by `--model`, or the shipped one; says which on stdout.
+pub fn load_model(model: Option<&Path>) -> Result<(PathBuf, Checkpoint)> {
+    let path = match model {
+        Some(model) => resolve_checkpoint(model)?,
+        None => shipped_model()?,
+    };
+    let checkpoint = checkpoint::load(&path)?;
+    println!(
+        "model: {} ({}, {} classes, input {}x{})",
+        path.display(),
+        checkpoint.state.arch,
+        checkpoint.state.classes.len(),
+        checkpoint.state.config.width,
+        checkpoint.state.config.height
+    );
+    Ok((path, checkpoint))
+}
+
 /// File name of the model that ships with dermclass, in `models/`.
 pub const SHIPPED_MODEL: &str = "isic2018-mobilenet_v2.ckpt";
 
@@ -752,19 +770,7 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
 
 /// Runs `dermclass predict`.
 pub fn run_predict(args: PredictArgs) -> Result<Outcome> {
-    let path = match &args.model {
-        Some(model) => resolve_checkpoint(model)?,
-        None => shipped_model()?,
-    };
-    let checkpoint = checkpoint::load(&path)?;
-    println!(
-        "model: {} ({}, {} classes, input {}x{})",
-        path.display(),
-        checkpoint.state.arch,
-        checkpoint.state.classes.len(),
-        checkpoint.state.config.width,
-        checkpoint.state.config.height
-    );
+    let (_, checkpoint) = load_model(args.model.as_deref())?;
     let samples = collect_images(&subset_inputs(&args.input, args.subset.as_deref())?)?;
     let (samples, skipped) = screen_or_skip(samples, Vec::new(), args.skip_bad)?;
     let device = parse_device(&args.device)?;
