@@ -133,3 +133,29 @@ pub fn chromium_with(packages: &[&str]) -> Result<std::path::PathBuf, String> {
     }
     Ok(chromium)
 }
+
+/// Runs `web/test/<script>` under node with `args`, fails the test with its output unless it
+/// succeeds, and returns the one JSON line it prints.
+pub fn run_browser_script<I, S>(script: &str, args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let run = std::process::Command::new("node")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("web/test")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{script} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON line ({e}): {stdout}"))
+}

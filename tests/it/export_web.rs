@@ -4,7 +4,6 @@
 //! it says so and passes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use dermclass::data::image_io::{load_image_rgb, resize_rgb};
 
@@ -69,21 +68,15 @@ fn the_exported_page_shows_predicts_probabilities_in_headless_chromium() {
     resize_rgb(&source, w, h).save(&png).unwrap();
     let want = predict(&images, &work.path().join("p.csv"));
 
-    let run = Command::new("node")
-        .arg(repo().join("web/test/browser-check.mjs"))
-        .arg(&site)
-        .arg(&png)
-        .arg(&chromium)
-        .arg("5")
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "browser check failed: {}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = crate::helpers::run_browser_script(
+        "browser-check.mjs",
+        [
+            std::ffi::OsString::from(site.clone()),
+            std::ffi::OsString::from(png.clone()),
+            std::ffi::OsString::from(chromium.clone()),
+            std::ffi::OsString::from("5"),
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     eprintln!(
         "browser: page ready in {} ms, {} ms per image (median of 5)",
         report["load_ms"], report["median_ms"]

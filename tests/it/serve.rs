@@ -12,19 +12,30 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use dermclass::serve::{Engine, ServeConfig, Server};
-use dermclass::train::checkpoint;
+use dermclass::train::{Checkpoint, checkpoint};
 
 const MODEL: &str = "isic2018-mobilenet_v2";
 
-fn start(config: ServeConfig, workers: usize) -> Server {
+/// The shipped model's checkpoint.
+fn shipped_checkpoint() -> Checkpoint {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isic2018-mobilenet_v2.ckpt");
-    let ckpt = checkpoint::load(&path).unwrap();
-    let engine = Engine::start(MODEL, ckpt, workers, burn::prelude::Device::flex()).unwrap();
+    checkpoint::load(&path).unwrap()
+}
+
+/// `engine` served on a free loopback port.
+fn serve_on_loopback(engine: Engine, config: ServeConfig) -> Server {
     let config = ServeConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..config
     };
     Server::start(engine, config).unwrap()
+}
+
+/// The shipped model served by `workers` workers on a free loopback port.
+pub(crate) fn start(config: ServeConfig, workers: usize) -> Server {
+    let device = burn::prelude::Device::flex();
+    let engine = Engine::start(MODEL, shipped_checkpoint(), workers, device).unwrap();
+    serve_on_loopback(engine, config)
 }
 
 fn url(server: &Server, path: &str) -> String {
@@ -140,10 +151,7 @@ fn every_endpoint_answers_and_the_answers_agree() {
     assert_eq!((status, &mel["explained_class"]), (200, &json!("MEL")));
 
     // The protocol's tensor route gives the same probabilities for the preprocessed image.
-    let ckpt = checkpoint::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isic2018-mobilenet_v2.ckpt"),
-    )
-    .unwrap();
+    let ckpt = shipped_checkpoint();
     let input = dermclass::train::trainer::eval_loader_config(&ckpt.state.config)
         .image_input(&image::load_from_memory(&image).unwrap().into_rgb8());
     let body = json!({
@@ -438,20 +446,9 @@ fn sigterm_stops_the_command_gracefully() {
 
 #[test]
 fn a_full_queue_answers_busy_at_once_and_the_others_succeed() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isic2018-mobilenet_v2.ckpt");
-    let engine = Engine::start_with_queue(
-        MODEL,
-        checkpoint::load(&path).unwrap(),
-        1,
-        burn::prelude::Device::flex(),
-        1,
-    )
-    .unwrap();
-    let config = ServeConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..ServeConfig::default()
-    };
-    let server = Server::start(engine, config).unwrap();
+    let device = burn::prelude::Device::flex();
+    let engine = Engine::start_with_queue(MODEL, shipped_checkpoint(), 1, device, 1).unwrap();
+    let server = serve_on_loopback(engine, ServeConfig::default());
     let image = std::sync::Arc::new(jpeg(600, 450));
     let base = url(&server, "/explain");
     let clients: Vec<_> = (0..12)

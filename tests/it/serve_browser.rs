@@ -3,12 +3,9 @@
 //! `npm install` in `web/` (playwright-core); without them it says so and passes. With
 //! `DERMCLASS_SCREENSHOT=path` it also keeps the screenshot (the README's picture).
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 
-use dermclass::serve::{Engine, ServeConfig, Server};
-use dermclass::train::checkpoint;
+use dermclass::serve::ServeConfig;
 
 #[test]
 fn the_served_page_shows_bars_and_a_heat_map_and_predicts_top_class() {
@@ -20,38 +17,20 @@ fn the_served_page_shows_bars_and_a_heat_map_and_predicts_top_class() {
         }
     };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ckpt = checkpoint::load(&repo.join("models/isic2018-mobilenet_v2.ckpt")).unwrap();
-    let engine = Engine::start(
-        "isic2018-mobilenet_v2",
-        ckpt,
-        1,
-        burn::prelude::Device::flex(),
-    )
-    .unwrap();
-    let config = ServeConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..ServeConfig::default()
-    };
-    let server = Server::start(engine, config).unwrap();
+    let server = crate::serve::start(ServeConfig::default(), 1);
     let work = tempfile::tempdir().unwrap();
     let screenshot = std::env::var_os("DERMCLASS_SCREENSHOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| work.path().join("serve.png"));
-    let run = Command::new("node")
-        .arg(repo.join("web/test/serve-check.mjs"))
-        .arg(format!("http://{}/", server.addr()))
-        .arg(repo.join("assets/demo/ISIC_0024333.jpg"))
-        .arg(&chromium)
-        .arg(&screenshot)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "browser check failed: {}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = crate::helpers::run_browser_script(
+        "serve-check.mjs",
+        [
+            std::ffi::OsString::from(format!("http://{}/", server.addr())),
+            std::ffi::OsString::from(repo.join("assets/demo/ISIC_0024333.jpg")),
+            std::ffi::OsString::from(chromium.clone()),
+            std::ffi::OsString::from(screenshot.clone()),
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     eprintln!("serve page: answer shown in {} ms", report["shown_ms"]);
     assert_eq!(report["state"], "done", "{report}");
     let bars = report["shown"]["bars"].as_array().unwrap();
