@@ -138,23 +138,18 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
 
     // Temperature scaling fitted on the validation split is stored and then applied.
     let reliability = dir.path().join("reliability.png");
-    let out = Command::new(bin)
-        .args(["evaluate", "--fit-temperature", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(&data)
-        .arg("--split-file")
-        .arg(run.join("split.csv"))
-        .arg("--reliability")
-        .arg(&reliability)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::helpers::dermclass_ok([
+        "evaluate".as_ref(),
+        "--fit-temperature".as_ref(),
+        "--model".as_ref(),
+        run.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--split-file".as_ref(),
+        run.join("split.csv").as_os_str(),
+        "--reliability".as_ref(),
+        reliability.as_os_str(),
+    ] as [&std::ffi::OsStr; 10]);
     let fitted = text
         .lines()
         .find(|l| l.starts_with("temperature scaling"))
@@ -568,42 +563,41 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
     synth::generate(&data, 6, 32, 32, 3).unwrap();
     let folds = dir.path().join("folds.csv");
     let bin = env!("CARGO_BIN_EXE_dermclass");
-    let out = Command::new(bin)
-        .args(["split", "--folds", "3", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&folds)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    crate::helpers::dermclass_ok([
+        "split",
+        "--folds",
+        "3",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&folds),
+    ]);
     let run = dir.path().join("run");
-    let out = Command::new(bin)
-        .args([
-            "train",
-            "--arch",
-            "tiny_cnn:0.5",
-            "--input",
-            "32",
-            "--epochs",
-            "1",
-        ])
-        .args(["--batch", "8", "--fold", "1", "--data"])
-        .arg(&data)
-        .arg("--split")
-        .arg(&folds)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tiny = [
+        "train",
+        "--arch",
+        "tiny_cnn:0.5",
+        "--input",
+        "32",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        tiny.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    crate::helpers::dermclass_ok(with(&[
+        "--fold",
+        "1",
+        "--data",
+        &s(&data),
+        "--split",
+        &s(&folds),
+        "--out",
+        &s(&run),
+    ]));
     let rows = |path: &std::path::Path| -> Vec<(String, String)> {
         csv::Reader::from_path(path)
             .unwrap()
@@ -659,28 +653,14 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "{said}"
     );
     // A final fit says it has no validation instead of printing NaNs.
-    let out = Command::new(bin)
-        .args([
-            "train",
-            "--arch",
-            "tiny_cnn:0.5",
-            "--input",
-            "32",
-            "--epochs",
-            "1",
-        ])
-        .args(["--batch", "8", "--val-fraction", "0", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("final"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::helpers::dermclass_ok(with(&[
+        "--val-fraction",
+        "0",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&dir.path().join("final")),
+    ]));
     assert!(
         stdout.contains("no validation (final fit)") && !stdout.contains("NaN"),
         "{stdout}"
