@@ -197,6 +197,7 @@ mod tests {
             }
             let map = grad_cam(&model, input.clone(), class);
             assert_eq!((map.width, map.height), (4, 4));
+            assert_eq!(map.values.len(), cam.len());
             for (got, want) in map.values.iter().zip(&cam) {
                 assert!((got - want).abs() < 1e-4, "class {class}: {got} vs {want}");
             }

@@ -143,6 +143,7 @@ fn a_temperature_divides_the_adjusted_logits() {
     let logits: Vec<f32> = model.forward(x.clone()).into_data().iter::<f32>().collect();
     let out = eval::run(&graph, x, &mut eval::Ranges::new()).unwrap();
     let probs: Vec<f32> = out[1].clone().into_data().iter::<f32>().collect();
+    assert_eq!(probs.len(), logits.len());
     for (z, p) in logits.chunks(3).zip(probs.chunks(3)) {
         let e: Vec<f32> = z.iter().map(|v| ((v + 0.25) / 2.0).exp()).collect();
         let total: f32 = e.iter().sum();

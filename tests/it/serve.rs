@@ -174,6 +174,7 @@ fn every_endpoint_answers_and_the_answers_agree() {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
+    assert_eq!(tensor_probs.len(), probs.len());
     for (a, b) in tensor_probs.iter().zip(&probs) {
         assert!((a - b).abs() < 1e-5, "{tensor_probs:?} vs {probs:?}");
     }
