@@ -9,7 +9,7 @@
 
 pub mod eval;
 pub mod graph;
-mod proto;
+pub(crate) mod proto;
 pub mod quantize;
 pub mod web;
 
@@ -206,6 +206,31 @@ pub fn to_onnx_int8(
         info,
         vec![("quantization".to_string(), note)],
     ))
+}
+
+/// The network alone, batch norm folded: input `image` (`N x 3 x H x W`), output
+/// `logits`. What the inference plan compiles.
+pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
+    let mut g = GraphBuilder::default();
+    let image = g.input(
+        "image",
+        &[
+            Dim::Named("N"),
+            Dim::Fixed(3),
+            Dim::Named("H"),
+            Dim::Named("W"),
+        ],
+    );
+    let raw_logits = model.emit(&mut g, &image);
+    let logits = "logits".to_string();
+    g.node_named(
+        "Identity",
+        &[&raw_logits],
+        std::slice::from_ref(&logits),
+        &[],
+    );
+    g.output("logits", &[Dim::Named("N"), Dim::Named("classes")]);
+    g.finish("network")
 }
 
 fn fp32_graph(model: &impl ToOnnx, info: &ExportInfo) -> proto::GraphProto {

@@ -31,6 +31,10 @@ pub struct MobileNetV2Config {
     pub classes: usize,
     /// Dropout before the classifier (torchvision: 0.2).
     pub dropout: f64,
+    /// Identity shortcuts where a block keeps its shape (the paper's network). `false` is
+    /// the `noskip` variant: what dermclass built before 2026-11-30 by a bug, kept so that
+    /// models trained then load as they were trained.
+    pub skips: bool,
 }
 
 /// One inverted residual: 1x1 expansion (skipped when t = 1), 3x3 depthwise, linear 1x1
@@ -56,16 +60,23 @@ impl InvertedResidualSpec {
         }
     }
 
-    fn residual(&self) -> bool {
-        self.depthwise.stride == 1 && self.depthwise.in_channels == self.project.out_channels
+    /// Channels into the block.
+    fn input(&self) -> usize {
+        self.expand
+            .map_or(self.depthwise.in_channels, |e| e.in_channels)
     }
 
-    fn init(&self, device: &Device) -> InvertedResidual {
+    /// Whether the block adds its input to its output (stride 1, same channels).
+    pub fn residual(&self) -> bool {
+        self.depthwise.stride == 1 && self.input() == self.project.out_channels
+    }
+
+    fn init(&self, device: &Device, skips: bool) -> InvertedResidual {
         InvertedResidual {
             expand: self.expand.map(|c| c.init(device)),
             depthwise: self.depthwise.init(device),
             project: self.project.init(device),
-            residual: self.residual(),
+            residual: skips && self.residual(),
         }
     }
 
@@ -141,7 +152,11 @@ impl MobileNetV2Config {
     pub fn init(&self, device: &Device) -> MobileNetV2 {
         MobileNetV2 {
             stem: self.stem().init(device),
-            blocks: self.blocks().iter().map(|b| b.init(device)).collect(),
+            blocks: self
+                .blocks()
+                .iter()
+                .map(|b| b.init(device, self.skips))
+                .collect(),
             last: self.last().init(device),
             head: self.head().init(device),
         }
@@ -203,13 +218,14 @@ impl ToOnnx for MobileNetV2 {
     }
 }
 
-/// `mobilenet_v2[:<alpha>]`.
+/// `mobilenet_v2[:<alpha>][:noskip]`.
 pub struct MobileNetV2Family;
 
-/// A MobileNetV2 with its width multiplier.
+/// A MobileNetV2 with its width multiplier, with or without its shortcuts.
 #[derive(Debug)]
 struct V2 {
     alpha: f64,
+    skips: bool,
 }
 
 impl V2 {
@@ -218,6 +234,7 @@ impl V2 {
             alpha: self.alpha,
             classes: head.classes,
             dropout: head.dropout,
+            skips: self.skips,
         }
     }
 }
@@ -227,7 +244,8 @@ impl Network for V2 {
         &MobileNetV2Family
     }
     fn name(&self) -> String {
-        format!("mobilenet_v2:{:?}", self.alpha)
+        let variant = if self.skips { "" } else { ":noskip" };
+        format!("mobilenet_v2:{:?}{variant}", self.alpha)
     }
     fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError> {
         Ok(Classifier::MobileNetV2(self.config(head).init(device)))
@@ -241,7 +259,7 @@ impl Family for MobileNetV2Family {
     fn info(&self) -> &'static FamilyInfo {
         &FamilyInfo {
             name: "mobilenet_v2",
-            pattern: "mobilenet_v2[:<alpha>]",
+            pattern: "mobilenet_v2[:<alpha>][:noskip]",
             trick: "inverted residuals with linear bottlenecks",
             examples: &[
             "mobilenet_v2:1.4",
@@ -254,8 +272,16 @@ impl Family for MobileNetV2Family {
         }
     }
     fn parse(&self, full: &str, options: &[&str]) -> Result<Arc<dyn Network>, ModelError> {
-        at_most(self, full, options, 1)?;
+        at_most(self, full, options, 2)?;
+        let skips = options.last() != Some(&"noskip");
+        let options = if skips { options } else { &options[..options.len() - 1] };
+        if options.len() > 1 {
+            return Err(ModelError::BadOption(format!(
+                "`{full}`: too many options; expected {}",
+                self.pattern()
+            )));
+        }
         let alpha = parse_factor(full, "alpha", options.first().copied())?;
-        Ok(Arc::new(V2 { alpha }))
+        Ok(Arc::new(V2 { alpha, skips }))
     }
 }

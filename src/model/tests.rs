@@ -204,6 +204,27 @@ fn names_parse_and_print_back() {
 }
 
 #[test]
+fn mobilenet_v2_adds_its_shortcuts_unless_told_not_to() {
+    let adds = |name: &str| {
+        let model = ModelSpec::parse(name, 7)
+            .unwrap()
+            .build(&Device::default())
+            .unwrap();
+        crate::export::network_graph(&model)
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Add")
+            .count()
+    };
+    // torchvision's MobileNetV2: 17 blocks, 10 of which keep their shape.
+    assert_eq!(adds("mobilenet_v2:1.0"), 10);
+    assert_eq!(adds("mobilenet_v2:0.35"), 10);
+    assert_eq!(adds("mobilenet_v2:1.0:noskip"), 0);
+    let noskip: Arch = "mobilenet_v2:noskip".parse().unwrap();
+    assert_eq!(noskip.to_string(), "mobilenet_v2:1.0:noskip");
+}
+
+#[test]
 fn bad_names_give_clear_errors() {
     let cases = [
         ("efficientnet_b0", "unknown architecture"),

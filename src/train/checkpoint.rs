@@ -20,7 +20,8 @@ use crate::model::{Classifier, ModelSpec};
 use crate::report::{EpochRow, write_atomic};
 
 const MAGIC: &[u8; 12] = b"DERMCLASS-CK";
-const VERSION: u32 = 2;
+/// 3: MobileNetV2 has its identity shortcuts; earlier files load as `mobilenet_v2:*:noskip`.
+const VERSION: u32 = 3;
 
 /// What a run has done so far, enough to resume it exactly or to use its model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,6 +135,17 @@ pub fn save(
     .save(path)
 }
 
+/// The architecture a checkpoint written before version 3 was trained as: dermclass then
+/// built MobileNetV2 without its identity shortcuts (a bug), so those weights load into the
+/// `noskip` variant, which computes what they were trained with.
+fn without_shortcuts(arch: &str) -> String {
+    if arch.starts_with("mobilenet_v2") && !arch.ends_with(":noskip") {
+        format!("{arch}:noskip")
+    } else {
+        arch.to_string()
+    }
+}
+
 /// Reads a checkpoint file.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -148,8 +160,12 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         );
     }
     let mut rest = &data[MAGIC.len() + 4..];
-    let state: RunState = serde_json::from_slice(take(&mut rest, path)?)
+    let mut state: RunState = serde_json::from_slice(take(&mut rest, path)?)
         .with_context(|| format!("bad run state in {}", path.display()))?;
+    if version < 3 {
+        state.arch = without_shortcuts(&state.arch);
+        state.config.arch = without_shortcuts(&state.config.arch);
+    }
     let model = take(&mut rest, path)?.to_vec();
     let train_model = if version >= 2 {
         take(&mut rest, path)?.to_vec()
@@ -278,6 +294,43 @@ mod tests {
             let got: Vec<f32> = loaded.forward(x).into_data().iter::<f32>().collect();
             assert_eq!(got, want, "{arch}");
         }
+    }
+
+    #[test]
+    fn a_version_2_mobilenet_v2_loads_without_shortcuts_as_it_was_trained() {
+        let device = Device::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ckpt");
+        let mut old = state("mobilenet_v2:0.35:noskip");
+        old.config.arch = old.arch.clone();
+        let model = old
+            .model_spec()
+            .unwrap()
+            .build(&device)
+            .unwrap()
+            .map(&mut Scramble);
+        old.arch = "mobilenet_v2:0.35".into();
+        old.config.arch = old.arch.clone();
+        save(&path, &old, &model, None, None).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let checkpoint = load(&path).unwrap();
+        assert_eq!(checkpoint.state.arch, "mobilenet_v2:0.35:noskip");
+        assert_eq!(checkpoint.state.config.arch, "mobilenet_v2:0.35:noskip");
+        let x = Tensor::<4>::random([1, 3, 40, 32], Distribution::Normal(0.0, 1.0), &device);
+        let want: Vec<f32> = model.forward(x.clone()).into_data().iter::<f32>().collect();
+        let got: Vec<f32> = checkpoint
+            .model(&device)
+            .unwrap()
+            .forward(x)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        assert_eq!(got, want);
+        // Written again, it is version 3 and keeps the variant.
+        checkpoint.save(&path).unwrap();
+        assert_eq!(load(&path).unwrap().state.arch, "mobilenet_v2:0.35:noskip");
     }
 
     #[test]
