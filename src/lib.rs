@@ -11,6 +11,7 @@ pub mod device;
 pub mod explain;
 pub mod export;
 pub mod fast_ops;
+pub mod infer;
 pub mod memory;
 pub mod metrics;
 pub mod model;

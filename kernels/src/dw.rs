@@ -28,6 +28,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{Isa, isa, output_buffer};
+use crate::fused::Epilogue;
 use std::mem::MaybeUninit;
 
 /// Vector width (f32 lanes) the inner loops are written for: one AVX-512 register.
@@ -63,6 +64,22 @@ pub struct DwShape {
 /// `x` is [n, c, h, w], `weight` is [c, 1, 3, 3]; returns y [n, c, out_size(h), out_size(w)].
 pub fn forward(x: &[f32], weight: &[f32], s: DwShape) -> Vec<f32> {
     forward_isa(isa(), x, weight, s.n, s.c, s.h, s.w, s.stride)
+}
+
+/// [`forward`] into `y` (inference): each output plane gets `epilogue` (bias, activation,
+/// residual) as soon as it is computed, while it is still in cache.
+pub fn forward_fused(x: &[f32], weight: &[f32], s: DwShape, epilogue: &Epilogue, y: &mut [f32]) {
+    let g = Geom::new(s.h, s.w, s.stride);
+    assert_eq!(
+        y.len(),
+        s.n * s.c * g.ho * g.wo,
+        "dw::forward_fused: y length"
+    );
+    epilogue.check(s.c, y.len());
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel only stores
+    // initialised values through the view.
+    let y = unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) };
+    forward_into(isa(), x, weight, s, y, Some(epilogue));
 }
 
 /// Gradients of [`forward`] given `dy` [n, c, ho, wo]: (dx [n, c, h, w] when `need_input`,
@@ -397,7 +414,7 @@ dispatch!(
     forward_task_body,
     forward_task_avx512,
     forward_task_avx2,
-    (g: &Geom, x: &[f32], y: &mut [MaybeUninit<f32>], weight: &[f32], c: usize, p0: usize, scr: &mut Scratch) -> ()
+    (g: &Geom, x: &[f32], y: &mut [MaybeUninit<f32>], job: &ForwardJob<'_>, scr: &mut Scratch) -> ()
 );
 
 dispatch!(
@@ -743,37 +760,65 @@ fn forward_isa(
     w: usize,
     stride: usize,
 ) -> Vec<f32> {
-    let g = Geom::new(h, w, stride);
-    assert_eq!(x.len(), n * c * h * w, "dw::forward: x length");
-    assert_eq!(weight.len(), c * 9, "dw::forward: weight length");
-    let (pin, pout) = (h * w, g.ho * g.wo);
-    let len = n * c * pout;
+    let len = n * c * out_size(h, stride) * out_size(w, stride);
     let mut y = output_buffer(len);
-    let ppt = (TASK_OUTPUTS / pout.max(pin)).max(1);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(ppt * pout)
-        .zip(x.par_chunks(ppt * pin))
-        .enumerate()
-        .for_each_init(
-            || Scratch::new(&g, false),
-            |scr, (ti, (yc, xc))| forward_task(isa, &g, xc, yc, weight, c, ti * ppt, scr),
-        );
-    // SAFETY: every plane of y has been fully written by `forward_task` (each output row
-    // is stored whole), and capacity >= len.
+    let s = DwShape { n, c, h, w, stride };
+    forward_into(isa, x, weight, s, &mut y.spare_capacity_mut()[..len], None);
+    // SAFETY: `forward_into` wrote every plane of y whole (each output row is stored
+    // whole), and capacity >= len.
     unsafe { y.set_len(len) };
     y
 }
 
-/// Forward of the consecutive planes `x` -> `y`, the first one being plane `p0` of the
+/// The forward pass into `y` (`n * c` output planes), with an optional per-plane epilogue.
+fn forward_into(
+    isa: Isa,
+    x: &[f32],
+    weight: &[f32],
+    s: DwShape,
+    y: &mut [MaybeUninit<f32>],
+    epilogue: Option<&Epilogue>,
+) {
+    let g = Geom::new(s.h, s.w, s.stride);
+    assert_eq!(x.len(), s.n * s.c * s.h * s.w, "dw::forward: x length");
+    assert_eq!(weight.len(), s.c * 9, "dw::forward: weight length");
+    let (pin, pout) = (s.h * s.w, g.ho * g.wo);
+    assert_eq!(y.len(), s.n * s.c * pout, "dw::forward: y length");
+    let ppt = (TASK_OUTPUTS / pout.max(pin)).max(1);
+    y.par_chunks_mut(ppt * pout)
+        .zip(x.par_chunks(ppt * pin))
+        .enumerate()
+        .for_each_init(
+            || Scratch::new(&g, false),
+            |scr, (ti, (yc, xc))| {
+                let job = ForwardJob {
+                    weight,
+                    c: s.c,
+                    p0: ti * ppt,
+                    epilogue,
+                };
+                forward_task(isa, &g, xc, yc, &job, scr)
+            },
+        );
+}
+
+/// What a forward task needs besides its planes: the filters, the channel count, the index
+/// of its first plane in the batch, and the epilogue of each finished plane.
+struct ForwardJob<'a> {
+    weight: &'a [f32],
+    c: usize,
+    p0: usize,
+    epilogue: Option<&'a Epilogue<'a>>,
+}
+
+/// Forward of the consecutive planes `x` -> `y`, the first one being plane `job.p0` of the
 /// batch (its channel is `p0 % c`).
 #[inline(always)]
 fn forward_task_body<S: Simd>(
     g: &Geom,
     x: &[f32],
     y: &mut [MaybeUninit<f32>],
-    weight: &[f32],
-    c: usize,
-    p0: usize,
+    job: &ForwardJob<'_>,
     scr: &mut Scratch,
 ) {
     let (pin, pout) = (g.h * g.w, g.ho * g.wo);
@@ -782,8 +827,8 @@ fn forward_task_body<S: Simd>(
         .zip(y.chunks_exact_mut(pout))
         .enumerate()
     {
-        let ch = (p0 + k) % c;
-        let wt: &[f32; 9] = weight[ch * 9..ch * 9 + 9].try_into().unwrap();
+        let ch = (job.p0 + k) % job.c;
+        let wt: &[f32; 9] = job.weight[ch * 9..ch * 9 + 9].try_into().unwrap();
         g.fill_input::<S>(xp, &mut scr.pad);
         if g.wo >= DIRECT_COLS {
             conv_rows::<S, 9>(&scr.pad, &g.offs, wt, g.row, yp, g.wo);
@@ -791,6 +836,11 @@ fn forward_task_body<S: Simd>(
             let out = &mut scr.tmp[..g.out_r];
             conv::<S, 9>(&scr.pad, &g.offs, wt, out);
             g.copy_rows::<S>(out, yp, g.wo);
+        }
+        if let Some(epilogue) = job.epilogue {
+            // SAFETY: the plane was written whole just above.
+            let plane = unsafe { &mut *(std::ptr::from_mut(yp) as *mut [f32]) };
+            epilogue.apply(ch, (job.p0 + k) * pout, plane);
         }
     }
 }

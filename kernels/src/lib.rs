@@ -18,5 +18,6 @@ pub mod bn;
 mod cpu;
 pub mod dense;
 pub mod dw;
+pub mod fused;
 mod gemm;
 pub mod pw;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
-use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -20,7 +19,7 @@ use crate::data::LoaderConfig;
 use crate::data::class_name;
 use crate::data::image_io::decode_image_rgb;
 use crate::explain::{HeatMap, grad_cam, overlay, png_bytes};
-use crate::model::Classifier;
+use crate::infer::InferenceModel;
 use crate::train::Checkpoint;
 use crate::train::adjust::LogitAdjustment;
 use crate::train::trainer::eval_loader_config;
@@ -237,7 +236,7 @@ impl Engine {
 /// A model ready to classify and explain single images as `predict` does: its weights in
 /// inference mode, its input preprocessing and its decision rule.
 pub struct Predictor {
-    model: Classifier,
+    model: InferenceModel,
     device: Device,
     input: LoaderConfig,
     rule: LogitAdjustment,
@@ -257,7 +256,7 @@ impl Predictor {
     /// Loads the model to use from `checkpoint` onto `device`.
     pub fn new(checkpoint: &Checkpoint, device: Device) -> Result<Self> {
         Ok(Predictor {
-            model: checkpoint.model(&device)?.valid(),
+            model: InferenceModel::new(checkpoint.model(&device)?, &device)?,
             device,
             input: eval_loader_config(&checkpoint.state.config),
             rule: checkpoint.state.adjustment.clone(),
@@ -318,7 +317,7 @@ impl Predictor {
         let probabilities = self.probabilities(self.model.forward(x.clone()));
         let class = class.unwrap_or_else(|| top_class(&probabilities));
         Explanation {
-            map: grad_cam(&self.model, x, class),
+            map: grad_cam(self.model.model(), x, class),
             probabilities,
             class,
         }

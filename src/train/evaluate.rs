@@ -1,12 +1,12 @@
 //! Running a trained model over images: class probabilities for evaluation and prediction.
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::adjust::LogitAdjustment;
 use crate::data::{Batch, Loader};
+use crate::infer::InferenceModel;
 use crate::model::Classifier;
 
 /// Test-time augmentation: how many views of each image are averaged.
@@ -58,9 +58,8 @@ impl Tta {
 /// Class probabilities of a batch, flat row-major `[n, classes]`: the softmax averaged over
 /// the `tta` views, then the logit adjustment.
 ///
-/// `model` must be in inference mode (`model.valid()`).
 pub fn batch_probabilities(
-    model: &Classifier,
+    model: &InferenceModel,
     batch: &Batch,
     device: &Device,
     tta: Tta,
@@ -119,7 +118,7 @@ pub fn predict_loader(
     tta: Tta,
     adjustment: &LogitAdjustment,
 ) -> Result<Predictions> {
-    let model = model.valid();
+    let model = InferenceModel::new(model.clone(), device)?;
     let mut out = Predictions {
         ids: Vec::new(),
         labels: Vec::new(),
@@ -180,8 +179,8 @@ mod tests {
         let model = ModelSpec::parse("shufflenet_v2:0.5", 7)
             .unwrap()
             .build(&device)
-            .unwrap()
-            .valid();
+            .unwrap();
+        let model = InferenceModel::new(model, &device).unwrap();
         // Symmetric under every flip and quarter turn: a function of the sorted distances
         // to the centre.
         let n = 33;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::cross_entropy;
 use crate::data::bench::proc_status_kb;
-use crate::fast_ops::profile::{self, Phase};
+use crate::fast_ops::profile;
+use crate::infer::InferenceModel;
 use crate::model::ModelSpec;
 
 /// What one framework measured. Throughputs are images per second; `None` = not measured.
@@ -96,7 +97,7 @@ fn infer_speed(
     warmup: usize,
     steps: usize,
 ) -> Result<f64> {
-    let model = spec.build(device)?.valid();
+    let model = InferenceModel::new(spec.build(device)?, device)?;
     let x = Tensor::<4>::random(
         [batch, 3, size, size],
         burn::tensor::Distribution::Default,
@@ -133,8 +134,11 @@ pub struct StepProfile {
     pub batch: usize,
     /// Median step time, ms.
     pub step_ms: f64,
-    /// Per kernel phase: calls per step and ms per step (mean over the measured steps).
-    pub phases: Vec<(Phase, f64, f64)>,
+    /// Inference on the compiled plan (its steps are the parts) rather than burn's modules
+    /// with the fast kernels (the kernel phases are).
+    pub compiled: bool,
+    /// Per part: label, calls per step and ms per step (mean over the measured steps).
+    pub phases: Vec<(String, f64, f64)>,
 }
 
 /// Runs training steps (or, with `training` false, inference passes) of `arch` at
@@ -149,6 +153,34 @@ pub fn profile_steps(
     steps: usize,
 ) -> Result<StepProfile> {
     let spec = ModelSpec::parse(arch, 7)?;
+    if !training {
+        let model = InferenceModel::new(spec.build(device)?, device)?;
+        if let Some(plan) = model.compiled() {
+            let shape = [batch, 3, size, size];
+            let x = Tensor::<4>::random(shape, burn::tensor::Distribution::Default, device);
+            let images: Vec<f32> = x.to_data().iter::<f32>().collect();
+            let rate = median_rate(batch, warmup, steps, || {
+                let _ = model.forward(x.clone()).into_data();
+            });
+            let phases = plan
+                .profile(&images, shape, steps)?
+                .into_iter()
+                .map(|(kind, total, calls)| {
+                    let per = steps as f64;
+                    (kind.to_string(), calls as f64 / per, total * 1e3 / per)
+                })
+                .collect();
+            return Ok(StepProfile {
+                arch: arch.to_string(),
+                training,
+                size,
+                batch,
+                step_ms: batch as f64 / rate * 1e3,
+                compiled: true,
+                phases,
+            });
+        }
+    }
     profile::set_enabled(true);
     let rate = if training {
         train_speed(&spec, device, size, batch, warmup, steps)
@@ -162,7 +194,7 @@ pub fn profile_steps(
         .filter(|(_, calls, _)| *calls > 0)
         .map(|(phase, calls, total)| {
             (
-                phase,
+                phase.label().to_string(),
                 calls as f64 / steps as f64,
                 total.as_secs_f64() * 1e3 / steps as f64,
             )
@@ -174,21 +206,23 @@ pub fn profile_steps(
         size,
         batch,
         step_ms: batch as f64 / rate * 1e3,
+        compiled: false,
         phases,
     })
 }
 
-/// The profile as a table: one row per kernel phase, then everything else (burn's own ops:
-/// the stem and other convolutions, residual adds, pooling, loss, optimizer, autodiff).
+/// The profile as a table: one row per kernel phase (per kind of step of a compiled plan),
+/// then everything else (burn's own ops: the stem and other convolutions, residual adds,
+/// pooling, loss, optimizer, autodiff; for a plan, moving the images in and out).
 /// The step time is the median, the phases are means, so "everything else" is approximate.
 pub fn render_profile(p: &StepProfile) -> String {
     let mut out = format!(
         "{} {} at {}x{}, batch {}: {:.1} ms ({:.2} img/s)\n",
         p.arch,
-        if p.training {
-            "training step"
-        } else {
-            "inference pass"
+        match (p.training, p.compiled) {
+            (true, _) => "training step",
+            (false, true) => "inference pass (compiled plan)",
+            (false, false) => "inference pass",
         },
         p.size,
         p.size,
@@ -205,7 +239,7 @@ pub fn render_profile(p: &StepProfile) -> String {
         kernels += ms;
         out += &format!(
             "{:<28} {:>8.0} {:>10.1} {:>6.1}%\n",
-            phase.label(),
+            phase,
             calls,
             ms,
             100.0 * ms / p.step_ms
@@ -214,7 +248,11 @@ pub fn render_profile(p: &StepProfile) -> String {
     let rest = (p.step_ms - kernels).max(0.0);
     out += &format!(
         "{:<28} {:>8} {:>10.1} {:>6.1}%\n",
-        "everything else (burn)",
+        if p.compiled {
+            "everything else (copies)"
+        } else {
+            "everything else (burn)"
+        },
         "",
         rest,
         100.0 * rest / p.step_ms

@@ -9,6 +9,7 @@ use burn::tensor::Distribution;
 use dermclass::data::loader::Loader;
 use dermclass::data::source::Sample;
 use dermclass::export::{ExportInfo, to_onnx, to_onnx_int8};
+use dermclass::infer::InferenceModel;
 use dermclass::model::{Classifier, FAMILIES, ModelSpec};
 use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::checkpoint;
@@ -256,9 +257,10 @@ fn the_shipped_model_exports_and_tract_reproduces_its_predictions() {
         !rule.is_identity(),
         "the shipped model carries its logit adjustment"
     );
+    let predictor = InferenceModel::new(model.clone(), &device).unwrap();
     for batch in loader.epoch(0) {
         let batch = batch.unwrap();
-        let want = batch_probabilities(&model, &batch, &device, Tta::One, rule);
+        let want = batch_probabilities(&predictor, &batch, &device, Tta::One, rule);
         let (logits, got) = run_tract(&bytes, batch.images.clone(), batch.shape);
         assert_close("shipped model probabilities", &got, &want, 1e-4);
         let checked = check_in_onnxruntime(

@@ -1,0 +1,674 @@
+//! Inference kernels for a network whose batch norms are folded into its convolutions.
+//!
+//! A convolution computes its output in tiles (a block of output channels by a run of
+//! pixels) and, while a tile is still in cache, adds the bias, applies the activation, adds
+//! a residual and applies a second activation ([`Epilogue`]), so none of those is a pass of
+//! its own over memory. Tiles are the unit of parallel work, so one image (batch 1) keeps
+//! every thread busy. Depthwise 3x3 convolutions run on [`crate::dw`] with the epilogue
+//! applied per output plane; every other convolution (1x1 of any groups, dense kxk of any
+//! stride and padding) is a GEMM, reading a 1x1 stride-1 input where it lies and gathering
+//! the taps of anything else into a per-tile im2col buffer.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::bn::Act;
+use crate::cpu::{Isa, isa};
+use crate::dw::{self, DwShape};
+use crate::gemm::matmul;
+
+/// Bytes of im2col (or input) panel one tile reads: sized to stay in L2 with its output
+/// (64 KiB to 1 MiB measured alike within noise on MobileNetV2; 256 KiB was best).
+const PANEL_BYTES: usize = 256 * 1024;
+/// Parallel tiles wanted per thread, so threads finish together (1, 2, 4 measured; 4 best at
+/// batch 1).
+const TILES_PER_THREAD: usize = 4;
+
+/// What a convolution does to each output value `z` of channel `c`:
+/// `post(act(z + bias[c]) + residual)` (without a residual, `act(z + bias[c])`).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One bias per output channel (the folded batch norm's shift).
+    pub bias: &'a [f32],
+    /// Activation of the biased value.
+    pub act: Act,
+    /// A tensor of the output's shape added after `act` (a residual connection).
+    pub residual: Option<&'a [f32]>,
+    /// Activation after the residual add (ResNet's ReLU after the sum).
+    pub post: Act,
+}
+
+/// `(low, high)` clamp bounds that compute `act`.
+fn bounds(act: Act) -> (f32, f32) {
+    match act {
+        Act::Identity => (f32::NEG_INFINITY, f32::INFINITY),
+        Act::Relu => (0.0, f32::INFINITY),
+        Act::Relu6 => (0.0, 6.0),
+    }
+}
+
+impl Epilogue<'_> {
+    /// Bias and activation only.
+    pub fn new(bias: &[f32], act: Act) -> Epilogue<'_> {
+        Epilogue {
+            bias,
+            act,
+            residual: None,
+            post: Act::Identity,
+        }
+    }
+
+    /// Checks the bias against `channels` and the residual against `len` outputs.
+    pub(crate) fn check(&self, channels: usize, len: usize) {
+        assert_eq!(self.bias.len(), channels, "epilogue: one bias per channel");
+        if let Some(r) = self.residual {
+            assert_eq!(r.len(), len, "epilogue: residual length");
+        }
+    }
+
+    /// Applies the epilogue to `out`, the outputs of `channel` starting at flat output
+    /// index `offset` (where the residual is read).
+    #[inline(always)]
+    pub(crate) fn apply(&self, channel: usize, offset: usize, out: &mut [f32]) {
+        let b = self.bias[channel];
+        let (lo, hi) = bounds(self.act);
+        match self.residual {
+            None => out.iter_mut().for_each(|v| *v = clamp(*v + b, lo, hi)),
+            Some(residual) => {
+                let (lo2, hi2) = bounds(self.post);
+                let r = &residual[offset..offset + out.len()];
+                out.iter_mut()
+                    .zip(r)
+                    .for_each(|(v, r)| *v = clamp(clamp(*v + b, lo, hi) + r, lo2, hi2));
+            }
+        }
+    }
+
+    /// [`Epilogue::apply`] compiled for this CPU's widest vectors (the GEMM path calls it
+    /// per output row, outside any `target_feature` function).
+    pub(crate) fn apply_wide(&self, channel: usize, offset: usize, out: &mut [f32]) {
+        match isa() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx512` is only reported when the CPU has avx512f.
+            Isa::Avx512 => unsafe { self.apply_avx512(channel, offset, out) },
+            _ => self.apply(channel, offset, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn apply_avx512(&self, channel: usize, offset: usize, out: &mut [f32]) {
+        self.apply(channel, offset, out)
+    }
+}
+
+/// `v` clamped to `[lo, hi]` as one max and one min instruction (a NaN `v` comes out as a
+/// bound; the NaN-propagating `f32::max` costs extra instructions per value).
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v > lo { v } else { lo };
+    if v < hi { v } else { hi }
+}
+
+/// Shape of a 2-D convolution over NCHW data with symmetric padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Images.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let out = |size: usize, k: usize| (size + 2 * self.pad - k) / self.stride + 1;
+        (out(self.h, self.kernel.0), out(self.w, self.kernel.1))
+    }
+
+    /// Elements of the output.
+    pub fn out_len(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        self.n * self.c_out * ho * wo
+    }
+
+    fn check(&self, x_len: usize, w_len: usize) {
+        let (kh, kw) = self.kernel;
+        assert!(
+            self.groups > 0
+                && self.c_in.is_multiple_of(self.groups)
+                && self.c_out.is_multiple_of(self.groups),
+            "conv: {} -> {} channels do not split into {} groups",
+            self.c_in,
+            self.c_out,
+            self.groups
+        );
+        assert!(self.stride > 0, "conv: stride 0");
+        assert!(
+            self.h + 2 * self.pad >= kh && self.w + 2 * self.pad >= kw,
+            "conv: a {kh}x{kw} kernel does not fit a padded {}x{} input",
+            self.h,
+            self.w
+        );
+        assert_eq!(
+            x_len,
+            self.n * self.c_in * self.h * self.w,
+            "conv: input length"
+        );
+        assert_eq!(
+            w_len,
+            self.c_out * (self.c_in / self.groups) * kh * kw,
+            "conv: weight length"
+        );
+    }
+
+    fn is_depthwise3x3(&self) -> bool {
+        self.groups == self.c_in
+            && self.c_in == self.c_out
+            && self.kernel == (3, 3)
+            && self.pad == 1
+            && (self.stride == 1 || self.stride == 2)
+    }
+
+    /// A 1x1, stride-1, unpadded convolution reads its input as the GEMM's right operand.
+    fn is_direct(&self) -> bool {
+        self.kernel == (1, 1) && self.stride == 1 && self.pad == 0
+    }
+
+    /// Depth of the GEMM: taps per output value.
+    fn depth(&self) -> usize {
+        self.c_in / self.groups * self.kernel.0 * self.kernel.1
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand out non-overlapping output tiles to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `offset` floats further (a method, so closures capture the whole
+    /// `SendPtr`, not its raw field).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers pass offsets inside the allocation the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One unit of parallel work: image `b`, group `g`, output rows `rows` of the group,
+/// output pixels `cols`.
+#[derive(Clone, Debug)]
+struct Tile {
+    b: usize,
+    g: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+}
+
+/// Splits the output into tiles: pixel runs sized so a tile's panel stays in L2, and
+/// channel blocks cut until every thread has a few tiles (late layers have few pixels).
+fn tiles(s: &ConvShape) -> Vec<Tile> {
+    let (ho, wo) = s.out_hw();
+    let (p, m, depth) = (ho * wo, s.c_out / s.groups, s.depth());
+    let fit = (PANEL_BYTES / 4 / depth.max(1)).max(16);
+    // Whole rows of pixels when they fit; otherwise runs of whole vectors.
+    let cols = if fit >= p { p } else { fit / 16 * 16 };
+    let col_tiles = p.div_ceil(cols);
+    let wanted = rayon::current_num_threads() * TILES_PER_THREAD;
+    let row_tiles = wanted
+        .div_ceil(s.n * s.groups * col_tiles)
+        .min(m.div_ceil(16))
+        .max(1);
+    let rows = m.div_ceil(row_tiles);
+    let mut out = Vec::with_capacity(s.n * s.groups * col_tiles * row_tiles);
+    for b in 0..s.n {
+        for g in 0..s.groups {
+            for r in (0..m).step_by(rows) {
+                for c in (0..p).step_by(cols) {
+                    out.push(Tile {
+                        b,
+                        g,
+                        rows: r..(r + rows).min(m),
+                        cols: c..(c + cols).min(p),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fills `col` (`depth x cols.len()`, row-major) with the input taps of the output pixels
+/// `cols` of image `b`, group `g` (zero where the window leaves the image). Works one output
+/// row at a time: the taps inside the image are a strided run of one input row.
+fn im2col_tile(
+    x: &[f32],
+    s: &ConvShape,
+    b: usize,
+    g: usize,
+    cols: &std::ops::Range<usize>,
+    col: &mut [f32],
+) {
+    let (kh, kw) = s.kernel;
+    let (_, wo) = s.out_hw();
+    let k_in = s.c_in / s.groups;
+    let width = cols.len();
+    let plane = s.h * s.w;
+    for ci in 0..k_in {
+        let src = &x[(b * s.c_in + g * k_in + ci) * plane..][..plane];
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut col[((ci * kh + i) * kw + j) * width..][..width];
+                // Output columns whose tap `j` lands inside the row: iw = ow*stride + j - pad.
+                let first = s.pad.saturating_sub(j).div_ceil(s.stride);
+                let end = ((s.w + s.pad).saturating_sub(j)).div_ceil(s.stride).min(wo);
+                let mut q = cols.start;
+                while q < cols.end {
+                    let (oh, ow0) = (q / wo, q % wo);
+                    let ow1 = wo.min(ow0 + cols.end - q);
+                    let dst = &mut row[q - cols.start..][..ow1 - ow0];
+                    let ih = (oh * s.stride + i).wrapping_sub(s.pad);
+                    if ih >= s.h {
+                        dst.fill(0.0);
+                    } else {
+                        let line = &src[ih * s.w..][..s.w];
+                        let (lo, hi) = (
+                            first.clamp(ow0, ow1),
+                            end.clamp(ow0, ow1).max(first.clamp(ow0, ow1)),
+                        );
+                        dst[..lo - ow0].fill(0.0);
+                        dst[hi - ow0..].fill(0.0);
+                        let inside = &mut dst[lo - ow0..hi - ow0];
+                        if !inside.is_empty() {
+                            let start = lo * s.stride + j - s.pad;
+                            if s.stride == 1 {
+                                inside.copy_from_slice(&line[start..start + inside.len()]);
+                            } else {
+                                for (k, v) in inside.iter_mut().enumerate() {
+                                    *v = line[start + k * s.stride];
+                                }
+                            }
+                        }
+                    }
+                    q += ow1 - ow0;
+                }
+            }
+        }
+    }
+}
+
+/// Convolution (weights `[c_out, c_in/groups, kh, kw]`, batch norm already folded in) with
+/// `epilogue`, written into `y` (`[n, c_out, ho, wo]`).
+pub fn conv2d(x: &[f32], weight: &[f32], s: ConvShape, epilogue: &Epilogue, y: &mut [f32]) {
+    s.check(x.len(), weight.len());
+    assert_eq!(y.len(), s.out_len(), "conv: output length");
+    epilogue.check(s.c_out, y.len());
+    if s.is_depthwise3x3() {
+        let shape = DwShape {
+            n: s.n,
+            c: s.c_in,
+            h: s.h,
+            w: s.w,
+            stride: s.stride,
+        };
+        dw::forward_fused(x, weight, shape, epilogue, y);
+        return;
+    }
+    let (ho, wo) = s.out_hw();
+    let (p, m, depth) = (ho * wo, s.c_out / s.groups, s.depth());
+    let dst = SendPtr(y.as_mut_ptr());
+    tiles(&s).into_par_iter().for_each_init(Vec::new, |col, t| {
+        let width = t.cols.len();
+        // The GEMM's right operand: the input itself (1x1 stride 1) or the tile's im2col.
+        let (rhs, rhs_rs) = if s.is_direct() {
+            (
+                x[(t.b * s.c_in + t.g * depth) * p + t.cols.start..].as_ptr(),
+                p,
+            )
+        } else {
+            col.resize(depth * width, 0.0);
+            im2col_tile(x, &s, t.b, t.g, &t.cols, col);
+            (col.as_ptr(), width)
+        };
+        let first = t.b * s.c_out + t.g * m + t.rows.start;
+        // SAFETY: the tile's rows of `y` ([first, +rows) with stride p, columns `cols`) are
+        // inside `y` and no other tile writes them; the weight block (rows of group g) and
+        // the right operand (depth rows of `width` with stride `rhs_rs`) are inside their
+        // buffers by the shape checks.
+        unsafe {
+            matmul(
+                (t.rows.len(), width, depth),
+                dst.at(first * p + t.cols.start),
+                p,
+                false,
+                weight.as_ptr().add((t.g * m + t.rows.start) * depth),
+                (depth, 1),
+                rhs,
+                (rhs_rs, 1),
+                Parallelism::None,
+            );
+        }
+        for r in 0..t.rows.len() {
+            let offset = (first + r) * p + t.cols.start;
+            // SAFETY: as above; this row segment belongs to this tile only.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(offset), width) };
+            epilogue.apply_wide(t.g * m + t.rows.start + r, offset, out);
+        }
+    });
+}
+
+/// Pooling window shape: square `kernel`, `stride`, symmetric zero `pad`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    /// Planes (`n * c`).
+    pub planes: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on every side.
+    pub pad: usize,
+}
+
+impl PoolShape {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let out = |size: usize| (size + 2 * self.pad - self.kernel) / self.stride + 1;
+        (out(self.h), out(self.w))
+    }
+}
+
+/// Max pooling (padding never wins) or average pooling that counts the padding as zeros
+/// (burn's and PyTorch's default), into `y` (`[planes, ho, wo]`).
+pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
+    let (ho, wo) = s.out_hw();
+    assert_eq!(x.len(), s.planes * s.h * s.w, "pool: input length");
+    assert_eq!(y.len(), s.planes * ho * wo, "pool: output length");
+    let area = (s.kernel * s.kernel) as f32;
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(s.h * s.w))
+        .for_each(|(out, src)| {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                    for i in 0..s.kernel {
+                        let ih = (oh * s.stride + i).wrapping_sub(s.pad);
+                        if ih >= s.h {
+                            continue;
+                        }
+                        for j in 0..s.kernel {
+                            let iw = (ow * s.stride + j).wrapping_sub(s.pad);
+                            if iw < s.w {
+                                let v = src[ih * s.w + iw];
+                                acc = if max { acc.max(v) } else { acc + v };
+                            }
+                        }
+                    }
+                    out[oh * wo + ow] = if max { acc } else { acc / area };
+                }
+            }
+        });
+}
+
+/// Mean of each `plane`-sized run of `x` into `y`.
+pub fn global_avg_pool(x: &[f32], plane: usize, y: &mut [f32]) {
+    assert_eq!(x.len(), y.len() * plane, "global pool: input length");
+    for (out, src) in y.iter_mut().zip(x.chunks_exact(plane)) {
+        *out = src.iter().sum::<f32>() / plane as f32;
+    }
+}
+
+/// `y [n, k] = x [n, c] · weight [c, k] + bias [k]`.
+pub fn linear(x: &[f32], weight: &[f32], bias: &[f32], n: usize, y: &mut [f32]) {
+    let k = bias.len();
+    let c = weight.len() / k.max(1);
+    assert_eq!(weight.len(), c * k, "linear: weight length");
+    assert_eq!(x.len(), n * c, "linear: input length");
+    assert_eq!(y.len(), n * k, "linear: output length");
+    for (out, row) in y.chunks_exact_mut(k).zip(x.chunks_exact(c)) {
+        out.copy_from_slice(bias);
+        for (&v, w) in row.iter().zip(weight.chunks_exact(k)) {
+            out.iter_mut().zip(w).for_each(|(o, &w)| *o += v * w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::random;
+
+    /// Direct convolution, then the epilogue, in f64.
+    fn naive(x: &[f32], weight: &[f32], s: ConvShape, ep: &Epilogue) -> Vec<f32> {
+        let (ho, wo) = s.out_hw();
+        let (kh, kw) = s.kernel;
+        let (k_in, m) = (s.c_in / s.groups, s.c_out / s.groups);
+        let act = |a: Act, v: f64| {
+            let (lo, hi) = bounds(a);
+            v.max(lo as f64).min(hi as f64)
+        };
+        let mut y = vec![0.0f32; s.out_len()];
+        for b in 0..s.n {
+            for co in 0..s.c_out {
+                let g = co / m;
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut acc = 0.0f64;
+                        for ci in 0..k_in {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let ih = (oh * s.stride + i) as isize - s.pad as isize;
+                                    let iw = (ow * s.stride + j) as isize - s.pad as isize;
+                                    if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((b * s.c_in + g * k_in + ci) * s.h + ih as usize)
+                                        * s.w
+                                        + iw as usize;
+                                    let wi = ((co * k_in + ci) * kh + i) * kw + j;
+                                    acc += x[xi] as f64 * weight[wi] as f64;
+                                }
+                            }
+                        }
+                        let idx = ((b * s.c_out + co) * ho + oh) * wo + ow;
+                        let mut v = act(ep.act, acc + ep.bias[co] as f64);
+                        if let Some(r) = ep.residual {
+                            v = act(ep.post, v + r[idx] as f64);
+                        }
+                        y[idx] = v as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn check(s: ConvShape, act: Act, residual: bool, post: Act) {
+        let x = random(s.n * s.c_in * s.h * s.w, 1);
+        let weight = random(s.c_out * s.c_in / s.groups * s.kernel.0 * s.kernel.1, 2);
+        let bias = random(s.c_out, 3);
+        let res = random(s.out_len(), 4);
+        let ep = Epilogue {
+            bias: &bias,
+            act,
+            residual: residual.then_some(&res[..]),
+            post,
+        };
+        let want = naive(&x, &weight, s, &ep);
+        let mut got = vec![f32::NAN; s.out_len()];
+        conv2d(&x, &weight, s, &ep, &mut got);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{s:?} at {i}: {a} vs {b}"
+            );
+        }
+    }
+
+    fn shape(
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        hw: (usize, usize),
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> ConvShape {
+        ConvShape {
+            n,
+            c_in,
+            c_out,
+            h: hw.0,
+            w: hw.1,
+            kernel: (k, k),
+            stride,
+            pad: k / 2,
+            groups,
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_the_naive_convolution() {
+        check(
+            shape(1, 24, 144, (17, 13), 1, 1, 1),
+            Act::Relu6,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(3, 64, 40, (5, 7), 1, 1, 1),
+            Act::Identity,
+            true,
+            Act::Identity,
+        );
+        check(
+            shape(2, 48, 96, (9, 9), 1, 1, 3),
+            Act::Relu,
+            true,
+            Act::Relu,
+        );
+        check(
+            shape(1, 320, 1280, (2, 3), 1, 1, 1),
+            Act::Relu6,
+            false,
+            Act::Identity,
+        );
+    }
+
+    #[test]
+    fn depthwise_applies_the_epilogue_per_plane() {
+        check(
+            shape(2, 16, 16, (11, 15), 3, 1, 16),
+            Act::Relu6,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(1, 8, 8, (20, 17), 3, 2, 8),
+            Act::Relu,
+            true,
+            Act::Relu,
+        );
+    }
+
+    #[test]
+    fn dense_kernels_and_strides_match_the_naive_convolution() {
+        check(
+            shape(2, 3, 32, (23, 19), 3, 2, 1),
+            Act::Relu6,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(1, 3, 16, (30, 26), 7, 2, 1),
+            Act::Relu,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(2, 32, 64, (9, 11), 1, 2, 1),
+            Act::Identity,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(1, 24, 24, (10, 6), 3, 1, 1),
+            Act::Identity,
+            true,
+            Act::Relu,
+        );
+        check(
+            shape(1, 12, 12, (8, 8), 5, 1, 12),
+            Act::Relu,
+            false,
+            Act::Identity,
+        );
+    }
+
+    #[test]
+    fn pools_match_their_definitions() {
+        let x = random(2 * 7 * 9, 5);
+        let s = PoolShape {
+            planes: 2,
+            h: 7,
+            w: 9,
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let (ho, wo) = s.out_hw();
+        assert_eq!((ho, wo), (4, 5));
+        let (mut max, mut avg) = (vec![0.0; 2 * ho * wo], vec![0.0; 2 * ho * wo]);
+        pool2d(&x, s, true, &mut max);
+        pool2d(&x, s, false, &mut avg);
+        // Output (1, 1) of plane 1 covers rows 1..4 and columns 1..4, all inside.
+        let window: Vec<f32> = (1..4)
+            .flat_map(|r| (1..4).map(move |c| (r, c)))
+            .map(|(r, c)| x[63 + r * 9 + c])
+            .collect();
+        assert_eq!(
+            max[ho * wo + wo + 1],
+            window.iter().copied().fold(f32::MIN, f32::max)
+        );
+        let mean = window.iter().sum::<f32>() / 9.0;
+        assert!((avg[ho * wo + wo + 1] - mean).abs() < 1e-6);
+        // Output (0, 0) of plane 0 sees 4 pixels and 5 zeros of padding.
+        let corner = x[0] + x[1] + x[9] + x[10];
+        assert!((avg[0] - corner / 9.0).abs() < 1e-6);
+        assert_eq!(max[0], x[0].max(x[1]).max(x[9]).max(x[10]));
+    }
+
+    #[test]
+    fn linear_and_global_pool_match_their_definitions() {
+        let x = random(2 * 3 * 4, 6);
+        let mut pooled = vec![0.0; 6];
+        global_avg_pool(&x, 4, &mut pooled);
+        assert!((pooled[5] - x[20..24].iter().sum::<f32>() / 4.0).abs() < 1e-6);
+        let (w, b) = (random(3 * 2, 7), vec![0.5, -0.25]);
+        let mut y = vec![0.0; 4];
+        linear(&pooled, &w, &b, 2, &mut y);
+        let want = pooled[3] * w[1] + pooled[4] * w[3] + pooled[5] * w[5] - 0.25;
+        assert!((y[3] - want).abs() < 1e-6);
+    }
+}
