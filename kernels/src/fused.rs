@@ -16,6 +16,7 @@ use crate::bn::Act;
 use crate::cpu::{Isa, isa};
 use crate::dw::{self, DwShape};
 use crate::gemm::matmul;
+use crate::micro::{self, Packed, TileIo};
 
 /// Bytes of im2col (or input) panel one tile reads: sized to stay in L2 with its output
 /// (64 KiB to 1 MiB measured alike within noise on MobileNetV2; 256 KiB was best).
@@ -39,7 +40,7 @@ pub struct Epilogue<'a> {
 }
 
 /// `(low, high)` clamp bounds that compute `act`.
-fn bounds(act: Act) -> (f32, f32) {
+pub(crate) fn bounds(act: Act) -> (f32, f32) {
     match act {
         Act::Identity => (f32::NEG_INFINITY, f32::INFINITY),
         Act::Relu => (0.0, f32::INFINITY),
@@ -195,6 +196,43 @@ impl ConvShape {
     }
 }
 
+/// A convolution's weights `[c_out, c_in/groups, kh, kw]` (batch norm folded in), with the
+/// copy the AVX-512 micro-kernel reads, packed once when the model is compiled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvWeights {
+    raw: Vec<f32>,
+    packed: Option<Packed>,
+}
+
+impl ConvWeights {
+    /// Weights for `c_out` output channels in `groups` groups, packed where the micro-kernel
+    /// runs and the convolution is a GEMM (not one channel per group).
+    pub fn new(raw: Vec<f32>, c_out: usize, groups: usize) -> Self {
+        let m = c_out / groups.max(1);
+        let packed = if m >= 2 && c_out > 0 && raw.len().is_multiple_of(c_out) {
+            Packed::new(&raw, groups, m, raw.len() / c_out)
+        } else {
+            None
+        };
+        Self { raw, packed }
+    }
+
+    /// The weights for the portable GEMM path only (tests compare both paths).
+    pub fn unpacked(raw: Vec<f32>) -> Self {
+        Self { raw, packed: None }
+    }
+
+    /// The weights as given.
+    pub fn raw(&self) -> &[f32] {
+        &self.raw
+    }
+
+    /// Whether the micro-kernel computes this convolution.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+}
+
 /// A raw output pointer shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -235,7 +273,8 @@ fn tiles(s: &ConvShape) -> Vec<Tile> {
         .div_ceil(s.n * s.groups * col_tiles)
         .min(m.div_ceil(16))
         .max(1);
-    let rows = m.div_ceil(row_tiles);
+    // Whole register tiles of output channels.
+    let rows = m.div_ceil(row_tiles).div_ceil(micro::ROWS) * micro::ROWS;
     let mut out = Vec::with_capacity(s.n * s.groups * col_tiles * row_tiles);
     for b in 0..s.n {
         for g in 0..s.groups {
@@ -315,7 +354,8 @@ fn im2col_tile(
 
 /// Convolution (weights `[c_out, c_in/groups, kh, kw]`, batch norm already folded in) with
 /// `epilogue`, written into `y` (`[n, c_out, ho, wo]`).
-pub fn conv2d(x: &[f32], weight: &[f32], s: ConvShape, epilogue: &Epilogue, y: &mut [f32]) {
+pub fn conv2d(x: &[f32], weights: &ConvWeights, s: ConvShape, epilogue: &Epilogue, y: &mut [f32]) {
+    let weight = weights.raw();
     s.check(x.len(), weight.len());
     assert_eq!(y.len(), s.out_len(), "conv: output length");
     epilogue.check(s.c_out, y.len());
@@ -347,6 +387,20 @@ pub fn conv2d(x: &[f32], weight: &[f32], s: ConvShape, epilogue: &Epilogue, y: &
             (col.as_ptr(), width)
         };
         let first = t.b * s.c_out + t.g * m + t.rows.start;
+        if let Some(packed) = &weights.packed {
+            let io = TileIo {
+                x: rhs,
+                x_rs: rhs_rs,
+                y: dst.at(first * p + t.cols.start),
+                y_rs: p,
+                offset: first * p + t.cols.start,
+                channel: t.g * m + t.rows.start,
+                epilogue,
+            };
+            // SAFETY: as for the GEMM below; `packed` exists only on AVX-512.
+            unsafe { micro::gemm_tile(packed, t.g, t.rows.clone(), width, &io) };
+            return;
+        }
         // SAFETY: the tile's rows of `y` ([first, +rows) with stride p, columns `cols`) are
         // inside `y` and no other tile writes them; the weight block (rows of group g) and
         // the right operand (depth rows of `width` with stride `rhs_rs`) are inside their
@@ -516,13 +570,24 @@ mod tests {
             post,
         };
         let want = naive(&x, &weight, s, &ep);
-        let mut got = vec![f32::NAN; s.out_len()];
-        conv2d(&x, &weight, s, &ep, &mut got);
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                "{s:?} at {i}: {a} vs {b}"
-            );
+        let packed = ConvWeights::new(weight.clone(), s.c_out, s.groups);
+        if s.c_out / s.groups >= 2 {
+            assert_eq!(packed.is_packed(), micro::available(), "{s:?}");
+        }
+        for weights in [packed, ConvWeights::unpacked(weight.clone())] {
+            let mut got = vec![f32::NAN; s.out_len()];
+            conv2d(&x, &weights, s, &ep, &mut got);
+            let path = if weights.is_packed() {
+                "micro-kernel"
+            } else {
+                "GEMM"
+            };
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{path} {s:?} at {i}: {a} vs {b}"
+                );
+            }
         }
     }
 
@@ -571,6 +636,19 @@ mod tests {
         check(
             shape(1, 320, 1280, (2, 3), 1, 1, 1),
             Act::Relu6,
+            false,
+            Act::Identity,
+        );
+        // Channel counts that leave a partial register tile, per group and overall.
+        check(
+            shape(2, 10, 20, (7, 9), 1, 1, 1),
+            Act::Relu6,
+            true,
+            Act::Identity,
+        );
+        check(
+            shape(1, 15, 45, (6, 6), 1, 1, 3),
+            Act::Relu,
             false,
             Act::Identity,
         );

@@ -20,4 +20,5 @@ pub mod dense;
 pub mod dw;
 pub mod fused;
 mod gemm;
+mod micro;
 pub mod pw;

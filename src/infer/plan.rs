@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use dermclass_kernels::bn::Act;
-use dermclass_kernels::fused::{self, ConvShape, Epilogue, PoolShape};
+use dermclass_kernels::fused::{self, ConvShape, ConvWeights, Epilogue, PoolShape};
 
 use super::InferError;
 use crate::export::proto::{GraphProto, NodeProto, TensorProto};
@@ -18,7 +18,7 @@ enum Op {
     /// Convolution with its fused epilogue; a residual, when fused, is the step's second
     /// input.
     Conv {
-        weight: Vec<f32>,
+        weight: ConvWeights,
         bias: Vec<f32>,
         c_out: usize,
         kernel: (usize, usize),
@@ -160,14 +160,15 @@ fn translate(
                 Some(_) => constant(2)?.f32_values(),
                 None => vec![0.0; dims[0]],
             };
+            let groups = attr_int(node, "group", 1) as usize;
             Op::Conv {
-                weight: w.f32_values(),
+                weight: ConvWeights::new(w.f32_values(), dims[0], groups),
                 bias,
                 c_out: dims[0],
                 kernel: (dims[2], dims[3]),
                 stride: s[0],
                 pad: p[0],
-                groups: attr_int(node, "group", 1) as usize,
+                groups,
                 act: Act::Identity,
                 residual: false,
                 post: Act::Identity,
@@ -524,7 +525,7 @@ fn run_step(step: &Step, ws: &mut Workspace) -> Result<(), InferError> {
             };
             let fits = *groups > 0
                 && c.is_multiple_of(*groups)
-                && weight.len() == c_out * (c / groups) * kernel.0 * kernel.1
+                && weight.raw().len() == c_out * (c / groups) * kernel.0 * kernel.1
                 && h + 2 * pad >= kernel.0
                 && w + 2 * pad >= kernel.1;
             if !fits {
