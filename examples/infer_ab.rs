@@ -1,6 +1,7 @@
 //! Inference A/B: the compiled plan (folded batch norm, fused epilogues) against burn's
-//! modules with the fast kernels (batch norm + activation as their own pass), same weights,
-//! same thread pool. Median images/s at 224x224.
+//! modules with the fast kernels (batch norm + activation as their own pass), and against
+//! the plan without the AVX-512 micro-kernel (the gemm crate instead); same weights, same
+//! thread pool. Median images/s at 224x224, then where the plan's time goes.
 //!
 //! usage: cargo run --release --example infer_ab -- [ARCH] [RUNS]
 
@@ -34,6 +35,9 @@ fn main() -> Result<()> {
     let device = Device::default();
     let model = ModelSpec::parse(arch, 7)?.build(&device)?.valid();
     let compiled = InferenceModel::new(model.clone(), &device)?;
+    dermclass_kernels::micro::set_enabled(false);
+    let gemm_only = InferenceModel::new(model.clone(), &device)?;
+    dermclass_kernels::micro::set_enabled(true);
     println!("{arch}, {} threads", rayon::current_num_threads());
     for batch in [1, 16] {
         let x = Tensor::<4>::random(
@@ -50,9 +54,12 @@ fn main() -> Result<()> {
         let plan = median_rate(batch, runs, || {
             let _ = compiled.forward(x.clone()).into_data();
         });
+        let gemm = median_rate(batch, runs, || {
+            let _ = gemm_only.forward(x.clone()).into_data();
+        });
         println!(
-            "batch {batch:2}: modules {modules:6.1} img/s ({:.2} ms), compiled {plan:6.1} img/s ({:.2} ms), {:.2}x",
-            1e3 * batch as f64 / modules,
+            "batch {batch:2}: modules {modules:6.1} img/s, compiled {plan:6.1} img/s ({:.2} ms, \
+             {:.2}x the modules), compiled without the micro-kernel {gemm:6.1} img/s",
             1e3 * batch as f64 / plan,
             plan / modules
         );

@@ -20,5 +20,5 @@ pub mod dense;
 pub mod dw;
 pub mod fused;
 mod gemm;
-mod micro;
+pub mod micro;
 pub mod pw;

@@ -195,11 +195,19 @@ unsafe fn tile_avx512<const NV: usize>(
     }
 }
 
-/// Whether the micro-kernel runs on this CPU.
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the micro-kernel off (or back on) for weights packed from now on: A/B benchmarks
+/// compile one model each way.
+pub fn set_enabled(on: bool) {
+    DISABLED.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the micro-kernel runs on this CPU (and is not turned off).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        isa() == Isa::Avx512
+        isa() == Isa::Avx512 && !DISABLED.load(std::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
