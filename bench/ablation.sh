@@ -14,7 +14,7 @@ out=${2:-results/ablation}
 epochs=${EPOCHS:-8}
 size=${SIZE:-96}
 seeds=${SEEDS:-1 2}
-variants=${VARIANTS:-recipe baseline no-adjust no-ema keras-aug no-sog cosine la-loss uniform-sampler v1-aug}
+variants=${VARIANTS:-recipe baseline no-adjust no-ema keras-aug no-sog cosine la-loss uniform-sampler v1-aug noskip}
 cargo build --release --quiet
 bin=target/release/dermclass
 mkdir -p "$out"
@@ -25,7 +25,7 @@ mkdir -p "$out/configs"
 variant_config() {
     local file="$out/configs/$1.toml"
     case $1 in
-        recipe | no-adjust | cosine | la-loss | uniform-sampler | v1-aug) cp "$recipe" "$file" ;;
+        recipe | no-adjust | cosine | la-loss | uniform-sampler | v1-aug | noskip) cp "$recipe" "$file" ;;
         no-ema) grep -v '^ema' "$recipe" > "$file" ;;
         no-sog) grep -v '^shades_of_gray' "$recipe" > "$file" ;;
         # The Keras study's augmentation (flip, rotation 30, zoom 0.3, shift 0.3) + vflip.
@@ -49,6 +49,9 @@ flags() {
         # (free rotation 30 and crops down to 35% of the area).
         uniform-sampler) echo --sampler uniform ;;
         v1-aug) echo --rotation 30 --crop-scale 0.35,1 ;;
+        # MobileNetV2 without its identity shortcuts, as dermclass built it until 2026-11-30
+        # (recipes v1 and v2 were trained that way).
+        noskip) echo --arch mobilenet_v2:1.0:noskip ;;
     esac
 }
 
