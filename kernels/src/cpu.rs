@@ -54,3 +54,20 @@ pub(crate) fn output_buffer(len: usize) -> Vec<f32> {
     v.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(f32::NAN));
     v
 }
+
+/// A raw output pointer that may cross threads: each rayon task writes a disjoint block
+/// through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used to hand out non-overlapping output blocks to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `offset` floats further (a method, so closures capture the whole
+    /// `SendPtr`, not its raw field).
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers pass offsets inside the allocation the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}

@@ -13,7 +13,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::bn::Act;
-use crate::cpu::{Isa, isa};
+use crate::cpu::{Isa, SendPtr, isa};
 use crate::dw::{self, DwShape};
 use crate::gemm::matmul;
 use crate::micro::{self, Packed, TileIo};
@@ -230,22 +230,6 @@ impl ConvWeights {
     /// Whether the micro-kernel computes this convolution.
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
-    }
-}
-
-/// A raw output pointer shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand out non-overlapping output tiles to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer `offset` floats further (a method, so closures capture the whole
-    /// `SendPtr`, not its raw field).
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers pass offsets inside the allocation the pointer came from.
-        unsafe { self.0.add(offset) }
     }
 }
 

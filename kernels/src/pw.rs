@@ -12,7 +12,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::output_buffer;
+use crate::cpu::{SendPtr, output_buffer};
 use crate::gemm::{matmul, sum_over_images};
 
 /// Shape of a grouped pointwise convolution over NCHW data.
@@ -60,20 +60,6 @@ impl PwShape {
             self.n * self.c_out * self.hw,
             "pointwise: output length"
         );
-    }
-}
-
-/// A raw pointer that may cross threads: each task writes a disjoint block through it.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand out non-overlapping output blocks to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers pass offsets inside the allocation the pointer came from.
-        unsafe { self.0.add(offset) }
     }
 }
 

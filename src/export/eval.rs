@@ -16,7 +16,8 @@ use super::proto::{FLOAT, GraphProto, INT64, NodeProto, TensorProto};
 /// The smallest and largest value each named value took.
 pub type Ranges = HashMap<String, (f32, f32)>;
 
-fn attr_ints(node: &NodeProto, name: &str) -> Vec<usize> {
+/// Integer-list attribute `name` of `node` (empty when absent).
+pub(crate) fn attr_ints(node: &NodeProto, name: &str) -> Vec<usize> {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -24,7 +25,8 @@ fn attr_ints(node: &NodeProto, name: &str) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
+/// Integer attribute `name` of `node`, or `default`.
+pub(crate) fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
     node.attribute
         .iter()
         .find(|a| a.name == name)

@@ -208,20 +208,11 @@ pub fn to_onnx_int8(
     ))
 }
 
-/// The network alone, batch norm folded: input `image` (`N x 3 x H x W`), output
-/// `logits`. What the inference plan compiles.
-pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
-    let mut g = GraphBuilder::default();
-    let image = g.input(
-        "image",
-        &[
-            Dim::Named("N"),
-            Dim::Fixed(3),
-            Dim::Named("H"),
-            Dim::Named("W"),
-        ],
-    );
-    let raw_logits = model.emit(&mut g, &image);
+/// Declares the input `image` (`N x 3 x height x width`) in `g`, emits `model` and names
+/// its output `logits`; returns that name.
+fn emit_network(g: &mut GraphBuilder, model: &impl ToOnnx, height: Dim, width: Dim) -> String {
+    let image = g.input("image", &[Dim::Named("N"), Dim::Fixed(3), height, width]);
+    let raw_logits = model.emit(g, &image);
     let logits = "logits".to_string();
     g.node_named(
         "Identity",
@@ -229,6 +220,14 @@ pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
         std::slice::from_ref(&logits),
         &[],
     );
+    logits
+}
+
+/// The network alone, batch norm folded: input `image` (`N x 3 x H x W`), output
+/// `logits`. What the inference plan compiles.
+pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
+    let mut g = GraphBuilder::default();
+    emit_network(&mut g, model, Dim::Named("H"), Dim::Named("W"));
     g.output("logits", &[Dim::Named("N"), Dim::Named("classes")]);
     g.finish("network")
 }
@@ -236,24 +235,9 @@ pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
 fn fp32_graph(model: &impl ToOnnx, info: &ExportInfo) -> proto::GraphProto {
     let mut g = GraphBuilder::default();
     let batch = Dim::Named("N");
-    let image = g.input(
-        "image",
-        &[
-            batch,
-            Dim::Fixed(3),
-            Dim::Fixed(info.height),
-            Dim::Fixed(info.width),
-        ],
-    );
-    let raw_logits = model.emit(&mut g, &image);
+    let (height, width) = (Dim::Fixed(info.height), Dim::Fixed(info.width));
+    let logits = emit_network(&mut g, model, height, width);
     let classes = Dim::Fixed(info.classes.len());
-    let logits = "logits".to_string();
-    g.node_named(
-        "Identity",
-        &[&raw_logits],
-        std::slice::from_ref(&logits),
-        &[],
-    );
     let adjusted = if info.logit_offsets.is_empty() {
         logits.clone()
     } else {

@@ -10,6 +10,7 @@ use dermclass_kernels::bn::Act;
 use dermclass_kernels::fused::{self, ConvShape, ConvWeights, Epilogue, PoolShape};
 
 use super::InferError;
+use crate::export::eval::{attr_int, attr_ints};
 use crate::export::proto::{GraphProto, NodeProto, TensorProto};
 
 /// One operation of the plan.
@@ -101,21 +102,6 @@ pub struct Output {
     pub shape: [usize; 4],
     /// Its values, row-major.
     pub values: Vec<f32>,
-}
-
-fn attr_ints(node: &NodeProto, name: &str) -> Vec<usize> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.iter().map(|&i| i as usize).collect())
-        .unwrap_or_default()
-}
-
-fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map_or(default, |a| a.i)
 }
 
 /// The activation a clamp to `[low, high]` computes, if it is one of the fusable three.
