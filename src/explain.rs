@@ -125,7 +125,6 @@ pub fn png_bytes(image: &RgbImage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ModelSpec;
 
     #[test]
     fn jet_runs_from_blue_to_red() {
@@ -165,11 +164,7 @@ mod tests {
     #[test]
     fn grad_cam_equals_the_class_activation_map_of_a_pooled_linear_head() {
         let device = Device::flex();
-        let model = ModelSpec::parse("tiny_cnn:0.5", 7)
-            .unwrap()
-            .build(&device)
-            .unwrap()
-            .valid();
+        let model = crate::model::tests::built("tiny_cnn:0.5", 7, &device).valid();
         let input =
             Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Default, &device);
         let features: Vec<f32> = model
@@ -210,11 +205,7 @@ mod tests {
         let device = Device::flex();
         for family in crate::model::FAMILIES {
             let name = family.examples()[0];
-            let model = ModelSpec::parse(name, 7)
-                .unwrap()
-                .build(&device)
-                .unwrap()
-                .valid();
+            let model = crate::model::tests::built(name, 7, &device).valid();
             let input =
                 Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Default, &device);
             let [_, _, h, w] = model.features(input.clone()).dims();

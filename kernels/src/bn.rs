@@ -48,6 +48,27 @@ const ID: u8 = 0;
 const RELU: u8 = 1;
 const RELU6: u8 = 2;
 
+/// Runs `$body` with the const `$k` set to `$act`'s code, so that each activation gets its
+/// own monomorphised loop.
+macro_rules! per_act {
+    ($act:expr, $k:ident => $body:expr) => {
+        match $act {
+            Act::Identity => {
+                const $k: u8 = ID;
+                $body
+            }
+            Act::Relu => {
+                const $k: u8 = RELU;
+                $body
+            }
+            Act::Relu6 => {
+                const $k: u8 = RELU6;
+                $body
+            }
+        }
+    };
+}
+
 /// Accumulator lanes (one AVX-512 register, two AVX2 registers).
 const W: usize = 16;
 /// Floats per reduction block: 4 KiB, stays in L1 between the two sweeps of the statistics.
@@ -173,17 +194,9 @@ pub fn train_backward(
         .zip(dy.chunks(ppt * hw))
         .zip(ps.chunks_mut(ppt))
         .collect();
-    match act {
-        Act::Identity => for_each_task(items, |t, ((xs, ds), out)| {
-            bsums_task::<ID>(xs, ds, out, hw, c, t * ppt, &fco)
-        }),
-        Act::Relu => for_each_task(items, |t, ((xs, ds), out)| {
-            bsums_task::<RELU>(xs, ds, out, hw, c, t * ppt, &fco)
-        }),
-        Act::Relu6 => for_each_task(items, |t, ((xs, ds), out)| {
-            bsums_task::<RELU6>(xs, ds, out, hw, c, t * ppt, &fco)
-        }),
-    }
+    per_act!(act, K => for_each_task(items, |t, ((xs, ds), out)| {
+        bsums_task::<K>(xs, ds, out, hw, c, t * ppt, &fco)
+    }));
 
     // Per-channel sums and dx coefficients: dx = a * (g + c2 + neg_k1 * (x - mean)).
     let m = (n * hw) as f64;
@@ -211,17 +224,9 @@ pub fn train_backward(
         .zip(dy.chunks(ppt * hw))
         .zip(dx.spare_capacity_mut()[..x.len()].chunks_mut(ppt * hw))
         .collect();
-    match act {
-        Act::Identity => for_each_task(items, |t, ((xs, ds), out)| {
-            dx_task::<ID>(xs, ds, out, hw, c, t * ppt, &bco)
-        }),
-        Act::Relu => for_each_task(items, |t, ((xs, ds), out)| {
-            dx_task::<RELU>(xs, ds, out, hw, c, t * ppt, &bco)
-        }),
-        Act::Relu6 => for_each_task(items, |t, ((xs, ds), out)| {
-            dx_task::<RELU6>(xs, ds, out, hw, c, t * ppt, &bco)
-        }),
-    }
+    per_act!(act, K => for_each_task(items, |t, ((xs, ds), out)| {
+        dx_task::<K>(xs, ds, out, hw, c, t * ppt, &bco)
+    }));
     // SAFETY: the tasks above wrote every one of the first x.len() elements (the chunks
     // cover them all and each body writes its whole output slice).
     unsafe { dx.set_len(x.len()) };
@@ -320,17 +325,9 @@ fn normalize(x: &[f32], coefs: &[FwdCoef], n: usize, c: usize, hw: usize, act: A
     let ppt = planes_per_task(n * c, hw);
     let out = &mut y.spare_capacity_mut()[..x.len()];
     let items: Vec<_> = x.chunks(ppt * hw).zip(out.chunks_mut(ppt * hw)).collect();
-    match act {
-        Act::Identity => for_each_task(items, |t, (xs, ys)| {
-            norm_task::<ID>(xs, ys, hw, c, t * ppt, coefs)
-        }),
-        Act::Relu => for_each_task(items, |t, (xs, ys)| {
-            norm_task::<RELU>(xs, ys, hw, c, t * ppt, coefs)
-        }),
-        Act::Relu6 => for_each_task(items, |t, (xs, ys)| {
-            norm_task::<RELU6>(xs, ys, hw, c, t * ppt, coefs)
-        }),
-    }
+    per_act!(act, K => for_each_task(items, |t, (xs, ys)| {
+        norm_task::<K>(xs, ys, hw, c, t * ppt, coefs)
+    }));
     // SAFETY: the tasks above wrote every one of the first x.len() elements (the chunks
     // cover them all and each body writes its whole output slice).
     unsafe { y.set_len(x.len()) };
@@ -666,6 +663,29 @@ mod tests {
         dy: Vec<f32>,
     }
 
+    impl Data {
+        /// [`train_backward`] of this data with the given statistics.
+        fn backward(
+            &self,
+            mean: &[f32],
+            var: &[f32],
+            s: BnShape,
+            act: Act,
+        ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            train_backward(
+                &self.x,
+                &self.gamma,
+                &self.beta,
+                mean,
+                var,
+                &self.dy,
+                s,
+                EPS,
+                act,
+            )
+        }
+    }
+
     /// Per-channel offset and scale for x; gamma in [-2, 4] and beta in [-2, 6] so that ReLU6
     /// clips at both 0 and 6.
     fn data(seed: u64, n: usize, c: usize, hw: usize, offset: f32, scale: f32) -> Data {
@@ -900,17 +920,7 @@ mod tests {
             assert_close(&format!("{ctx} eval y"), &ye, &ry, 1e-5, 1e-5 + shift);
 
             // Backward with the stats the forward returned (as the API prescribes).
-            let (dx, dg, db) = train_backward(
-                &d.x,
-                &d.gamma,
-                &d.beta,
-                &mean,
-                &var,
-                &d.dy,
-                BnShape { n, c, hw },
-                EPS,
-                act,
-            );
+            let (dx, dg, db) = d.backward(&mean, &var, BnShape { n, c, hw }, act);
             let (rdx, rdg, rdb, sdg, sdb, kink) = ref_backward(
                 &x64,
                 &g64,
@@ -1069,17 +1079,7 @@ mod tests {
                 m.iter().map(|&e| e as f32).collect::<Vec<_>>(),
                 v.iter().map(|&e| e as f32).collect::<Vec<_>>(),
             );
-            let (dx, dg, db) = train_backward(
-                &d.x,
-                &d.gamma,
-                &d.beta,
-                &mean,
-                &var,
-                &d.dy,
-                BnShape { n, c, hw },
-                EPS,
-                act,
-            );
+            let (dx, dg, db) = d.backward(&mean, &var, BnShape { n, c, hw }, act);
             for k in 0..x64.len() {
                 let fd = num(&|x, _, _, e| x[k] += e);
                 assert!(

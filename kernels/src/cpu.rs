@@ -55,6 +55,15 @@ pub(crate) fn output_buffer(len: usize) -> Vec<f32> {
     v
 }
 
+/// Panics unless `c_in -> c_out` channels split into `groups` equal groups; `op` names the
+/// kernel in the message.
+pub(crate) fn check_groups(op: &str, c_in: usize, c_out: usize, groups: usize) {
+    assert!(
+        groups > 0 && c_in.is_multiple_of(groups) && c_out.is_multiple_of(groups),
+        "{op}: {c_in} -> {c_out} channels do not split into {groups} groups"
+    );
+}
+
 /// A raw output pointer that may cross threads: each rayon task writes a disjoint block
 /// through it.
 #[derive(Clone, Copy)]

@@ -1006,6 +1006,39 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    /// Calls `tap(y_index, x_index, weight_index)` for every in-bounds tap of a 3x3
+    /// depthwise convolution with padding 1 and stride `s` over `[n, c, h, w]`.
+    fn for_each_tap(
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        s: usize,
+        mut tap: impl FnMut(usize, usize, usize),
+    ) {
+        let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
+        for b in 0..n {
+            for ch in 0..c {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        for kh in 0..3 {
+                            for kw in 0..3 {
+                                let ih = (oh * s + kh) as isize - 1;
+                                let iw = (ow * s + kw) as isize - 1;
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * c + ch) * h + ih as usize) * w + iw as usize;
+                                let yi = ((b * c + ch) * ho + oh) * wo + ow;
+                                tap(yi, xi, ch * 9 + kh * 3 + kw);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Naive forward, f64 accumulation.
     #[allow(clippy::too_many_arguments)]
     fn ref_forward(
@@ -1019,27 +1052,9 @@ mod tests {
     ) -> Vec<f64> {
         let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
         let mut y = vec![0.0f64; n * c * ho * wo];
-        for b in 0..n {
-            for ch in 0..c {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let mut acc = 0.0f64;
-                        for kh in 0..3 {
-                            for kw in 0..3 {
-                                let ih = (oh * s + kh) as isize - 1;
-                                let iw = (ow * s + kw) as isize - 1;
-                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * c + ch) * h + ih as usize) * w + iw as usize;
-                                acc += f64::from(wt[ch * 9 + kh * 3 + kw]) * f64::from(x[xi]);
-                            }
-                        }
-                        y[((b * c + ch) * ho + oh) * wo + ow] = acc;
-                    }
-                }
-            }
-        }
+        for_each_tap(n, c, h, w, s, |yi, xi, k| {
+            y[yi] += f64::from(wt[k]) * f64::from(x[xi]);
+        });
         y
     }
 
@@ -1056,33 +1071,15 @@ mod tests {
         w: usize,
         s: usize,
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
         let mut dx = vec![0.0f64; n * c * h * w];
         let mut dw = vec![0.0f64; c * 9];
         let mut dw_abs = vec![0.0f64; c * 9];
-        for b in 0..n {
-            for ch in 0..c {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let g = f64::from(dy[((b * c + ch) * ho + oh) * wo + ow]);
-                        for kh in 0..3 {
-                            for kw in 0..3 {
-                                let ih = (oh * s + kh) as isize - 1;
-                                let iw = (ow * s + kw) as isize - 1;
-                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * c + ch) * h + ih as usize) * w + iw as usize;
-                                let k = ch * 9 + kh * 3 + kw;
-                                dx[xi] += f64::from(wt[k]) * g;
-                                dw[k] += f64::from(x[xi]) * g;
-                                dw_abs[k] += (f64::from(x[xi]) * g).abs();
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        for_each_tap(n, c, h, w, s, |yi, xi, k| {
+            let g = f64::from(dy[yi]);
+            dx[xi] += f64::from(wt[k]) * g;
+            dw[k] += f64::from(x[xi]) * g;
+            dw_abs[k] += (f64::from(x[xi]) * g).abs();
+        });
         (dx, dw, dw_abs)
     }
 

@@ -13,7 +13,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::bn::Act;
-use crate::cpu::{Isa, SendPtr, isa};
+use crate::cpu::{Isa, SendPtr, check_groups, isa};
 use crate::dw::{self, DwShape};
 use crate::gemm::matmul;
 use crate::micro::{self, Packed, TileIo};
@@ -149,15 +149,7 @@ impl ConvShape {
 
     fn check(&self, x_len: usize, w_len: usize) {
         let (kh, kw) = self.kernel;
-        assert!(
-            self.groups > 0
-                && self.c_in.is_multiple_of(self.groups)
-                && self.c_out.is_multiple_of(self.groups),
-            "conv: {} -> {} channels do not split into {} groups",
-            self.c_in,
-            self.c_out,
-            self.groups
-        );
+        check_groups("conv", self.c_in, self.c_out, self.groups);
         assert!(self.stride > 0, "conv: stride 0");
         assert!(
             self.h + 2 * self.pad >= kh && self.w + 2 * self.pad >= kw,

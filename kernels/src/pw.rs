@@ -12,7 +12,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::{SendPtr, output_buffer};
+use crate::cpu::{SendPtr, check_groups, output_buffer};
 use crate::gemm::{matmul, sum_over_images};
 
 /// Shape of a grouped pointwise convolution over NCHW data.
@@ -40,15 +40,7 @@ impl PwShape {
     }
 
     fn check(&self, x_len: usize, w_len: usize, y_len: usize) {
-        assert!(
-            self.groups > 0
-                && self.c_in.is_multiple_of(self.groups)
-                && self.c_out.is_multiple_of(self.groups),
-            "pointwise: {} -> {} channels do not split into {} groups",
-            self.c_in,
-            self.c_out,
-            self.groups
-        );
+        check_groups("pointwise", self.c_in, self.c_out, self.groups);
         assert_eq!(
             x_len,
             self.n * self.c_in * self.hw,
@@ -83,61 +75,51 @@ fn for_each_task(tasks: usize, task: impl Fn(usize, Parallelism) + Sync) {
 
 /// Forward: `x` [n, c_in, hw], `weight` [c_out, c_in/groups] → y [n, c_out, hw].
 pub fn forward(x: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
-    let len = s.n * s.c_out * s.hw;
-    s.check(x.len(), weight.len(), len);
-    let mut y = output_buffer(len);
-    let (k, m, p) = (s.k(), s.m(), s.hw);
-    let dst = SendPtr(y.as_mut_ptr());
-    for_each_task(s.n * s.groups, |task, par| {
-        let (b, g) = (task / s.groups, task % s.groups);
-        // SAFETY: block (b, g) of y is rows [b*c_out + g*m, +m) of length p; x block and
-        // weight block are in bounds by the shape check.
-        unsafe {
-            matmul(
-                (m, p, k),
-                dst.at((b * s.c_out + g * m) * p),
-                p,
-                false,
-                weight.as_ptr().add(g * m * k),
-                (k, 1),
-                x.as_ptr().add((b * s.c_in + g * k) * p),
-                (p, 1),
-                par,
-            );
-        }
-    });
-    // SAFETY: the GEMMs above wrote all n * groups blocks, which tile the whole output.
-    unsafe { y.set_len(len) };
-    y
+    s.check(x.len(), weight.len(), s.n * s.c_out * s.hw);
+    per_group_gemm(s, weight, false, x)
 }
 
 /// Input gradient: `dy` [n, c_out, hw], `weight` [c_out, c_in/groups] → dx [n, c_in, hw].
 pub fn backward_input(dy: &[f32], weight: &[f32], s: PwShape) -> Vec<f32> {
-    let len = s.n * s.c_in * s.hw;
-    s.check(len, weight.len(), dy.len());
-    let mut dx = output_buffer(len);
+    s.check(s.n * s.c_in * s.hw, weight.len(), dy.len());
+    per_group_gemm(s, weight, true, dy)
+}
+
+/// One GEMM per (image, group) block: `out[b, g] = W[g] · src[b, g]`, or `W[g]ᵀ · src[b, g]`
+/// when `transpose` (from output channels back to input channels). Lengths are checked by
+/// the caller.
+fn per_group_gemm(s: PwShape, weight: &[f32], transpose: bool, src: &[f32]) -> Vec<f32> {
     let (k, m, p) = (s.k(), s.m(), s.hw);
-    let dst = SendPtr(dx.as_mut_ptr());
+    // (rows of a block, inner size, channels of an image of out, of src, W's strides)
+    let (rows, inner, out_c, src_c, w_strides) = if transpose {
+        (k, m, s.c_in, s.c_out, (1, k))
+    } else {
+        (m, k, s.c_out, s.c_in, (k, 1))
+    };
+    let len = s.n * out_c * p;
+    let mut out = output_buffer(len);
+    let dst = SendPtr(out.as_mut_ptr());
     for_each_task(s.n * s.groups, |task, par| {
         let (b, g) = (task / s.groups, task % s.groups);
-        // SAFETY: W[g]ᵀ is read with row stride 1 and column stride k inside block g.
+        // SAFETY: block (b, g) of out is rows [b*out_c + g*rows, +rows) of length p; the src
+        // block and W[g] (m x k at g*m*k) are in bounds by the caller's shape check.
         unsafe {
             matmul(
-                (k, p, m),
-                dst.at((b * s.c_in + g * k) * p),
+                (rows, p, inner),
+                dst.at((b * out_c + g * rows) * p),
                 p,
                 false,
                 weight.as_ptr().add(g * m * k),
-                (1, k),
-                dy.as_ptr().add((b * s.c_out + g * m) * p),
+                w_strides,
+                src.as_ptr().add((b * src_c + g * inner) * p),
                 (p, 1),
                 par,
             );
         }
     });
     // SAFETY: the GEMMs above wrote all n * groups blocks, which tile the whole output.
-    unsafe { dx.set_len(len) };
-    dx
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Weight gradient: `dy` [n, c_out, hw], `x` [n, c_in, hw] → d_weight [c_out, c_in/groups].

@@ -73,6 +73,34 @@ fn print_counts(ds: &Dataset, counts: &[usize]) {
 }
 
 /// Commands that read, check, reshape or generate data sets.
+/// Options of `bench-data`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchDataArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output size (square).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Cache folder for the warm run (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Worker threads (0 = number of CPUs).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Only the first N images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Skip the cold run.
+    #[arg(long)]
+    no_cold: bool,
+    /// Normalisation: keras or imagenet.
+    #[arg(long, default_value = "keras")]
+    normalization: Normalization,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Decode every image and report problems before training (exit code 1 on problems).
@@ -126,31 +154,7 @@ pub enum DataCommand {
     },
     /// Measure the loader: images/s and peak memory for a full augmented epoch, cold
     /// (JPEG decode every image) and warm (preprocessed cache).
-    BenchData {
-        #[command(flatten)]
-        data: DataArgs,
-        /// Output size (square).
-        #[arg(long, default_value_t = 224)]
-        size: usize,
-        /// Cache folder for the warm run (default: a temporary folder, removed afterwards).
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Batch size.
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        /// Worker threads (0 = number of CPUs).
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-        /// Only the first N images (0 = all).
-        #[arg(long, default_value_t = 0)]
-        limit: usize,
-        /// Skip the cold run.
-        #[arg(long)]
-        no_cold: bool,
-        /// Normalisation: keras or imagenet.
-        #[arg(long, default_value = "keras")]
-        normalization: Normalization,
-    },
+    BenchData(BenchDataArgs),
     /// Download the official ISIC 2018 Task 3 files (resumable), unzip and check them.
     FetchData {
         /// Output folder (becomes an ISIC-layout data root).
@@ -236,25 +240,7 @@ impl DataCommand {
                 println!("data root ready: {}", out.display());
                 Ok(())
             }
-            DataCommand::BenchData {
-                data,
-                size,
-                cache,
-                batch_size,
-                workers,
-                limit,
-                no_cold,
-                normalization,
-            } => bench(
-                &data,
-                size,
-                cache,
-                batch_size,
-                workers,
-                limit,
-                no_cold,
-                normalization,
-            ),
+            DataCommand::BenchData(args) => bench(&args),
         }
     }
 }
@@ -398,17 +384,18 @@ fn split(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(
-    args: &DataArgs,
-    size: usize,
-    cache: Option<PathBuf>,
-    batch_size: usize,
-    workers: usize,
-    limit: usize,
-    no_cold: bool,
-    normalization: Normalization,
-) -> anyhow::Result<()> {
-    let ds = args.open()?;
+fn bench(args: &BenchDataArgs) -> anyhow::Result<()> {
+    let BenchDataArgs {
+        data,
+        size,
+        cache,
+        batch_size,
+        workers,
+        limit,
+        no_cold,
+        normalization,
+    } = args.clone();
+    let ds = data.open()?;
     let mut samples = ds.samples;
     if limit > 0 {
         samples.truncate(limit);

@@ -94,20 +94,11 @@ impl AugmentConfig {
     pub fn none() -> Self {
         AugmentConfig {
             horizontal_flip: false,
-            vertical_flip: false,
             rotation_range: 0.0,
             width_shift_range: 0.0,
             height_shift_range: 0.0,
             zoom_range: 0.0,
-            zoom_keep_aspect: false,
-            fill_mode: FillMode::Nearest,
-            brightness_range: 0.0,
-            contrast_range: 0.0,
-            dihedral: false,
-            crop_scale: None,
-            crop_ratio: [0.75, 4.0 / 3.0],
-            saturation_range: 0.0,
-            hue_range: 0.0,
+            ..Self::default()
         }
     }
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use clap::ValueEnum;
 use crossbeam_channel::{Receiver, bounded};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use super::Normalization;
 use super::augment::{AugmentConfig, AugmentParams, shades_of_gray_gains, warp_with};
@@ -26,17 +28,7 @@ use super::source::Sample;
 use image::RgbImage;
 
 /// How an epoch picks its samples.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Sampler {
     /// Every sample once (shuffled when `shuffle`).

@@ -33,6 +33,9 @@ pub use split::{
 };
 pub use weights::{ClassWeighting, class_weights};
 
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
 /// The seven ISIC 2018 Task 3 classes, in the official column order.
 pub const ISIC_CLASSES: [&str; 7] = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"];
 
@@ -42,17 +45,7 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How pixel values (0..=255) become network inputs.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Normalization {
     /// `x / 255` (Keras `rescale=1/255`).

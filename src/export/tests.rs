@@ -127,10 +127,7 @@ fn the_adjustment_is_added_before_the_softmax_only_when_there_is_one() {
 #[test]
 fn a_temperature_divides_the_adjusted_logits() {
     let device = Device::default();
-    let model = ModelSpec::parse("tiny_cnn:0.5", 3)
-        .unwrap()
-        .build(&device)
-        .unwrap();
+    let model = crate::model::tests::built("tiny_cnn:0.5", 3, &device);
     let mut info = info(3);
     info.temperature = 2.0;
     let graph = fp32_graph(&model, &info);
@@ -181,7 +178,7 @@ fn the_reference_interpreter_reproduces_the_model() {
         "shufflenet_v2:0.5",
         "tiny_cnn:0.5",
     ] {
-        let model = ModelSpec::parse(name, 7).unwrap().build(&device).unwrap();
+        let model = crate::model::tests::built(name, 7, &device);
         let x = Tensor::<4>::random(
             [2, 3, 32, 40],
             burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -235,10 +232,7 @@ fn weights_quantize_symmetrically_per_output_channel() {
 fn the_int8_file_holds_int8_weights_and_qdq_pairs_and_is_under_a_third() {
     let device = Device::default();
     let info = info(3);
-    let model = ModelSpec::parse("mobilenet_v2:0.35", 3)
-        .unwrap()
-        .build(&device)
-        .unwrap();
+    let model = crate::model::tests::built("mobilenet_v2:0.35", 3, &device);
     let batch = Tensor::<4>::random(
         [4, 3, 32, 40],
         burn::tensor::Distribution::Normal(0.0, 1.0),

@@ -18,6 +18,7 @@ pub use layer::conv_norm_act;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -121,56 +122,45 @@ pub fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
         )
 }
 
+/// A convolution kernel of [`MobileKernels`]: `(x, weight, setting)`.
+type ConvKernel = fn(FloatTensor<Dispatch>, FloatTensor<Dispatch>, usize) -> FloatTensor<Dispatch>;
+
+/// `kernel(x, weight, setting)` where [`fast_path`] holds, burn's `conv2d` with `options`
+/// (the same convolution) elsewhere.
+fn kernel_or_burn(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    setting: usize,
+    kernel: ConvKernel,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !fast_path(&x) {
+        return conv2d(x, weight, None, options);
+    }
+    Tensor::from_dispatch(kernel(x.into_dispatch(), weight.into_dispatch(), setting))
+}
+
 /// 1x1 convolution (stride 1, no padding, no bias) with `groups` channel groups: the fast
 /// kernel where [`fast_path`] holds, burn's `conv2d` elsewhere.
 pub fn pointwise_conv(x: Tensor<4>, weight: Tensor<4>, groups: usize) -> Tensor<4> {
-    if !fast_path(&x) {
-        return conv2d(
-            x,
-            weight,
-            None,
-            ConvOptions::new([1, 1], [0, 0], [1, 1], groups),
-        );
-    }
-    Tensor::from_dispatch(<Dispatch as MobileKernels>::pointwise_conv(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        groups,
-    ))
+    let options = ConvOptions::new([1, 1], [0, 0], [1, 1], groups);
+    kernel_or_burn(x, weight, groups, Dispatch::pointwise_conv, options)
 }
 
 /// Depthwise 3x3 convolution (padding 1, stride 1 or 2, no bias): the fast kernel where
 /// [`fast_path`] holds, burn's `conv2d` elsewhere.
 pub fn depthwise_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    if !fast_path(&x) {
-        let channels = x.dims()[1];
-        let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], channels);
-        return conv2d(x, weight, None, options);
-    }
-    Tensor::from_dispatch(<Dispatch as MobileKernels>::depthwise_conv3x3(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        stride,
-    ))
+    let channels = x.dims()[1];
+    let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], channels);
+    kernel_or_burn(x, weight, stride, Dispatch::depthwise_conv3x3, options)
 }
 
 /// Dense 3x3 convolution (padding 1, stride 1 or 2, no bias) through im2col + GEMM, meant
 /// for stems (few input channels): the fast kernel where [`fast_path`] holds, burn's
 /// `conv2d` elsewhere. The input gradient, when one is needed, comes from burn's own op.
 pub fn dense_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    if !fast_path(&x) {
-        return conv2d(
-            x,
-            weight,
-            None,
-            ConvOptions::new([stride; 2], [1, 1], [1, 1], 1),
-        );
-    }
-    Tensor::from_dispatch(<Dispatch as MobileKernels>::dense_conv3x3(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        stride,
-    ))
+    let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+    kernel_or_burn(x, weight, stride, Dispatch::dense_conv3x3, options)
 }
 
 /// Output of [`batch_norm_act_train`].
@@ -274,6 +264,19 @@ impl Raw {
 /// Wraps a kernel's output as a flex tensor of `shape`.
 fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// Registers `values()` (shaped `shape`) as the gradient of `node`, computed only when
+/// autodiff tracks that parent.
+fn register_grad(
+    grads: &mut Gradients,
+    node: Option<NodeId>,
+    shape: &[usize],
+    values: impl FnOnce() -> Vec<f32>,
+) {
+    if let Some(id) = node {
+        grads.register::<Flex>(id, flex(values(), shape));
+    }
 }
 
 fn pw_shape(x: &[usize], weight: &[usize], groups: usize) -> PwShape {
@@ -391,23 +394,21 @@ impl Backward<Flex, 2> for PointwiseBackward {
     type State = (FlexTensor, FlexTensor, usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
+        let [node_x, node_w] = ops.parents.map(|p| p.map(|node| node.id));
         let dy = Raw::new(grads.consume::<Flex>(&ops.node));
         let (x, weight, groups) = ops.state;
         let (x, weight) = (Raw::new(x), Raw::new(weight));
         let s = pw_shape(&x.shape, &weight.shape, groups);
-        if let Some(node) = node_w {
-            let dw = time(Phase::PointwiseWeightGrad, || {
+        register_grad(grads, node_w, &weight.shape, || {
+            time(Phase::PointwiseWeightGrad, || {
                 pw::backward_weight(dy.data(), x.data(), s)
-            });
-            grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
-        }
-        if let Some(node) = node_x {
-            let dx = time(Phase::PointwiseInputGrad, || {
+            })
+        });
+        register_grad(grads, node_x, &x.shape, || {
+            time(Phase::PointwiseInputGrad, || {
                 pw::backward_input(dy.data(), weight.data(), s)
-            });
-            grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
-        }
+            })
+        });
     }
 }
 
@@ -420,10 +421,10 @@ impl Backward<Flex, 2> for DenseBackward {
     type State = (FlexTensor, FlexTensor, usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
+        let [node_x, node_w] = ops.parents.map(|p| p.map(|node| node.id));
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, weight, stride) = ops.state;
-        if let Some(node) = node_x {
+        if let Some(id) = node_x {
             let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
             let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(
                 x.clone(),
@@ -431,16 +432,15 @@ impl Backward<Flex, 2> for DenseBackward {
                 dy.clone(),
                 options,
             );
-            grads.register::<Flex>(node.id, dx);
+            grads.register::<Flex>(id, dx);
         }
-        if let Some(node) = node_w {
-            let (x, weight, dy) = (Raw::new(x), Raw::new(weight), Raw::new(dy));
+        let (x, weight) = (Raw::new(x), Raw::new(weight));
+        register_grad(grads, node_w, &weight.shape, || {
             let s = dense_shape(&x.shape, &weight.shape, stride);
-            let dw = time(Phase::DenseWeightGrad, || {
-                dense::backward_weight(dy.data(), x.data(), s)
-            });
-            grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
-        }
+            time(Phase::DenseWeightGrad, || {
+                dense::backward_weight(Raw::new(dy).data(), x.data(), s)
+            })
+        });
     }
 }
 
@@ -452,7 +452,7 @@ impl Backward<Flex, 2> for DepthwiseBackward {
     type State = (FlexTensor, FlexTensor, usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
+        let [node_x, node_w] = ops.parents.map(|p| p.map(|node| node.id));
         let dy = Raw::new(grads.consume::<Flex>(&ops.node));
         let (x, weight, stride) = ops.state;
         let (x, weight) = (Raw::new(x), Raw::new(weight));
@@ -469,12 +469,9 @@ impl Backward<Flex, 2> for DepthwiseBackward {
                 node_w.is_some(),
             )
         });
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, flex(dw, weight.shape.clone()));
-        }
+        let asked = "computed when asked";
+        register_grad(grads, node_x, &x.shape, || dx.expect(asked));
+        register_grad(grads, node_w, &weight.shape, || dw.expect(asked));
     }
 }
 
@@ -495,7 +492,7 @@ impl Backward<Flex, 3> for BatchNormActBackward {
     );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+        let [node_x, node_gamma, node_beta] = ops.parents.map(|p| p.map(|node| node.id));
         let dy = Raw::new(grads.consume::<Flex>(&ops.node));
         let (x, gamma, beta, mean, var, epsilon, act) = ops.state;
         let x = Raw::new(x);
@@ -514,15 +511,9 @@ impl Backward<Flex, 3> for BatchNormActBackward {
                 act,
             )
         });
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex(dx, x.shape.clone()));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex(d_gamma, [c]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex(d_beta, [c]));
-        }
+        register_grad(grads, node_x, &x.shape, || dx);
+        register_grad(grads, node_gamma, &[c], || d_gamma);
+        register_grad(grads, node_beta, &[c], || d_beta);
     }
 }
 

@@ -4,7 +4,7 @@ use burn::tensor::Distribution;
 
 use super::*;
 use crate::export::proto::GraphProto;
-use crate::model::ModelSpec;
+use crate::model::tests::{SMALL_OF_EACH_FAMILY, built};
 
 /// Every 1-D tensor (batch-norm scale, shift, running mean and variance, biases) drawn
 /// from [0.5, 1.5], so folding the batch norms is far from the identity.
@@ -23,10 +23,7 @@ impl ModuleMapper for ScrambleNorms {
 }
 
 fn model(arch: &str) -> Classifier {
-    ModelSpec::parse(arch, 7)
-        .unwrap()
-        .build(&Device::default())
-        .unwrap()
+    built(arch, 7, &Device::default())
         .map(&mut ScrambleNorms)
         .valid()
 }
@@ -56,16 +53,7 @@ fn assert_close(what: &str, want: &[f32], got: &[f32]) {
 
 #[test]
 fn folded_inference_equals_the_eval_model_for_every_family() {
-    for arch in [
-        "plain_v1:0.25",
-        "mobilenet_v1:0.25",
-        "mobilenet_v2:0.35",
-        "shufflenet_v1:g3:0.5",
-        "shufflenet_v1:g8:0.5",
-        "shufflenet_v2:0.5",
-        "resnet50",
-        "tiny_cnn:0.5",
-    ] {
+    for arch in SMALL_OF_EACH_FAMILY {
         let model = model(arch);
         let compiled = CompiledModel::compile(&model).unwrap();
         for shape in [[1, 3, 67, 45], [16, 3, 40, 32], [3, 3, 33, 49]] {

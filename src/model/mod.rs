@@ -181,4 +181,4 @@ registry! {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

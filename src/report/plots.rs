@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context as _, anyhow};
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -157,6 +159,47 @@ fn plain_grid(area: &Area) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A chart builder on `area` with `margin`, and with `caption` and room for axis labels
+/// (`label_areas`: below, left) when there is `text`.
+fn chart_builder<'a, 'b>(
+    area: &'a Area<'b>,
+    text: bool,
+    caption: &str,
+    margin: u32,
+    (below, left): (u32, u32),
+) -> ChartBuilder<'a, 'static, BitMapBackend<'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.margin(margin);
+    if text {
+        b.caption(caption, font(22.0))
+            .x_label_area_size(below)
+            .y_label_area_size(left);
+    } else {
+        b.x_label_area_size(8).y_label_area_size(8);
+    }
+    b
+}
+
+/// The mesh with light lines, axis descriptions and the plots' fonts; the caller may add
+/// label settings before drawing it.
+fn labelled_mesh<'a, 'm, 'b, X, Y>(
+    chart: &'m mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> MeshStyle<'a, 'm, X, Y, BitMapBackend<'b>>
+where
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(RGBColor(235, 235, 235))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(font(14.0))
+        .axis_desc_style(font(16.0));
+    mesh
+}
+
 fn font(size: f64) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
@@ -203,24 +246,10 @@ pub fn plot_curves(path: impl AsRef<Path>, epochs: &[EpochRow]) -> anyhow::Resul
             (&right, "Validation accuracy", "accuracy", 1.0),
         ];
         for (i, (area, title, y_desc, y_hi)) in panels.into_iter().enumerate() {
-            let mut b = ChartBuilder::on(area);
-            b.margin(14);
+            let mut chart = chart_builder(area, text, title, 14, (40, 56))
+                .build_cartesian_2d(e_lo..e_hi, 0.0..y_hi)?;
             if text {
-                b.caption(title, font(22.0))
-                    .x_label_area_size(40)
-                    .y_label_area_size(56);
-            } else {
-                b.x_label_area_size(8).y_label_area_size(8);
-            }
-            let mut chart = b.build_cartesian_2d(e_lo..e_hi, 0.0..y_hi)?;
-            if text {
-                chart
-                    .configure_mesh()
-                    .light_line_style(RGBColor(235, 235, 235))
-                    .x_desc("epoch")
-                    .y_desc(y_desc)
-                    .label_style(font(14.0))
-                    .axis_desc_style(font(16.0))
+                labelled_mesh(&mut chart, "epoch", y_desc)
                     .x_labels(((e_hi - e_lo) as usize + 1).min(12))
                     .draw()?;
             } else {
@@ -423,24 +452,11 @@ pub fn plot_accuracy_vs_madds<S: AsRef<str>>(
         (y_hi + 0.05).min(1.0).max(y_lo + 0.01),
     );
     render_png(path.as_ref(), SCATTER_SIZE, |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(20);
+        let mut chart = chart_builder(root, text, "Balanced accuracy vs. cost", 20, (46, 64))
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
         if text {
-            b.caption("Balanced accuracy vs. cost", font(22.0))
-                .x_label_area_size(46)
-                .y_label_area_size(64);
-        } else {
-            b.x_label_area_size(8).y_label_area_size(8);
-        }
-        let mut chart = b.build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
-        if text {
-            chart
-                .configure_mesh()
-                .light_line_style(RGBColor(235, 235, 235))
-                .x_desc("multiply-adds per image (MAdds, log scale)")
-                .y_desc("balanced accuracy")
-                .label_style(font(14.0))
-                .axis_desc_style(font(16.0))
+            let x_desc = "multiply-adds per image (MAdds, log scale)";
+            labelled_mesh(&mut chart, x_desc, "balanced accuracy")
                 .x_label_formatter(&|x| format_si(*x))
                 .draw()?;
         } else {
@@ -468,28 +484,11 @@ pub fn plot_reliability(
 ) -> anyhow::Result<()> {
     let width = 1.0 / calibration.bins.len().max(1) as f64;
     render_png(path.as_ref(), (640, 560), |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(20);
+        let caption = format!("Reliability (ECE {:.3})", calibration.ece);
+        let mut chart = chart_builder(root, text, &caption, 20, (46, 64))
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
         if text {
-            b.caption(
-                format!("Reliability (ECE {:.3})", calibration.ece),
-                font(22.0),
-            )
-            .x_label_area_size(46)
-            .y_label_area_size(64);
-        } else {
-            b.x_label_area_size(8).y_label_area_size(8);
-        }
-        let mut chart = b.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
-        if text {
-            chart
-                .configure_mesh()
-                .light_line_style(RGBColor(235, 235, 235))
-                .x_desc("confidence of the top class")
-                .y_desc("accuracy")
-                .label_style(font(14.0))
-                .axis_desc_style(font(16.0))
-                .draw()?;
+            labelled_mesh(&mut chart, "confidence of the top class", "accuracy").draw()?;
         } else {
             plain_grid(&chart.plotting_area().strip_coord_spec())?;
         }

@@ -122,6 +122,22 @@ impl fmt::Display for SubmissionError {
 
 impl std::error::Error for SubmissionError {}
 
+impl SubmissionError {
+    fn new(
+        path: &Path,
+        line: Option<usize>,
+        image: Option<&str>,
+        problem: SubmissionProblem,
+    ) -> Self {
+        SubmissionError {
+            path: path.to_path_buf(),
+            line,
+            image: image.map(str::to_string),
+            problem,
+        }
+    }
+}
+
 /// Formats a probability as a plain decimal with at most six decimals, trailing zeros trimmed
 /// but always with a decimal point: `0.0`, `1.0`, `0.5`, `0.123457`. Values within 1e-6 outside
 /// [0, 1] (float round-off) are clamped; others, and non-finite values, give `None`.
@@ -177,12 +193,7 @@ pub fn write_submission<I: AsRef<str>, S: AsRef<str>>(
     probs: &[f32],
 ) -> Result<(), SubmissionError> {
     let path = path.as_ref();
-    let err = |line: Option<usize>, image: Option<&str>, problem| SubmissionError {
-        path: path.to_path_buf(),
-        line,
-        image: image.map(str::to_string),
-        problem,
-    };
+    let err = |line, image, problem| SubmissionError::new(path, line, image, problem);
     let k = class_names.len();
     if k == 0 || probs.len() != image_ids.len() * k {
         return Err(err(
@@ -248,12 +259,7 @@ pub fn validate_submission<I: AsRef<str>, S: AsRef<str>>(
     class_names: &[S],
 ) -> Result<(), SubmissionError> {
     let path = path.as_ref();
-    let err = |line: Option<usize>, image: Option<&str>, problem| SubmissionError {
-        path: path.to_path_buf(),
-        line,
-        image: image.map(str::to_string),
-        problem,
-    };
+    let err = |line, image, problem| SubmissionError::new(path, line, image, problem);
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(None, None, SubmissionProblem::Io(e.to_string())))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);

@@ -152,14 +152,18 @@ impl LogitAdjustment {
 mod tests {
     use super::*;
 
+    fn adjustment(prior: Vec<f64>, tau: f64, temperature: f64) -> LogitAdjustment {
+        LogitAdjustment {
+            prior,
+            tau,
+            temperature,
+        }
+    }
+
     #[test]
     fn matches_a_hand_computed_case() {
         // Prior (0.8, 0.2), tau 1: p' ∝ (0.6 / 0.8, 0.4 / 0.2) = (0.75, 2) -> (3/11, 8/11).
-        let rule = LogitAdjustment {
-            prior: vec![0.8, 0.2],
-            tau: 1.0,
-            temperature: 1.0,
-        };
+        let rule = adjustment(vec![0.8, 0.2], 1.0, 1.0);
         let mut probs = vec![0.6f32, 0.4];
         rule.apply(&mut probs);
         assert!((probs[0] - 3.0 / 11.0).abs() < 1e-6, "{probs:?}");
@@ -174,11 +178,7 @@ mod tests {
 
     #[test]
     fn the_temperature_softens_after_the_adjustment_and_keeps_the_decision() {
-        let rule = LogitAdjustment {
-            prior: vec![0.8, 0.2],
-            tau: 1.0,
-            temperature: 2.0,
-        };
+        let rule = adjustment(vec![0.8, 0.2], 1.0, 2.0);
         let mut probs = vec![0.6f32, 0.4];
         rule.apply(&mut probs);
         // softmax((z + o) / 2) with z + o = ln(0.75), ln(2) (up to a constant).
@@ -197,11 +197,7 @@ mod tests {
 
     #[test]
     fn moves_predictions_toward_rare_classes() {
-        let rule = LogitAdjustment {
-            prior: vec![0.67, 0.11, 0.11, 0.05, 0.03, 0.02, 0.01],
-            tau: 1.0,
-            temperature: 1.0,
-        };
+        let rule = adjustment(vec![0.67, 0.11, 0.11, 0.05, 0.03, 0.02, 0.01], 1.0, 1.0);
         // The common class wins narrowly before, the rarest after.
         let mut probs = vec![0.40f32, 0.1, 0.1, 0.05, 0.0, 0.0, 0.35];
         let argmax = |p: &[f32]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
@@ -211,12 +207,7 @@ mod tests {
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         // tau 0 is the identity.
         let mut same = vec![0.40f32, 0.6];
-        LogitAdjustment {
-            prior: vec![0.9, 0.1],
-            tau: 0.0,
-            temperature: 1.0,
-        }
-        .apply(&mut same);
+        adjustment(vec![0.9, 0.1], 0.0, 1.0).apply(&mut same);
         assert_eq!(same, vec![0.40, 0.6]);
     }
 

@@ -274,18 +274,19 @@ mod tests {
         }
     }
 
+    /// `state`'s model with every weight drawn at random (not its initialisation).
+    fn scrambled(state: &RunState, device: &Device) -> Classifier {
+        let spec = state.model_spec().unwrap();
+        spec.build(device).unwrap().map(&mut Scramble)
+    }
+
     #[test]
     fn a_saved_model_loads_back_and_gives_identical_logits() {
         let device = Device::default();
         let dir = tempfile::tempdir().unwrap();
         for arch in ["mobilenet_v2:0.35", "shufflenet_v2:0.5", "tiny_cnn:0.5"] {
             let state = state(arch);
-            let model = state
-                .model_spec()
-                .unwrap()
-                .build(&device)
-                .unwrap()
-                .map(&mut Scramble);
+            let model = scrambled(&state, &device);
             let path = dir.path().join("m.ckpt");
             save(&path, &state, &model, None, None).unwrap();
             let loaded = load(&path).unwrap().model(&device).unwrap();
@@ -303,12 +304,7 @@ mod tests {
         let path = dir.path().join("m.ckpt");
         let mut old = state("mobilenet_v2:0.35:noskip");
         old.config.arch = old.arch.clone();
-        let model = old
-            .model_spec()
-            .unwrap()
-            .build(&device)
-            .unwrap()
-            .map(&mut Scramble);
+        let model = scrambled(&old, &device);
         old.arch = "mobilenet_v2:0.35".into();
         old.config.arch = old.arch.clone();
         save(&path, &old, &model, None, None).unwrap();

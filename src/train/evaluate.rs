@@ -137,7 +137,6 @@ pub fn predict_loader(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ModelSpec;
 
     fn batch_of(image: Vec<f32>, n: usize) -> Batch {
         Batch {
@@ -176,10 +175,7 @@ mod tests {
     #[test]
     fn tta_of_a_symmetric_image_equals_one_view() {
         let device = Device::default();
-        let model = ModelSpec::parse("shufflenet_v2:0.5", 7)
-            .unwrap()
-            .build(&device)
-            .unwrap();
+        let model = crate::model::tests::built("shufflenet_v2:0.5", 7, &device);
         let model = InferenceModel::new(model, &device).unwrap();
         // Symmetric under every flip and quarter turn: a function of the sorted distances
         // to the centre.

@@ -43,43 +43,49 @@ pub fn columns(r: &SpeedReport) -> [(&'static str, Option<f64>); 5] {
     ]
 }
 
-/// Median images/s of `step` over `steps` timed calls after `warmup` untimed ones. The
-/// kernel profile (when recording) is reset after the warm-up.
-fn median_rate(batch: usize, warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
-    let mut rates = Vec::with_capacity(steps);
-    for i in 0..warmup + steps {
-        if i == warmup {
-            profile::reset();
-        }
-        let started = Instant::now();
-        step();
-        if i >= warmup {
-            rates.push(batch as f64 / started.elapsed().as_secs_f64());
-        }
-    }
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
-}
-
-/// Median training throughput over `steps` steps after `warmup` steps.
-fn train_speed(
-    spec: &ModelSpec,
-    device: &Device,
+/// One measurement: square input size, batch, and untimed and timed step counts.
+#[derive(Clone, Copy, Debug)]
+struct Run {
     size: usize,
     batch: usize,
     warmup: usize,
     steps: usize,
-) -> Result<f64> {
+}
+
+impl Run {
+    /// A fixed random input batch.
+    fn input(self, device: &Device) -> Tensor<4> {
+        let shape = [self.batch, 3, self.size, self.size];
+        Tensor::random(shape, burn::tensor::Distribution::Default, device)
+    }
+
+    /// Median images/s of `step` over the timed calls after the untimed ones. The kernel
+    /// profile (when recording) is reset after the warm-up.
+    fn median_rate(self, mut step: impl FnMut()) -> f64 {
+        let mut rates = Vec::with_capacity(self.steps);
+        for i in 0..self.warmup + self.steps {
+            if i == self.warmup {
+                profile::reset();
+            }
+            let started = Instant::now();
+            step();
+            if i >= self.warmup {
+                rates.push(self.batch as f64 / started.elapsed().as_secs_f64());
+            }
+        }
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    }
+}
+
+/// Median training throughput (forward, cross-entropy, backward, Adam step).
+fn train_speed(spec: &ModelSpec, device: &Device, run: Run) -> Result<f64> {
     let ad = device.clone().autodiff();
     let mut model = spec.build(&ad)?;
     let mut optimizer = AdamConfig::new().init();
-    let x = Tensor::<4>::random(
-        [batch, 3, size, size],
-        burn::tensor::Distribution::Default,
-        &ad,
-    );
-    let labels: Vec<usize> = (0..batch).map(|i| i % spec.classes).collect();
-    Ok(median_rate(batch, warmup, steps, || {
+    let x = run.input(&ad);
+    let labels: Vec<usize> = (0..run.batch).map(|i| i % spec.classes).collect();
+    Ok(run.median_rate(|| {
         let loss = cross_entropy(model.forward(x.clone()), &labels, None, 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-4, model.clone(), grads);
@@ -88,22 +94,11 @@ fn train_speed(
     }))
 }
 
-/// Median inference throughput over `steps` forward passes after `warmup`.
-fn infer_speed(
-    spec: &ModelSpec,
-    device: &Device,
-    size: usize,
-    batch: usize,
-    warmup: usize,
-    steps: usize,
-) -> Result<f64> {
+/// Median inference throughput (forward passes of the model as `InferenceModel` runs it).
+fn infer_speed(spec: &ModelSpec, device: &Device, run: Run) -> Result<f64> {
     let model = InferenceModel::new(spec.build(device)?, device)?;
-    let x = Tensor::<4>::random(
-        [batch, 3, size, size],
-        burn::tensor::Distribution::Default,
-        device,
-    );
-    Ok(median_rate(batch, warmup, steps, || {
+    let x = run.input(device);
+    Ok(run.median_rate(|| {
         let _ = model.forward(x.clone()).into_data();
     }))
 }
@@ -111,12 +106,24 @@ fn infer_speed(
 /// Runs every measurement of `arch` (7 classes) on `device`.
 pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Result<SpeedReport> {
     let spec = ModelSpec::parse(arch, 7)?;
+    let run = |size, batch| Run {
+        size,
+        batch,
+        warmup,
+        steps,
+    };
+    // Single images are quick and noisier: more of them.
+    let batch_1 = Run {
+        warmup: warmup * 2,
+        steps: steps * 4,
+        ..run(224, 1)
+    };
     Ok(SpeedReport {
         framework: "dermclass (burn flex)".into(),
-        train_224_b16: Some(train_speed(&spec, device, 224, 16, warmup, steps)?),
-        train_128_b32: Some(train_speed(&spec, device, 128, 32, warmup, steps)?),
-        infer_224_b1: Some(infer_speed(&spec, device, 224, 1, warmup * 2, steps * 4)?),
-        infer_224_b16: Some(infer_speed(&spec, device, 224, 16, warmup, steps)?),
+        train_224_b16: Some(train_speed(&spec, device, run(224, 16))?),
+        train_128_b32: Some(train_speed(&spec, device, run(128, 32))?),
+        infer_224_b1: Some(infer_speed(&spec, device, batch_1)?),
+        infer_224_b16: Some(infer_speed(&spec, device, run(224, 16))?),
         peak_rss_mb: proc_status_kb("VmHWM").map(|kb| kb as f64 / 1024.0),
     })
 }
@@ -153,17 +160,22 @@ pub fn profile_steps(
     steps: usize,
 ) -> Result<StepProfile> {
     let spec = ModelSpec::parse(arch, 7)?;
+    let run = Run {
+        size,
+        batch,
+        warmup,
+        steps,
+    };
     if !training {
         let model = InferenceModel::new(spec.build(device)?, device)?;
         if let Some(plan) = model.compiled() {
-            let shape = [batch, 3, size, size];
-            let x = Tensor::<4>::random(shape, burn::tensor::Distribution::Default, device);
+            let x = run.input(device);
             let images: Vec<f32> = x.to_data().iter::<f32>().collect();
-            let rate = median_rate(batch, warmup, steps, || {
+            let rate = run.median_rate(|| {
                 let _ = model.forward(x.clone()).into_data();
             });
             let phases = plan
-                .profile(&images, shape, steps)?
+                .profile(&images, [batch, 3, size, size], steps)?
                 .into_iter()
                 .map(|(kind, total, calls)| {
                     let per = steps as f64;
@@ -183,9 +195,9 @@ pub fn profile_steps(
     }
     profile::set_enabled(true);
     let rate = if training {
-        train_speed(&spec, device, size, batch, warmup, steps)
+        train_speed(&spec, device, run)
     } else {
-        infer_speed(&spec, device, size, batch, warmup, steps)
+        infer_speed(&spec, device, run)
     };
     profile::set_enabled(false);
     let rate = rate?;
