@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 
@@ -59,6 +60,38 @@ pub fn write_isic(root: &Path, labels: &[usize], lesions: Option<&[&str]>) -> Ve
     ids
 }
 
+/// A temporary folder whose `data` subfolder holds a synthetic ISIC set
+/// (`dermclass::data::synth`): `per_class` images of each class at `width`x`height`, drawn
+/// from `seed`. Keep the folder alive as long as the data is used.
+pub fn synth_set(
+    per_class: usize,
+    width: u32,
+    height: u32,
+    seed: u64,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    dermclass::data::synth::generate(&data, per_class, width, height, seed).unwrap();
+    (dir, data)
+}
+
+/// The epochs a run folder's `last.ckpt` has done.
+pub fn epochs_done(run: &Path) -> usize {
+    dermclass::train::checkpoint::load(&run.join("last.ckpt"))
+        .unwrap()
+        .state
+        .epochs_done
+}
+
+/// The names of the entries of `dir` that `keep` accepts.
+pub fn names_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| keep(n))
+        .collect()
+}
+
 /// Labels with `n` images of each of the 7 classes.
 pub fn labels_each(n: usize) -> Vec<usize> {
     (0..7).flat_map(|c| std::iter::repeat_n(c, n)).collect()
@@ -90,9 +123,38 @@ pub fn quiet() -> SessionOptions {
 }
 
 /// The `dermclass` binary under test, as a command to add arguments to.
-pub fn dermclass_cmd() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dermclass"))
+pub fn dermclass_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dermclass"))
 }
+
+/// Fails the test with the command's stderr unless it succeeded.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd`, fails the test with its stderr unless it succeeds, and returns its output.
+pub fn output_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run the command");
+    assert_success(&out);
+    out
+}
+
+/// The small training flags of the CLI tests: a 0.5x tiny CNN at 32x32, one epoch of
+/// batches of 8.
+pub const TINY_CNN_FLAGS: [&str; 8] = [
+    "--arch",
+    "tiny_cnn:0.5",
+    "--input",
+    "32",
+    "--epochs",
+    "1",
+    "--batch",
+    "8",
+];
 
 /// Runs `dermclass` with `args`, fails the test with its stderr unless it succeeds, and
 /// returns its stdout.

@@ -240,11 +240,7 @@ fn entries_of(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 fn hidden_leftovers(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
+    names_in(dir, |n| n.starts_with('.'))
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dermclass::data::synth;
+use crate::helpers::{epochs_done, names_in, synth_set};
 use dermclass::train::checkpoint;
 use dermclass::train::lock::{LOCK_FILE, RunLock};
 
@@ -63,29 +63,39 @@ fn train_cmd(data: &Path, run: &Path, epochs: usize) -> Command {
     cmd
 }
 
-fn synth_data(dir: &Path, per_class: usize, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    synth::generate(&data, per_class, 40, 30, seed).unwrap();
-    data
-}
-
 fn input_dir(data: &Path) -> PathBuf {
     data.join("ISIC2018_Task3_Training_Input")
 }
 
 /// Temporary files a failed atomic write could leave behind.
 fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp."))
-        .collect()
+    names_in(dir, |n| n.contains(".tmp."))
+}
+
+/// `dermclass predict` of the images in `input` with the model of `run` into `csv`.
+fn predict_cmd(run: &Path, input: &Path, csv: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("predict")
+        .arg("--model")
+        .arg(run)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(csv);
+    cmd
+}
+
+/// Runs `cmd`, with `--skip-bad` when asked.
+fn output_skipping_bad(mut cmd: Command, skip_bad: bool) -> Output {
+    if skip_bad {
+        cmd.arg("--skip-bad");
+    }
+    cmd.output().unwrap()
 }
 
 #[test]
 fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 5, 11);
+    let (dir, data) = synth_set(5, 40, 30, 11);
     let run = dir.path().join("run");
     let out = train_cmd(&data, &run, 1).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -98,20 +108,8 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
 
     let csv_path = dir.path().join("predictions.csv");
     let sidecar = dir.path().join("predictions.skipped.csv");
-    let predict = |skip_bad: bool| {
-        let mut cmd = bin();
-        cmd.arg("predict")
-            .arg("--model")
-            .arg(&run)
-            .arg("--input")
-            .arg(&input)
-            .arg("--out")
-            .arg(&csv_path);
-        if skip_bad {
-            cmd.arg("--skip-bad");
-        }
-        cmd.output().unwrap()
-    };
+    let predict =
+        |skip_bad: bool| output_skipping_bad(predict_cmd(&run, &input, &csv_path), skip_bad);
 
     // Strict: exit 1, the first bad file and how many more, every one listed, nothing written.
     let out = predict(false);
@@ -157,10 +155,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
             .arg(&run)
             .arg("--data")
             .arg(&data);
-        if skip_bad {
-            cmd.arg("--skip-bad");
-        }
-        cmd.output().unwrap()
+        output_skipping_bad(cmd, skip_bad)
     };
     let out = evaluate(false);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -186,14 +181,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
     let junk = dir.path().join("junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("a.png"), b"nope").unwrap();
-    let out = bin()
-        .arg("predict")
-        .arg("--model")
-        .arg(&run)
-        .arg("--input")
-        .arg(&junk)
-        .arg("--out")
-        .arg(dir.path().join("junk.csv"))
+    let out = predict_cmd(&run, &junk, &dir.path().join("junk.csv"))
         .arg("--skip-bad")
         .output()
         .unwrap();
@@ -207,8 +195,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
 
 #[test]
 fn a_locked_run_folder_refuses_train_resume_and_compare_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 3, 12);
+    let (dir, data) = synth_set(3, 40, 30, 12);
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     // This test process holds the lock, as a running `train` would.
@@ -253,8 +240,7 @@ fn a_locked_run_folder_refuses_train_resume_and_compare_at_once() {
 
 #[test]
 fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 4, 13);
+    let (dir, data) = synth_set(4, 40, 30, 13);
     let run = dir.path().join("run");
     // Two epochs of budget per session is not expressible on the command line: the first
     // session runs 3 epochs' settings but stops after one through a time budget of ~0.
@@ -264,13 +250,7 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let last = std::fs::read(run.join("last.ckpt")).unwrap();
-    assert_eq!(
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done,
-        1
-    );
+    assert_eq!(epochs_done(&run), 1);
 
     let cpu = dermclass::device::parse_device("cpu").unwrap();
     // The disk is full when epoch 2 is saved (each checkpoint write fails half-way).
@@ -297,13 +277,7 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
             assert!(ck.state.epochs_done <= 2);
             ck.model(&cpu).unwrap();
         }
-        assert_eq!(
-            checkpoint::load(&run.join("last.ckpt"))
-                .unwrap()
-                .state
-                .epochs_done,
-            1
-        );
+        assert_eq!(epochs_done(&run), 1);
         assert!(leftovers(&run).is_empty(), "{:?}", leftovers(&run));
         assert!(!run.join(LOCK_FILE).exists());
     }
@@ -311,19 +285,12 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
     // Space again: the run resumes from the intact epoch 1 and goes on.
     let out = train_cmd(&data, &run, 3).arg("--resume").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done,
-        2
-    );
+    assert_eq!(epochs_done(&run), 2);
 }
 
 #[test]
 fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 6, 3);
+    let (dir, data) = synth_set(6, 40, 30, 3);
     let epochs = 3;
 
     let straight = dir.path().join("straight");
@@ -355,10 +322,7 @@ fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
     assert!(!status.success());
     // The killed process could not clean up: its lock is left behind, and is stale.
     assert!(run.join(LOCK_FILE).exists());
-    let done = checkpoint::load(&run.join("last.ckpt"))
-        .unwrap()
-        .state
-        .epochs_done;
+    let done = epochs_done(&run);
     assert!((1..epochs).contains(&done), "killed after epoch {done}");
 
     let out = train_cmd(&data, &run, epochs)
@@ -389,8 +353,7 @@ fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
 
 #[test]
 fn prepare_decodes_every_image_unless_told_not_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 2, 14);
+    let (dir, data) = synth_set(2, 40, 30, 14);
     let input = input_dir(&data);
     std::fs::write(input.join("ISIC_0000004.jpg"), b"GIF89a not really").unwrap();
     std::fs::write(input.join("ISIC_0000009.jpg"), b"").unwrap();
@@ -440,8 +403,7 @@ fn prepare_decodes_every_image_unless_told_not_to() {
 
 #[test]
 fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 3, 21);
+    let (dir, data) = synth_set(3, 40, 30, 21);
     let run = dir.path().join("run");
     // A budget far below one epoch: the run stops after its first epoch.
     let out = train_cmd(&data, &run, 3)
@@ -450,13 +412,7 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout(&out).contains("time budget"), "{}", text(&out));
-    let epochs_done = || {
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done
-    };
-    assert_eq!(epochs_done(), 1);
+    assert_eq!(epochs_done(&run), 1);
     // A different epoch count would change the learning-rate schedule: refused, by name.
     let mut changed = bin();
     changed
@@ -470,7 +426,7 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
         "{}",
         text(&out)
     );
-    assert_eq!(epochs_done(), 1, "a refused resume trains nothing");
+    assert_eq!(epochs_done(&run), 1, "a refused resume trains nothing");
     // A larger budget is taken (the budget counts every session), and the run finishes.
     let mut longer = bin();
     longer
@@ -479,5 +435,5 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
         .args(["--budget-minutes", "60"]);
     let out = longer.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(epochs_done(), 3);
+    assert_eq!(epochs_done(&run), 3);
 }
