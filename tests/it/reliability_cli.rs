@@ -67,6 +67,18 @@ fn input_dir(data: &Path) -> PathBuf {
     data.join("ISIC2018_Task3_Training_Input")
 }
 
+/// `dermclass train` on `data` into `run` with 3 epochs' settings, stopped after the first by
+/// a time budget far below one epoch.
+fn train_first_of_three_epochs(data: &Path, run: &Path) -> Output {
+    let out = train_cmd(data, run, 3)
+        .args(["--budget-minutes", "0.00001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(epochs_done(run), 1);
+    out
+}
+
 /// Temporary files a failed atomic write could leave behind.
 fn leftovers(dir: &Path) -> Vec<String> {
     names_in(dir, |n| n.contains(".tmp."))
@@ -244,13 +256,8 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
     let run = dir.path().join("run");
     // Two epochs of budget per session is not expressible on the command line: the first
     // session runs 3 epochs' settings but stops after one through a time budget of ~0.
-    let out = train_cmd(&data, &run, 3)
-        .args(["--budget-minutes", "0.00001"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_first_of_three_epochs(&data, &run);
     let last = std::fs::read(run.join("last.ckpt")).unwrap();
-    assert_eq!(epochs_done(&run), 1);
 
     let cpu = dermclass::device::parse_device("cpu").unwrap();
     // The disk is full when epoch 2 is saved (each checkpoint write fails half-way).
@@ -406,13 +413,8 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
     let (dir, data) = synth_set(3, 40, 30, 21);
     let run = dir.path().join("run");
     // A budget far below one epoch: the run stops after its first epoch.
-    let out = train_cmd(&data, &run, 3)
-        .args(["--budget-minutes", "0.00001"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let out = train_first_of_three_epochs(&data, &run);
     assert!(stdout(&out).contains("time budget"), "{}", text(&out));
-    assert_eq!(epochs_done(&run), 1);
     // A different epoch count would change the learning-rate schedule: refused, by name.
     let mut changed = bin();
     changed

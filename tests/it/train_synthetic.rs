@@ -1,11 +1,26 @@
 //! Training, resuming, evaluating and predicting end to end on small synthetic data.
 
+use std::path::Path;
+use std::process::Output;
+
 use crate::helpers::{
     TINY_CNN_FLAGS, assert_success, dermclass_cmd, dermclass_ok, epochs_done, output_ok, quiet,
     synth_set, tiny_config,
 };
 use dermclass::train::config::TrainConfig;
 use dermclass::train::{SessionOptions, checkpoint, train};
+
+/// `dermclass train` on `data` into `out` with the `extra` flags.
+fn train_output(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    dermclass_cmd()
+        .args(["train", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn the_demo_settings_learn_clearly_better_than_chance() {
@@ -59,37 +74,35 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
 fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
     let (dir, data) = synth_set(5, 40, 30, 9);
     let run = dir.path().join("run");
-    output_ok(
-        dermclass_cmd()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&run)
-            .args([
-                "--arch",
-                "mobilenet_v1:0.25",
-                "--input",
-                "40x32",
-                "--epochs",
-                "1",
-                "--batch",
-                "8",
-                "--optimizer",
-                "sgd",
-                "--nesterov",
-                "--lr",
-                "0.01",
-                "--schedule",
-                "step",
-                "--label-smoothing",
-                "0.1",
-                "--class-weights",
-                "effective",
-                "--sampler",
-                "balanced",
-                "--vflip",
-            ]),
+    let trained = train_output(
+        &data,
+        &run,
+        &[
+            "--arch",
+            "mobilenet_v1:0.25",
+            "--input",
+            "40x32",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--optimizer",
+            "sgd",
+            "--nesterov",
+            "--lr",
+            "0.01",
+            "--schedule",
+            "step",
+            "--label-smoothing",
+            "0.1",
+            "--class-weights",
+            "effective",
+            "--sampler",
+            "balanced",
+            "--vflip",
+        ],
     );
+    assert_success(&trained);
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     for expected in [
         "optimizer = \"sgd\"",
@@ -213,13 +226,7 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
 fn bad_requests_fail_before_training_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here");
-    let out = dermclass_cmd()
-        .args(["train", "--data"])
-        .arg(&missing)
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .output()
-        .unwrap();
+    let out = train_output(&missing, &dir.path().join("run"), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing-here"), "{err}");
@@ -318,7 +325,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     let little = std::fs::metadata(&small).unwrap().len();
     assert!(little * 2 < big, "{little} vs {big}");
     let images = data.join("ISIC2018_Task3_Training_Input");
-    let predict = |model: &std::path::Path, out: &std::path::Path| {
+    let predict = |model: &Path, out: &Path| {
         let stdout = dermclass_ok([
             os("predict").as_os_str(),
             os("--model").as_os_str(),
@@ -376,14 +383,7 @@ fn an_unknown_arch_or_device_fails_before_any_image_is_read_and_writes_nothing()
         ("--device", "tpu", "tpu"),
     ] {
         let out_dir = dir.path().join(format!("run{flag}"));
-        let out = dermclass_cmd()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&out_dir)
-            .args([flag, value])
-            .output()
-            .unwrap();
+        let out = train_output(&data, &out_dir, &[flag, value]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{err}");
@@ -512,7 +512,7 @@ fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
 fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
     let (dir, data) = synth_set(6, 32, 32, 3);
     let folds = dir.path().join("folds.csv");
-    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
     dermclass_ok([
         "split",
         "--folds",
@@ -541,7 +541,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "--out",
         &s(&run),
     ]));
-    let rows = |path: &std::path::Path| -> Vec<(String, String)> {
+    let rows = |path: &Path| -> Vec<(String, String)> {
         csv::Reader::from_path(path)
             .unwrap()
             .records()
@@ -605,13 +605,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "{stdout}"
     );
     // --fold without --split is refused before anything runs.
-    let out = dermclass_cmd()
-        .args(["train", "--fold", "1", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("never"))
-        .output()
-        .unwrap();
+    let out = train_output(&data, &dir.path().join("never"), &["--fold", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--split"));
     assert!(!dir.path().join("never").exists());
