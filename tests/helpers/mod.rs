@@ -117,6 +117,11 @@ pub fn tiny_config(data: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
+/// A tensor's values as `f32`s.
+pub fn values<const D: usize>(t: &burn::prelude::Tensor<D>) -> Vec<f32> {
+    t.try_to_vec_as::<f32>().unwrap()
+}
+
 /// No progress bars.
 pub fn quiet() -> SessionOptions {
     SessionOptions::default()
