@@ -132,16 +132,24 @@ pub fn dermclass_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dermclass"))
 }
 
-/// Fails the test with the command's stderr unless it succeeded.
-pub fn assert_success(out: &Output) {
+/// The stdout of a finished command; fails the test with its output, naming it `what`,
+/// unless it succeeded.
+pub fn stdout_of_success(what: &str, out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{}",
+        "{what} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
 }
 
-/// Runs `cmd`, fails the test with its stderr unless it succeeds, and returns its output.
+/// Fails the test with the command's output unless it succeeded.
+pub fn assert_success(out: &Output) {
+    stdout_of_success("the command", out);
+}
+
+/// Runs `cmd`, fails the test with its output unless it succeeds, and returns its output.
 pub fn output_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run the command");
     assert_success(&out);
@@ -170,12 +178,7 @@ where
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let out = dermclass_cmd().args(&args).output().expect("run dermclass");
-    assert!(
-        out.status.success(),
-        "dermclass {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of_success(&format!("dermclass {args:?}"), &out)
 }
 
 /// Debian's Chromium (or `$CHROMIUM`) and the npm `packages` in `web/node_modules`, or why a
@@ -217,12 +220,7 @@ where
         .args(args)
         .output()
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{script} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = stdout_of_success(script, &run);
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{script} printed no JSON line ({e}): {stdout}"))
 }

@@ -79,6 +79,20 @@ fn train_first_of_three_epochs(data: &Path, run: &Path) -> Output {
     out
 }
 
+/// Asserts that `out` refused its inputs (exit 1) because 2 of `total` cannot be used, naming
+/// the first bad one (`first`: its name and what is wrong with it) and counting the other.
+/// Returns its stderr.
+fn assert_two_bad_of(out: &Output, total: usize, first: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    let err = stderr(out);
+    assert!(
+        err.contains(&format!("2 of {total} inputs cannot be used")),
+        "{err}"
+    );
+    assert!(err.contains(first) && err.contains("and 1 more"), "{err}");
+    err
+}
+
 /// Temporary files a failed atomic write could leave behind.
 fn leftovers(dir: &Path) -> Vec<String> {
     names_in(dir, |n| n.contains(".tmp."))
@@ -124,14 +138,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
         |skip_bad: bool| output_skipping_bad(predict_cmd(&run, &input, &csv_path), skip_bad);
 
     // Strict: exit 1, the first bad file and how many more, every one listed, nothing written.
-    let out = predict(false);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = stderr(&out);
-    assert!(err.contains("2 of 35 inputs cannot be used"), "{err}");
-    assert!(
-        err.contains("ISIC_0000003.jpg: empty file") && err.contains("and 1 more"),
-        "{err}"
-    );
+    let err = assert_two_bad_of(&predict(false), 35, "ISIC_0000003.jpg: empty file");
     assert!(
         err.contains("ISIC_0000020.jpg") && err.contains("truncated JPEG"),
         "{err}"
@@ -385,14 +392,7 @@ fn prepare_decodes_every_image_unless_told_not_to() {
     };
 
     let strict = dir.path().join("strict");
-    let out = prepare(&strict, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = stderr(&out);
-    assert!(err.contains("2 of 14 inputs cannot be used"), "{err}");
-    assert!(
-        err.contains("ISIC_0000004.jpg") && err.contains("and 1 more"),
-        "{err}"
-    );
+    let err = assert_two_bad_of(&prepare(&strict, &[]), 14, "ISIC_0000004.jpg");
     assert!(err.contains("ISIC_0000009.jpg: empty file"), "{err}");
     assert!(!strict.exists(), "nothing may be filed");
 
