@@ -415,13 +415,16 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
     // A budget far below one epoch: the run stops after its first epoch.
     let out = train_first_of_three_epochs(&data, &run);
     assert!(stdout(&out).contains("time budget"), "{}", text(&out));
+    let resume_with = |flag: &str, value: &str| {
+        bin()
+            .args(["train", "--resume", "--out"])
+            .arg(&run)
+            .args([flag, value])
+            .output()
+            .unwrap()
+    };
     // A different epoch count would change the learning-rate schedule: refused, by name.
-    let mut changed = bin();
-    changed
-        .args(["train", "--resume", "--out"])
-        .arg(&run)
-        .args(["--epochs", "5"]);
-    let out = changed.output().unwrap();
+    let out = resume_with("--epochs", "5");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("epochs (run: 3, asked: 5)"),
@@ -430,12 +433,7 @@ fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
     );
     assert_eq!(epochs_done(&run), 1, "a refused resume trains nothing");
     // A larger budget is taken (the budget counts every session), and the run finishes.
-    let mut longer = bin();
-    longer
-        .args(["train", "--resume", "--out"])
-        .arg(&run)
-        .args(["--budget-minutes", "60"]);
-    let out = longer.output().unwrap();
+    let out = resume_with("--budget-minutes", "60");
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(epochs_done(&run), 3);
 }
