@@ -15,7 +15,8 @@ import onnxruntime as ort
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
 
-def rate(session, batch, warmup, steps):
+def median_seconds(session, batch, warmup, steps):
+    """Median seconds of `steps` runs of `session` on a random batch, after `warmup` runs."""
     shape = [batch] + list(session.get_inputs()[0].shape[1:])
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(warmup):
@@ -25,7 +26,11 @@ def rate(session, batch, warmup, steps):
         start = time.perf_counter()
         session.run(None, {"image": x})
         times.append(time.perf_counter() - start)
-    return batch / float(np.median(times))
+    return float(np.median(times))
+
+
+def rate(session, batch, warmup, steps):
+    return batch / median_seconds(session, batch, warmup, steps)
 
 
 def main():

@@ -57,14 +57,7 @@ def torch_report():
         with torch.no_grad():
             return timed(lambda: model(x), batch, warmup, steps)
 
-    return {
-        "framework": f"pytorch {torch.__version__}",
-        "train_224_b16": train(224, 16),
-        "train_128_b32": train(128, 32),
-        "infer_224_b1": infer(1, WARMUP * 2, STEPS * 4),
-        "infer_224_b16": infer(16, WARMUP, STEPS),
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    return report(f"pytorch {torch.__version__}", train, infer)
 
 
 def keras_report():
@@ -100,8 +93,14 @@ def keras_report():
         fn = tf.function(lambda x: model(x, training=False))
         return timed(lambda: fn(x).numpy(), batch, warmup, steps)
 
+    return report(f"tf-keras {tf.__version__}", train, infer)
+
+
+def report(framework, train, infer):
+    """One framework's JSON line: `train(size, batch)` and `infer(batch, warmup, steps)` at the
+    settings of `dermclass bench`, and the peak RSS."""
     return {
-        "framework": f"tf-keras {tf.__version__}",
+        "framework": framework,
         "train_224_b16": train(224, 16),
         "train_128_b32": train(128, 32),
         "infer_224_b1": infer(1, WARMUP * 2, STEPS * 4),
@@ -120,11 +119,11 @@ def main():
             subprocess.run([sys.executable, __file__, name], check=False)
         return
     try:
-        report = torch_report() if which == "torch" else keras_report()
+        line = torch_report() if which == "torch" else keras_report()
     except ImportError as err:
         print(f"skipped {which}: {err}", file=sys.stderr)
         return
-    print(json.dumps(report), flush=True)
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

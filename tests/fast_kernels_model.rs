@@ -16,21 +16,38 @@
 //! rounding noise). Each op is held to 1e-4 elementwise in tests/fast_kernels.rs; a wrong
 //! kernel or a missed running-statistics update moves these figures by O(1).
 
+mod helpers;
+
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Distribution, Gradients};
 use dermclass::fast_ops;
 use dermclass::fast_ops::profile::Phase;
+use dermclass::model::Classifier;
 use dermclass::model::ModelSpec;
 use dermclass::train::loss::cross_entropy;
+use helpers::values;
 
-fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
+/// The freshly initialised `arch` (7 classes, dropout off) and a batch of normal random
+/// images of `[batch, height, width]`, on an autodiff device seeded with 7.
+fn seeded_model_and_batch(
+    arch: &str,
+    [batch, height, width]: [usize; 3],
+) -> (Device, Classifier, Tensor<4>) {
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let spec = ModelSpec::parse(arch, 7)
         .unwrap()
+        .with_dropout(0.0)
+        .unwrap();
+    let model = spec.build(&device).unwrap();
+    let x = Tensor::<4>::random(
+        [batch, 3, height, width],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    (device, model, x)
 }
 
 /// Every float tensor of a module (parameters and running statistics), with its gradient.
@@ -55,23 +72,13 @@ struct Step {
     eval_logits: Vec<f32>,
 }
 
-fn one_step(arch: &str, fast: bool, [batch, height, width]: [usize; 3]) -> Step {
+fn one_step(arch: &str, fast: bool, shape: [usize; 3]) -> Step {
     fast_ops::set_enabled(fast);
     // Count kernel calls, so that the comparison cannot pass by running burn on both sides.
     fast_ops::profile::reset();
     fast_ops::profile::set_enabled(true);
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let spec = ModelSpec::parse(arch, 7)
-        .unwrap()
-        .with_dropout(0.0)
-        .unwrap();
-    let model = spec.build(&device).unwrap();
-    let x = Tensor::<4>::random(
-        [batch, 3, height, width],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let batch = shape[0];
+    let (_, model, x) = seeded_model_and_batch(arch, shape);
     let labels: Vec<usize> = (0..batch).map(|i| (i * 3) % 7).collect();
     let loss = cross_entropy(model.forward(x.clone()), &labels, None, 0.0);
     let grads = loss.backward();
@@ -257,12 +264,7 @@ fn gradients_at_a_training_batch_agree_tensor_by_tensor() {
 /// Loss and every parameter gradient of one training step of `arch` (seeded as in
 /// [`one_step`], dropout off) on random images, in `dtype`: `F32` through the fast kernels or
 /// burn's ops as the switch says, `F64` always through burn's ops (the kernels take `f32`).
-fn step_in(
-    arch: &str,
-    fast: bool,
-    dtype: DType,
-    [batch, height, width]: [usize; 3],
-) -> (f64, Vec<Vec<f64>>) {
+fn step_in(arch: &str, fast: bool, dtype: DType, shape: [usize; 3]) -> (f64, Vec<Vec<f64>>) {
     struct ToF64(Device);
     impl ModuleMapper for ToF64 {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -285,18 +287,8 @@ fn step_in(
         }
     }
     fast_ops::set_enabled(fast);
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let spec = ModelSpec::parse(arch, 7)
-        .unwrap()
-        .with_dropout(0.0)
-        .unwrap();
-    let mut model = spec.build(&device).unwrap();
-    let x = Tensor::<4>::random(
-        [batch, 3, height, width],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let batch = shape[0];
+    let (device, mut model, x) = seeded_model_and_batch(arch, shape);
     if dtype == DType::F64 {
         model = model.map(&mut ToF64(device.clone()));
     }

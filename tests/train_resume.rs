@@ -6,16 +6,13 @@ mod helpers;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::Tensor;
-use dermclass::data::synth;
 use dermclass::train::config::{LossKind, ScheduleKind, TrainConfig};
 use dermclass::train::{SessionOptions, checkpoint, train};
-use helpers::{quiet, tiny_config};
+use helpers::{quiet, synth_set, tiny_config};
 
 #[test]
 fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 6, 40, 30, 3).unwrap();
+    let (dir, data) = synth_set(6, 40, 30, 3);
     // One after the other in this one test: they share the process-wide generator.
     let plain = tiny_config(&data, 2);
     check_resume(&plain, &dir.path().join("plain"));

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 
@@ -59,6 +60,38 @@ pub fn write_isic(root: &Path, labels: &[usize], lesions: Option<&[&str]>) -> Ve
     ids
 }
 
+/// A temporary folder whose `data` subfolder holds a synthetic ISIC set
+/// (`dermclass::data::synth`): `per_class` images of each class at `width`x`height`, drawn
+/// from `seed`. Keep the folder alive as long as the data is used.
+pub fn synth_set(
+    per_class: usize,
+    width: u32,
+    height: u32,
+    seed: u64,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    dermclass::data::synth::generate(&data, per_class, width, height, seed).unwrap();
+    (dir, data)
+}
+
+/// The epochs a run folder's `last.ckpt` has done.
+pub fn epochs_done(run: &Path) -> usize {
+    dermclass::train::checkpoint::load(&run.join("last.ckpt"))
+        .unwrap()
+        .state
+        .epochs_done
+}
+
+/// The names of the entries of `dir` that `keep` accepts.
+pub fn names_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| keep(n))
+        .collect()
+}
+
 /// Labels with `n` images of each of the 7 classes.
 pub fn labels_each(n: usize) -> Vec<usize> {
     (0..7).flat_map(|c| std::iter::repeat_n(c, n)).collect()
@@ -84,15 +117,57 @@ pub fn tiny_config(data: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
+/// A tensor's values as `f32`s.
+pub fn values<const D: usize>(t: &burn::prelude::Tensor<D>) -> Vec<f32> {
+    t.try_to_vec_as::<f32>().unwrap()
+}
+
 /// No progress bars.
 pub fn quiet() -> SessionOptions {
     SessionOptions::default()
 }
 
 /// The `dermclass` binary under test, as a command to add arguments to.
-pub fn dermclass_cmd() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dermclass"))
+pub fn dermclass_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dermclass"))
 }
+
+/// The stdout of a finished command; fails the test with its output, naming it `what`,
+/// unless it succeeded.
+pub fn stdout_of_success(what: &str, out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Fails the test with the command's output unless it succeeded.
+pub fn assert_success(out: &Output) {
+    stdout_of_success("the command", out);
+}
+
+/// Runs `cmd`, fails the test with its output unless it succeeds, and returns its output.
+pub fn output_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run the command");
+    assert_success(&out);
+    out
+}
+
+/// The small training flags of the CLI tests: a 0.5x tiny CNN at 32x32, one epoch of
+/// batches of 8.
+pub const TINY_CNN_FLAGS: [&str; 8] = [
+    "--arch",
+    "tiny_cnn:0.5",
+    "--input",
+    "32",
+    "--epochs",
+    "1",
+    "--batch",
+    "8",
+];
 
 /// Runs `dermclass` with `args`, fails the test with its stderr unless it succeeds, and
 /// returns its stdout.
@@ -103,12 +178,7 @@ where
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let out = dermclass_cmd().args(&args).output().expect("run dermclass");
-    assert!(
-        out.status.success(),
-        "dermclass {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of_success(&format!("dermclass {args:?}"), &out)
 }
 
 /// Debian's Chromium (or `$CHROMIUM`) and the npm `packages` in `web/node_modules`, or why a
@@ -150,12 +220,7 @@ where
         .args(args)
         .output()
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{script} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = stdout_of_success(script, &run);
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{script} printed no JSON line ({e}): {stdout}"))
 }

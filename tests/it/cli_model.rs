@@ -1,10 +1,19 @@
 //! The `models`, `summary` and `export` commands, run as a user would.
 
+use crate::helpers::{dermclass_cmd, dermclass_ok};
+
 fn dermclass(args: &[&str]) -> std::process::Output {
-    crate::helpers::dermclass_cmd()
-        .args(args)
-        .output()
-        .expect("run dermclass")
+    dermclass_cmd().args(args).output().expect("run dermclass")
+}
+
+/// Runs `dermclass` with `args`, which must fail with a message that contains `expected`,
+/// not with a panic.
+fn assert_fails_with(args: &[&str], expected: &str) {
+    let out = dermclass(args);
+    assert!(!out.status.success(), "{args:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(expected), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
 }
 
 #[test]
@@ -67,11 +76,7 @@ fn bad_requests_fail_with_a_message_not_a_panic() {
             "must look like",
         ),
     ] {
-        let out = dermclass(&args);
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(expected), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_fails_with(&args, expected);
     }
 }
 
@@ -79,13 +84,7 @@ fn bad_requests_fail_with_a_message_not_a_panic() {
 fn export_writes_the_shipped_model_as_onnx_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nested").join("model.onnx");
-    let run = dermclass(&["export", "--out", out.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = dermclass_ok(["export", "--out", out.to_str().unwrap()]);
     assert!(stdout.contains("isic2018-mobilenet_v2.ckpt"), "{stdout}");
     assert!(stdout.contains("opset 17"), "{stdout}");
     let bytes = std::fs::read(&out).unwrap();
@@ -106,51 +105,30 @@ fn export_errors_name_the_problem() {
     std::fs::write(&blocker, "x").unwrap();
     let under_a_file = blocker.join("model.onnx");
     let out = dir.path().join("m.onnx");
+    let (model, to) = (not_a_checkpoint.to_str().unwrap(), out.to_str().unwrap());
     for (args, expected) in [
         (
-            vec![
-                "export",
-                "--model",
-                "/no/such/run",
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            vec!["export", "--model", "/no/such/run", "--out", to],
             "/no/such/run",
         ),
         (
-            vec![
-                "export",
-                "--model",
-                not_a_checkpoint.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            vec!["export", "--model", model, "--out", to],
             "is not a dermclass checkpoint",
         ),
         (
             vec!["export", "--out", under_a_file.to_str().unwrap()],
             "cannot create the folder",
         ),
-        (
-            vec!["export", "--out", out.to_str().unwrap(), "--int8"],
-            "--calibration",
-        ),
+        (vec!["export", "--out", to, "--int8"], "--calibration"),
     ] {
-        let run = dermclass(&args);
-        assert!(!run.status.success(), "{args:?}");
-        let err = String::from_utf8(run.stderr).unwrap();
-        assert!(err.contains(expected), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_fails_with(&args, expected);
     }
     assert!(!out.exists(), "no file is left behind by a failed export");
 }
 
 #[test]
 fn train_help_ends_with_the_defaults_of_every_setting() {
-    let out = crate::helpers::dermclass_cmd()
-        .args(["train", "--help"])
-        .output()
-        .unwrap();
+    let out = dermclass_cmd().args(["train", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     let defaults = dermclass::train::TrainConfig::default();
@@ -171,25 +149,17 @@ fn train_help_ends_with_the_defaults_of_every_setting() {
 
 #[test]
 fn bench_measures_every_column_as_json() {
-    let out = crate::helpers::dermclass_cmd()
-        .args([
-            "bench",
-            "--arch",
-            "tiny_cnn:0.5",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = dermclass_ok([
+        "bench",
+        "--arch",
+        "tiny_cnn:0.5",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["framework"], "dermclass (burn flex)");
     for column in [
         "train_224_b16",
@@ -218,13 +188,7 @@ fn demo_classifies_the_bundled_images_then_trains_and_refuses_to_overwrite() {
         "--arch",
         "tiny_cnn:0.5",
     ];
-    let run = crate::helpers::dermclass_cmd().args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = dermclass_ok(args);
     for step in [
         "0/3 the shipped model",
         "of 7 right",
@@ -238,7 +202,7 @@ fn demo_classifies_the_bundled_images_then_trains_and_refuses_to_overwrite() {
     // One line per bundled image, with its true class and the model's.
     assert_eq!(text.matches("ISIC_00").count(), 7, "{text}");
     assert!(out.join("run").join("report.md").is_file());
-    let again = crate::helpers::dermclass_cmd().args(args).output().unwrap();
+    let again = dermclass_cmd().args(args).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo run"));
 }

@@ -1,15 +1,13 @@
 //! `dermclass compare` end to end on synthetic data: two tiny architectures, one epoch.
 
-use dermclass::data::synth;
+use crate::helpers::{assert_success, dermclass_cmd, synth_set};
 
 #[test]
 fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 5, 40, 30, 11).unwrap();
+    let (dir, data) = synth_set(5, 40, 30, 11);
     let out = dir.path().join("results");
     let run = || {
-        crate::helpers::dermclass_cmd()
+        dermclass_cmd()
             .args(["compare", "--data"])
             .arg(&data)
             .arg("--out")
@@ -30,11 +28,7 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
             .unwrap()
     };
     let first = run();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_success(&first);
 
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
@@ -71,7 +65,7 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     assert_eq!(&png[1..4], b"PNG");
 
     let again = run();
-    assert!(again.status.success());
+    assert_success(&again);
     let text = String::from_utf8_lossy(&again.stdout);
     assert_eq!(text.matches("not retrained").count(), 2, "{text}");
 
@@ -81,11 +75,7 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     std::fs::remove_file(arch_dir.join("result.json")).unwrap();
     let checkpoint = std::fs::read(arch_dir.join("last.ckpt")).unwrap();
     let resumed = run();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_success(&resumed);
     let text = String::from_utf8_lossy(&resumed.stdout);
     assert_eq!(text.matches("not retrained").count(), 1, "{text}");
     assert!(text.contains("== shufflenet_v2:0.5"), "{text}");
@@ -104,12 +94,10 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
 
 #[test]
 fn compare_vary_trains_one_row_per_combination_and_refuses_a_bad_setting_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 4, 32, 32, 5).unwrap();
+    let (dir, data) = synth_set(4, 32, 32, 5);
     let out = dir.path().join("results");
     let run = |vary: &[&str]| {
-        let mut cmd = crate::helpers::dermclass_cmd();
+        let mut cmd = dermclass_cmd();
         cmd.args(["compare", "--data"])
             .arg(&data)
             .arg("--out")
@@ -133,11 +121,7 @@ fn compare_vary_trains_one_row_per_combination_and_refuses_a_bad_setting_first()
     );
 
     let ok = run(&["batch=4,8", "optimizer=sgd,adamw"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok);
     let mut reader = csv::Reader::from_path(out.join("results.csv")).unwrap();
     let settings: Vec<String> = reader
         .records()

@@ -56,38 +56,30 @@ fn two_horizontal_flips_are_identity() {
     );
 }
 
+/// An exact image rotation of `image::imageops`.
+type Turn = fn(&RgbImage) -> RgbImage;
+
 #[test]
 fn ninety_degree_rotation_of_square_equals_pixel_rotation() {
     for n in [8u32, 15, 64] {
         let img = pattern(n, n);
-        let p = AugmentParams {
-            rotation_deg: 90.0,
-            ..AugmentParams::identity()
-        };
         // Positive angles turn the content counter-clockwise on screen.
-        assert_eq!(
-            augment_image(&img, &p),
-            image::imageops::rotate270(&img),
-            "n={n}"
-        );
-        let m = AugmentParams {
-            rotation_deg: -90.0,
-            ..AugmentParams::identity()
-        };
-        assert_eq!(
-            augment_image(&img, &m),
-            image::imageops::rotate90(&img),
-            "n={n}"
-        );
-        let h = AugmentParams {
-            rotation_deg: 180.0,
-            ..AugmentParams::identity()
-        };
-        assert_eq!(
-            augment_image(&img, &h),
-            image::imageops::rotate180(&img),
-            "n={n}"
-        );
+        let turns: [(f32, Turn); 3] = [
+            (90.0, image::imageops::rotate270),
+            (-90.0, image::imageops::rotate90),
+            (180.0, image::imageops::rotate180),
+        ];
+        for (degrees, turned) in turns {
+            let p = AugmentParams {
+                rotation_deg: degrees,
+                ..AugmentParams::identity()
+            };
+            assert_eq!(
+                augment_image(&img, &p),
+                turned(&img),
+                "n={n}, {degrees} deg"
+            );
+        }
     }
 }
 

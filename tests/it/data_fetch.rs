@@ -240,11 +240,7 @@ fn entries_of(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 fn hidden_leftovers(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
+    names_in(dir, |n| n.starts_with('.'))
 }
 
 #[test]
@@ -272,12 +268,12 @@ fn a_corrupt_or_truncated_archive_never_leaves_a_data_set_that_looks_complete() 
     let out = tempfile::tempdir().unwrap();
     let input = out.path().join("ISIC2018_Task3_Training_Input");
     let archive = out.path().join("downloads").join(INPUT);
+    let fetch_training = || fetch(out.path(), &[FetchSet::Training], &base, false);
+    let serve_input = |archive: Vec<u8>| state.lock().unwrap().files.insert(INPUT.into(), archive);
 
     // Corrupt content (the size is right): the CRC check fails, nothing is unpacked, no
     // temporary folder stays, and the bad archive is removed so a rerun downloads it.
-    let err = fetch(out.path(), &[FetchSet::Training], &base, false)
-        .unwrap_err()
-        .to_string();
+    let err = fetch_training().unwrap_err().to_string();
     assert!(
         err.contains(INPUT) && err.contains("zz_marker.txt"),
         "{err}"
@@ -288,26 +284,16 @@ fn a_corrupt_or_truncated_archive_never_leaves_a_data_set_that_looks_complete() 
     assert!(!archive.exists());
 
     // The server is fixed: a rerun downloads and unpacks everything.
-    state
-        .lock()
-        .unwrap()
-        .files
-        .insert(INPUT.into(), good.clone());
-    let s = fetch(out.path(), &[FetchSet::Training], &base, false).unwrap();
+    serve_input(good.clone());
+    let s = fetch_training().unwrap();
     assert_eq!(s.subsets, vec![("Training".to_string(), 14)]);
     let complete = std::fs::read_dir(&input).unwrap().count();
     assert_eq!(complete, 16); // 14 images, LICENSE.txt, the marker
 
     // A truncated archive (the server's size agrees, so only the archive itself can tell):
     // refused, and the complete folder from before is left as it was.
-    state
-        .lock()
-        .unwrap()
-        .files
-        .insert(INPUT.into(), good[..good.len() - 40].to_vec());
-    let err = fetch(out.path(), &[FetchSet::Training], &base, false)
-        .unwrap_err()
-        .to_string();
+    serve_input(good[..good.len() - 40].to_vec());
+    let err = fetch_training().unwrap_err().to_string();
     assert!(
         err.contains(INPUT) && err.contains("corrupt or incomplete"),
         "{err}"

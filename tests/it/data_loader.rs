@@ -142,24 +142,13 @@ fn cache_validation_rejects_bad_files_and_loader_rebuilds() {
     assert!(PreprocessedCache::open(&path, key, 7, 9, 8).is_err());
     assert!(PreprocessedCache::open(&path, key, 6, 8, 8).is_err());
     assert!(PreprocessedCache::open(&path, key ^ 1, 7, 8, 8).is_err());
-    let mut v = bytes.clone();
-    v[8] = 99;
-    fs::write(&path, &v).unwrap();
-    assert!(
-        PreprocessedCache::open(&path, key, 7, 8, 8)
-            .unwrap_err()
-            .to_string()
-            .contains("version")
-    );
-    let mut m = bytes.clone();
-    m[0] = b'X';
-    fs::write(&path, &m).unwrap();
-    assert!(
-        PreprocessedCache::open(&path, key, 7, 8, 8)
-            .unwrap_err()
-            .to_string()
-            .contains("magic")
-    );
+    for (at, value, named) in [(8, 99, "version"), (0, b'X', "magic")] {
+        let mut damaged = bytes.clone();
+        damaged[at] = value;
+        fs::write(&path, &damaged).unwrap();
+        let err = PreprocessedCache::open(&path, key, 7, 8, 8).unwrap_err();
+        assert!(err.to_string().contains(named), "{err}");
+    }
     // open_or_build replaces the damaged file.
     let c = PreprocessedCache::open_or_build(&dir, &ds.samples, 8, 8).unwrap();
     assert_eq!(c.len(), 7);

@@ -19,13 +19,19 @@ fn open_skip(root: &Path) -> Result<Dataset, DataError> {
     )
 }
 
+/// An ISIC layout in `root` with `n` images of each class, each class one lesion: image `i`
+/// belongs to lesion `L{i / n}`.
+fn write_isic_one_lesion_per_class(root: &Path, n: usize) {
+    let labels = labels_each(n);
+    let lesions: Vec<String> = (0..labels.len()).map(|i| format!("L{}", i / n)).collect();
+    let les: Vec<&str> = lesions.iter().map(String::as_str).collect();
+    write_isic(root, &labels, Some(&les));
+}
+
 #[test]
 fn isic_layout_is_detected_and_read() {
     let dir = tempfile::tempdir().unwrap();
-    let labels = labels_each(2);
-    let lesions: Vec<String> = (0..labels.len()).map(|i| format!("L{}", i / 2)).collect();
-    let les: Vec<&str> = lesions.iter().map(String::as_str).collect();
-    write_isic(dir.path(), &labels, Some(&les));
+    write_isic_one_lesion_per_class(dir.path(), 2);
     let ds = Dataset::open(dir.path(), None).unwrap();
     assert_eq!(ds.format, SourceFormat::Isic);
     assert_eq!(ds.classes, CLASSES);
@@ -124,10 +130,7 @@ fn folders_layout_with_any_class_names_sorted() {
 fn prepare_writes_folders_that_read_back_with_lesions() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let labels = labels_each(3);
-    let lesions: Vec<String> = (0..labels.len()).map(|i| format!("L{}", i / 3)).collect();
-    let les: Vec<&str> = lesions.iter().map(String::as_str).collect();
-    write_isic(src.path(), &labels, Some(&les));
+    write_isic_one_lesion_per_class(src.path(), 3);
     let ds = Dataset::open(src.path(), None).unwrap();
     let s = data::prepare::prepare(&ds, out.path()).unwrap();
     assert_eq!(s.counts, vec![3; 7]);

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::helpers::stdout_of_success;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -134,25 +135,14 @@ fn onnxruntime_report(
         .arg(file("probs.f32"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name}: onnxruntime failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(&format!("{name}: onnxruntime"), &out);
     Some(serde_json::from_str(stdout.trim()).unwrap())
 }
 
-/// Checks an fp32 export in onnxruntime; false when skipped.
-fn check_in_onnxruntime(
-    name: &str,
-    bytes: &[u8],
-    input: &[f32],
-    shape: [usize; 4],
-    logits: &[f32],
-    probs: &[f32],
-) -> bool {
-    let Some(report) = onnxruntime_report(name, bytes, input, shape, logits, probs) else {
+/// Checks the `report` of an fp32 export's run in onnxruntime (see [`onnxruntime_report`]);
+/// false when it was skipped.
+fn check_onnxruntime_report(name: &str, report: Option<serde_json::Value>) -> bool {
+    let Some(report) = report else {
         return false;
     };
     let diff = |k: &str| report[k].as_f64().unwrap();
@@ -214,9 +204,8 @@ fn every_family_exports_and_tract_gives_the_same_logits_and_probabilities() {
         }
         assert_close(&format!("{name} probabilities"), &tract_probs, &probs, 1e-4);
         let x: Vec<f32> = input_copy;
-        skip_note(check_in_onnxruntime(
-            name, &bytes, &x, shape, &logits, &probs,
-        ));
+        let report = onnxruntime_report(name, &bytes, &x, shape, &logits, &probs);
+        skip_note(check_onnxruntime_report(name, report));
     }
 }
 
@@ -263,15 +252,9 @@ fn the_shipped_model_exports_and_tract_reproduces_its_predictions() {
         let want = batch_probabilities(&predictor, &batch, &device, Tta::One, rule);
         let (logits, got) = run_tract(&bytes, batch.images.clone(), batch.shape);
         assert_close("shipped model probabilities", &got, &want, 1e-4);
-        let checked = check_in_onnxruntime(
-            "shipped model",
-            &bytes,
-            &batch.images,
-            batch.shape,
-            &logits,
-            &want,
-        );
-        skip_note(checked);
+        let name = "shipped model";
+        let report = onnxruntime_report(name, &bytes, &batch.images, batch.shape, &logits, &want);
+        skip_note(check_onnxruntime_report(name, report));
         // int8, calibrated on these images: the same answers, probabilities close.
         let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &device);
         let int8 = to_onnx_int8(&model, &info, vec![x]).unwrap();

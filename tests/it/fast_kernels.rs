@@ -10,6 +10,7 @@
 //! rounding differences stay around 1e-5 of the scale, while any indexing, stride or border
 //! mistake changes values by O(1) of the scale.
 
+use crate::helpers::values;
 use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use burn::tensor::module::conv2d;
@@ -31,14 +32,6 @@ fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tens
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap()
 }
 
 fn assert_close(fast: &[f32], reference: &[f32], what: &str) {
@@ -91,53 +84,67 @@ fn compare<const D: usize>(
     }
 }
 
+/// Compares the fast convolution `fast(x, weight)` with burn's `conv2d` under `options`, on
+/// an input of `x_shape` and a weight of `weight_shape` drawn for case `case`.
+fn compare_conv(
+    what: &str,
+    case: usize,
+    [x_shape, weight_shape]: [[usize; 4]; 2],
+    options: ConvOptions<2>,
+    fast: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+) {
+    let d = device();
+    let x = random(x_shape, case as u64, &d);
+    let weight = random(weight_shape, 100 + case as u64, &d);
+    compare(
+        what,
+        &[x, weight],
+        |t| fast(t[0].clone(), t[1].clone()),
+        |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
+    );
+}
+
 #[test]
 fn pointwise_conv_matches_burn_conv2d() {
-    // (batch, c_in, c_out, h, w, groups)
+    // [batch, c_in, c_out, h, w, groups]
     let cases = [
-        (1, 3, 5, 7, 7, 1),
-        (3, 16, 24, 13, 11, 1),
-        (2, 12, 6, 5, 9, 3),
-        (2, 24, 48, 1, 1, 8),
-        (1, 240, 60, 14, 14, 3),
-        (4, 8, 8, 15, 3, 2),
+        [1, 3, 5, 7, 7, 1],
+        [3, 16, 24, 13, 11, 1],
+        [2, 12, 6, 5, 9, 3],
+        [2, 24, 48, 1, 1, 8],
+        [1, 240, 60, 14, 14, 3],
+        [4, 8, 8, 15, 3, 2],
     ];
-    for (i, &(n, c_in, c_out, h, w, groups)) in cases.iter().enumerate() {
-        let d = device();
-        let x = random([n, c_in, h, w], i as u64, &d);
-        let weight = random([c_out, c_in / groups, 1, 1], 100 + i as u64, &d);
-        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], groups);
-        compare(
+    for (i, &[n, c_in, c_out, h, w, groups]) in cases.iter().enumerate() {
+        compare_conv(
             &format!("pointwise {:?}", cases[i]),
-            &[x, weight],
-            |t| fast_ops::pointwise_conv(t[0].clone(), t[1].clone(), groups),
-            |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
+            i,
+            [[n, c_in, h, w], [c_out, c_in / groups, 1, 1]],
+            ConvOptions::new([1, 1], [0, 0], [1, 1], groups),
+            |x, weight| fast_ops::pointwise_conv(x, weight, groups),
         );
     }
 }
 
 #[test]
 fn depthwise_conv_matches_burn_conv2d() {
-    // (batch, channels, h, w) at both strides, odd and even sizes, batch 1.
+    // [batch, channels, h, w] at both strides, odd and even sizes, batch 1.
     let cases = [
-        (1, 1, 7, 7),
-        (3, 17, 14, 14),
-        (2, 3, 13, 15),
-        (1, 144, 56, 56),
-        (2, 8, 1, 2),
-        (1, 5, 28, 9),
+        [1, 1, 7, 7],
+        [3, 17, 14, 14],
+        [2, 3, 13, 15],
+        [1, 144, 56, 56],
+        [2, 8, 1, 2],
+        [1, 5, 28, 9],
     ];
-    for (i, &(n, c, h, w)) in cases.iter().enumerate() {
+    for (i, &[n, c, h, w]) in cases.iter().enumerate() {
         for stride in [1, 2] {
-            let d = device();
-            let x = random([n, c, h, w], i as u64, &d);
-            let weight = random([c, 1, 3, 3], 100 + i as u64, &d);
-            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], c);
-            compare(
+            compare_conv(
                 &format!("depthwise {:?} stride {stride}", cases[i]),
-                &[x, weight],
-                |t| fast_ops::depthwise_conv3x3(t[0].clone(), t[1].clone(), stride),
-                |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
+                i,
+                [[n, c, h, w], [c, 1, 3, 3]],
+                ConvOptions::new([stride; 2], [1, 1], [1, 1], c),
+                |x, weight| fast_ops::depthwise_conv3x3(x, weight, stride),
             );
         }
     }
@@ -145,25 +152,22 @@ fn depthwise_conv_matches_burn_conv2d() {
 
 #[test]
 fn dense_stem_conv_matches_burn_conv2d() {
-    // (batch, c_in, c_out, h, w): stems, odd sizes, batch 1; the input gradient (burn's own
+    // [batch, c_in, c_out, h, w]: stems, odd sizes, batch 1; the input gradient (burn's own
     // op inside the fast backward) is compared too.
     let cases = [
-        (2, 3, 8, 15, 15),
-        (1, 3, 16, 32, 24),
-        (3, 1, 4, 7, 9),
-        (2, 4, 5, 1, 2),
+        [2, 3, 8, 15, 15],
+        [1, 3, 16, 32, 24],
+        [3, 1, 4, 7, 9],
+        [2, 4, 5, 1, 2],
     ];
-    for (i, &(n, c_in, c_out, h, w)) in cases.iter().enumerate() {
+    for (i, &[n, c_in, c_out, h, w]) in cases.iter().enumerate() {
         for stride in [1, 2] {
-            let d = device();
-            let x = random([n, c_in, h, w], i as u64, &d);
-            let weight = random([c_out, c_in, 3, 3], 100 + i as u64, &d);
-            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
-            compare(
+            compare_conv(
                 &format!("dense 3x3 {:?} stride {stride}", cases[i]),
-                &[x, weight],
-                |t| fast_ops::dense_conv3x3(t[0].clone(), t[1].clone(), stride),
-                |t| conv2d(t[0].clone(), t[1].clone(), None, options.clone()),
+                i,
+                [[n, c_in, h, w], [c_out, c_in, 3, 3]],
+                ConvOptions::new([stride; 2], [1, 1], [1, 1], 1),
+                |x, weight| fast_ops::dense_conv3x3(x, weight, stride),
             );
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dermclass::data::synth;
+use crate::helpers::{epochs_done, names_in, synth_set};
 use dermclass::train::checkpoint;
 use dermclass::train::lock::{LOCK_FILE, RunLock};
 
@@ -63,29 +63,65 @@ fn train_cmd(data: &Path, run: &Path, epochs: usize) -> Command {
     cmd
 }
 
-fn synth_data(dir: &Path, per_class: usize, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    synth::generate(&data, per_class, 40, 30, seed).unwrap();
-    data
-}
-
 fn input_dir(data: &Path) -> PathBuf {
     data.join("ISIC2018_Task3_Training_Input")
 }
 
+/// `dermclass train` on `data` into `run` with 3 epochs' settings, stopped after the first by
+/// a time budget far below one epoch.
+fn train_first_of_three_epochs(data: &Path, run: &Path) -> Output {
+    let out = train_cmd(data, run, 3)
+        .args(["--budget-minutes", "0.00001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(epochs_done(run), 1);
+    out
+}
+
+/// Asserts that `out` refused its inputs (exit 1) because 2 of `total` cannot be used, naming
+/// the first bad one (`first`: its name and what is wrong with it) and counting the other.
+/// Returns its stderr.
+fn assert_two_bad_of(out: &Output, total: usize, first: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    let err = stderr(out);
+    assert!(
+        err.contains(&format!("2 of {total} inputs cannot be used")),
+        "{err}"
+    );
+    assert!(err.contains(first) && err.contains("and 1 more"), "{err}");
+    err
+}
+
 /// Temporary files a failed atomic write could leave behind.
 fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp."))
-        .collect()
+    names_in(dir, |n| n.contains(".tmp."))
+}
+
+/// `dermclass predict` of the images in `input` with the model of `run` into `csv`.
+fn predict_cmd(run: &Path, input: &Path, csv: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("predict")
+        .arg("--model")
+        .arg(run)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(csv);
+    cmd
+}
+
+/// Runs `cmd`, with `--skip-bad` when asked.
+fn output_skipping_bad(mut cmd: Command, skip_bad: bool) -> Output {
+    if skip_bad {
+        cmd.arg("--skip-bad");
+    }
+    cmd.output().unwrap()
 }
 
 #[test]
 fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 5, 11);
+    let (dir, data) = synth_set(5, 40, 30, 11);
     let run = dir.path().join("run");
     let out = train_cmd(&data, &run, 1).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -98,30 +134,11 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
 
     let csv_path = dir.path().join("predictions.csv");
     let sidecar = dir.path().join("predictions.skipped.csv");
-    let predict = |skip_bad: bool| {
-        let mut cmd = bin();
-        cmd.arg("predict")
-            .arg("--model")
-            .arg(&run)
-            .arg("--input")
-            .arg(&input)
-            .arg("--out")
-            .arg(&csv_path);
-        if skip_bad {
-            cmd.arg("--skip-bad");
-        }
-        cmd.output().unwrap()
-    };
+    let predict =
+        |skip_bad: bool| output_skipping_bad(predict_cmd(&run, &input, &csv_path), skip_bad);
 
     // Strict: exit 1, the first bad file and how many more, every one listed, nothing written.
-    let out = predict(false);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = stderr(&out);
-    assert!(err.contains("2 of 35 inputs cannot be used"), "{err}");
-    assert!(
-        err.contains("ISIC_0000003.jpg: empty file") && err.contains("and 1 more"),
-        "{err}"
-    );
+    let err = assert_two_bad_of(&predict(false), 35, "ISIC_0000003.jpg: empty file");
     assert!(
         err.contains("ISIC_0000020.jpg") && err.contains("truncated JPEG"),
         "{err}"
@@ -157,10 +174,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
             .arg(&run)
             .arg("--data")
             .arg(&data);
-        if skip_bad {
-            cmd.arg("--skip-bad");
-        }
-        cmd.output().unwrap()
+        output_skipping_bad(cmd, skip_bad)
     };
     let out = evaluate(false);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -186,14 +200,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
     let junk = dir.path().join("junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("a.png"), b"nope").unwrap();
-    let out = bin()
-        .arg("predict")
-        .arg("--model")
-        .arg(&run)
-        .arg("--input")
-        .arg(&junk)
-        .arg("--out")
-        .arg(dir.path().join("junk.csv"))
+    let out = predict_cmd(&run, &junk, &dir.path().join("junk.csv"))
         .arg("--skip-bad")
         .output()
         .unwrap();
@@ -207,8 +214,7 @@ fn predict_and_evaluate_name_every_bad_image_or_skip_them() {
 
 #[test]
 fn a_locked_run_folder_refuses_train_resume_and_compare_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 3, 12);
+    let (dir, data) = synth_set(3, 40, 30, 12);
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     // This test process holds the lock, as a running `train` would.
@@ -253,24 +259,12 @@ fn a_locked_run_folder_refuses_train_resume_and_compare_at_once() {
 
 #[test]
 fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 4, 13);
+    let (dir, data) = synth_set(4, 40, 30, 13);
     let run = dir.path().join("run");
     // Two epochs of budget per session is not expressible on the command line: the first
     // session runs 3 epochs' settings but stops after one through a time budget of ~0.
-    let out = train_cmd(&data, &run, 3)
-        .args(["--budget-minutes", "0.00001"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_first_of_three_epochs(&data, &run);
     let last = std::fs::read(run.join("last.ckpt")).unwrap();
-    assert_eq!(
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done,
-        1
-    );
 
     let cpu = dermclass::device::parse_device("cpu").unwrap();
     // The disk is full when epoch 2 is saved (each checkpoint write fails half-way).
@@ -297,13 +291,7 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
             assert!(ck.state.epochs_done <= 2);
             ck.model(&cpu).unwrap();
         }
-        assert_eq!(
-            checkpoint::load(&run.join("last.ckpt"))
-                .unwrap()
-                .state
-                .epochs_done,
-            1
-        );
+        assert_eq!(epochs_done(&run), 1);
         assert!(leftovers(&run).is_empty(), "{:?}", leftovers(&run));
         assert!(!run.join(LOCK_FILE).exists());
     }
@@ -311,19 +299,12 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoints() {
     // Space again: the run resumes from the intact epoch 1 and goes on.
     let out = train_cmd(&data, &run, 3).arg("--resume").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done,
-        2
-    );
+    assert_eq!(epochs_done(&run), 2);
 }
 
 #[test]
 fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 6, 3);
+    let (dir, data) = synth_set(6, 40, 30, 3);
     let epochs = 3;
 
     let straight = dir.path().join("straight");
@@ -355,10 +336,7 @@ fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
     assert!(!status.success());
     // The killed process could not clean up: its lock is left behind, and is stale.
     assert!(run.join(LOCK_FILE).exists());
-    let done = checkpoint::load(&run.join("last.ckpt"))
-        .unwrap()
-        .state
-        .epochs_done;
+    let done = epochs_done(&run);
     assert!((1..epochs).contains(&done), "killed after epoch {done}");
 
     let out = train_cmd(&data, &run, epochs)
@@ -389,8 +367,7 @@ fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_history() {
 
 #[test]
 fn prepare_decodes_every_image_unless_told_not_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 2, 14);
+    let (dir, data) = synth_set(2, 40, 30, 14);
     let input = input_dir(&data);
     std::fs::write(input.join("ISIC_0000004.jpg"), b"GIF89a not really").unwrap();
     std::fs::write(input.join("ISIC_0000009.jpg"), b"").unwrap();
@@ -415,14 +392,7 @@ fn prepare_decodes_every_image_unless_told_not_to() {
     };
 
     let strict = dir.path().join("strict");
-    let out = prepare(&strict, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = stderr(&out);
-    assert!(err.contains("2 of 14 inputs cannot be used"), "{err}");
-    assert!(
-        err.contains("ISIC_0000004.jpg") && err.contains("and 1 more"),
-        "{err}"
-    );
+    let err = assert_two_bad_of(&prepare(&strict, &[]), 14, "ISIC_0000004.jpg");
     assert!(err.contains("ISIC_0000009.jpg: empty file"), "{err}");
     assert!(!strict.exists(), "nothing may be filed");
 
@@ -440,44 +410,30 @@ fn prepare_decodes_every_image_unless_told_not_to() {
 
 #[test]
 fn resume_takes_a_larger_budget_and_refuses_a_changed_schedule_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 3, 21);
+    let (dir, data) = synth_set(3, 40, 30, 21);
     let run = dir.path().join("run");
     // A budget far below one epoch: the run stops after its first epoch.
-    let out = train_cmd(&data, &run, 3)
-        .args(["--budget-minutes", "0.00001"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let out = train_first_of_three_epochs(&data, &run);
     assert!(stdout(&out).contains("time budget"), "{}", text(&out));
-    let epochs_done = || {
-        checkpoint::load(&run.join("last.ckpt"))
+    let resume_with = |flag: &str, value: &str| {
+        bin()
+            .args(["train", "--resume", "--out"])
+            .arg(&run)
+            .args([flag, value])
+            .output()
             .unwrap()
-            .state
-            .epochs_done
     };
-    assert_eq!(epochs_done(), 1);
     // A different epoch count would change the learning-rate schedule: refused, by name.
-    let mut changed = bin();
-    changed
-        .args(["train", "--resume", "--out"])
-        .arg(&run)
-        .args(["--epochs", "5"]);
-    let out = changed.output().unwrap();
+    let out = resume_with("--epochs", "5");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("epochs (run: 3, asked: 5)"),
         "{}",
         text(&out)
     );
-    assert_eq!(epochs_done(), 1, "a refused resume trains nothing");
+    assert_eq!(epochs_done(&run), 1, "a refused resume trains nothing");
     // A larger budget is taken (the budget counts every session), and the run finishes.
-    let mut longer = bin();
-    longer
-        .args(["train", "--resume", "--out"])
-        .arg(&run)
-        .args(["--budget-minutes", "60"]);
-    let out = longer.output().unwrap();
+    let out = resume_with("--budget-minutes", "60");
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(epochs_done(), 3);
+    assert_eq!(epochs_done(&run), 3);
 }

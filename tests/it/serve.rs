@@ -445,29 +445,41 @@ fn sigterm_stops_the_command_gracefully() {
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
 
+/// Starts `clients` threads at once, each running `client` on the URL of `path` on `server`
+/// and the same 600x450 JPEG (the size of the HAM10000 originals), and returns what each
+/// one returned.
+fn at_once<T: Send + 'static>(
+    server: &Server,
+    path: &str,
+    clients: usize,
+    client: fn(&str, &[u8]) -> T,
+) -> Vec<T> {
+    let image = std::sync::Arc::new(jpeg(600, 450));
+    let base = url(server, path);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (image, base) = (image.clone(), base.clone());
+            std::thread::spawn(move || client(&base, &image))
+        })
+        .collect();
+    threads.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
 #[test]
 fn a_full_queue_answers_busy_at_once_and_the_others_succeed() {
     let device = burn::prelude::Device::flex();
     let engine = Engine::start_with_queue(MODEL, shipped_checkpoint(), 1, device, 1).unwrap();
     let server = serve_on_loopback(engine, ServeConfig::default());
-    let image = std::sync::Arc::new(jpeg(600, 450));
-    let base = url(&server, "/explain");
-    let clients: Vec<_> = (0..12)
-        .map(|_| {
-            let (image, base) = (image.clone(), base.clone());
-            std::thread::spawn(move || {
-                let answer = ureq::post(&base)
-                    .set("Content-Type", "image/jpeg")
-                    .send_bytes(&image);
-                match answer {
-                    Ok(r) => (r.status(), String::new()),
-                    Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-                    Err(e) => panic!("{e}"),
-                }
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let answers: Vec<(u16, String)> = at_once(&server, "/explain", 12, |base, image| {
+        let answer = ureq::post(base)
+            .set("Content-Type", "image/jpeg")
+            .send_bytes(image);
+        match answer {
+            Ok(r) => (r.status(), String::new()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    });
     let busy: Vec<&String> = answers
         .iter()
         .filter(|a| a.0 == 503)
@@ -494,26 +506,20 @@ fn a_full_queue_answers_busy_at_once_and_the_others_succeed() {
 #[test]
 fn concurrent_clients_all_get_answers() {
     let server = start(ServeConfig::default(), 2);
-    let image = std::sync::Arc::new(jpeg(600, 450));
-    let base = url(&server, "/predict");
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (image, base) = (image.clone(), base.clone());
-            std::thread::spawn(move || {
-                (0..12)
-                    .map(|_| {
-                        ureq::post(&base)
-                            .set("Content-Type", "image/jpeg")
-                            .send_bytes(&image)
-                            .map(|r| r.status())
-                            .unwrap_or(0)
-                    })
-                    .filter(|&s| s == 200)
-                    .count()
+    let ok: usize = at_once(&server, "/predict", 8, |base, image| {
+        (0..12)
+            .map(|_| {
+                ureq::post(base)
+                    .set("Content-Type", "image/jpeg")
+                    .send_bytes(image)
+                    .map(|r| r.status())
+                    .unwrap_or(0)
             })
-        })
-        .collect();
-    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+            .filter(|&s| s == 200)
+            .count()
+    })
+    .into_iter()
+    .sum();
     assert_eq!(ok, 96);
 }
 

@@ -1,11 +1,26 @@
 //! Training, resuming, evaluating and predicting end to end on small synthetic data.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::Output;
 
-use crate::helpers::{quiet, tiny_config};
-use dermclass::data::synth;
+use crate::helpers::{
+    TINY_CNN_FLAGS, assert_success, dermclass_cmd, dermclass_ok, epochs_done, output_ok, quiet,
+    synth_set, tiny_config,
+};
 use dermclass::train::config::TrainConfig;
 use dermclass::train::{SessionOptions, checkpoint, train};
+
+/// `dermclass train` on `data` into `out` with the `extra` flags.
+fn train_output(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    dermclass_cmd()
+        .args(["train", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn the_demo_settings_learn_clearly_better_than_chance() {
@@ -13,9 +28,7 @@ fn the_demo_settings_learn_clearly_better_than_chance() {
     // holds ~80 images (30% of 280); a chance-level model's balanced accuracy then has a
     // standard deviation of about 0.04, so 0.30 is more than 3.5 of them above chance, while
     // these settings reach 0.5-0.6 after 8 epochs (measured; the demo trains 15).
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 40, 96, 72, 7).unwrap();
+    let (dir, data) = synth_set(40, 96, 72, 7);
     let mut config = TrainConfig::demo(&data, 8);
     config.workers = 2;
     let summary = train(&config, &dir.path().join("run"), &quiet()).unwrap();
@@ -29,9 +42,7 @@ fn the_demo_settings_learn_clearly_better_than_chance() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 4, 40, 30, 5).unwrap();
+    let (dir, data) = synth_set(4, 40, 30, 5);
     let run = dir.path().join("run");
     train(&tiny_config(&data, 1), &run, &quiet()).unwrap();
     let before = std::fs::read(run.join("last.ckpt")).unwrap();
@@ -56,28 +67,17 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
     assert!(err.contains("last.ckpt"), "{err}");
     // The last good checkpoint is untouched and still loads.
     assert_eq!(std::fs::read(run.join("last.ckpt")).unwrap(), patched);
-    assert_eq!(
-        checkpoint::load(&run.join("last.ckpt"))
-            .unwrap()
-            .state
-            .epochs_done,
-        1
-    );
+    assert_eq!(epochs_done(&run), 1);
 }
 
 #[test]
 fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 5, 40, 30, 9).unwrap();
+    let (dir, data) = synth_set(5, 40, 30, 9);
     let run = dir.path().join("run");
-    let bin = env!("CARGO_BIN_EXE_dermclass");
-    let status = Command::new(bin)
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&run)
-        .args([
+    let trained = train_output(
+        &data,
+        &run,
+        &[
             "--arch",
             "mobilenet_v1:0.25",
             "--input",
@@ -100,14 +100,9 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
             "--sampler",
             "balanced",
             "--vflip",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+        ],
     );
+    assert_success(&trained);
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     for expected in [
         "optimizer = \"sgd\"",
@@ -118,19 +113,14 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
         assert!(config.contains(expected), "{expected} not in\n{config}");
     }
 
-    let out = Command::new(bin)
-        .args(["evaluate", "--json", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(&data)
-        .arg("--split-file")
-        .arg(run.join("split.csv"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        dermclass_cmd()
+            .args(["evaluate", "--json", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(&data)
+            .arg("--split-file")
+            .arg(run.join("split.csv")),
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bacc = json["balanced_accuracy"].as_f64().unwrap();
@@ -138,7 +128,7 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
 
     // Temperature scaling fitted on the validation split is stored and then applied.
     let reliability = dir.path().join("reliability.png");
-    let text = crate::helpers::dermclass_ok([
+    let text = dermclass_ok([
         "evaluate".as_ref(),
         "--fit-temperature".as_ref(),
         "--model".as_ref(),
@@ -168,7 +158,7 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
     assert!(text.contains("calibration        ECE"), "{text}");
     assert!(text.contains("melanoma           sensitivity"), "{text}");
     assert!(image::open(&reliability).unwrap().width() > 100);
-    let refused = Command::new(bin)
+    let refused = dermclass_cmd()
         .args(["evaluate", "--fit-temperature", "--tau", "0.5", "--model"])
         .arg(&run)
         .arg("--data")
@@ -187,19 +177,14 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
     // Predict on the images at their own size (40x30 here, trained at 40x32).
     let images = data.join("ISIC2018_Task3_Training_Input");
     let csv_path = dir.path().join("predictions.csv");
-    let out = Command::new(bin)
-        .args(["predict", "--tta", "8", "--model"])
-        .arg(run.join("best.ckpt"))
-        .arg("--input")
-        .arg(&images)
-        .arg("--out")
-        .arg(&csv_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        dermclass_cmd()
+            .args(["predict", "--tta", "8", "--model"])
+            .arg(run.join("best.ckpt"))
+            .arg("--input")
+            .arg(&images)
+            .arg("--out")
+            .arg(&csv_path),
     );
 
     let mut ids: Vec<String> = std::fs::read_dir(&images)
@@ -240,21 +225,14 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
 #[test]
 fn bad_requests_fail_before_training_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_dermclass");
     let missing = dir.path().join("nothing-here");
-    let out = Command::new(bin)
-        .args(["train", "--data"])
-        .arg(&missing)
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .output()
-        .unwrap();
+    let out = train_output(&missing, &dir.path().join("run"), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing-here"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let out = Command::new(bin)
+    let out = dermclass_cmd()
         .args(["predict", "--model"])
         .arg(&missing)
         .args(["--input", "x.jpg", "--out", "p.csv"])
@@ -264,15 +242,9 @@ fn bad_requests_fail_before_training_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
-fn run_ok(args: &[&std::ffi::OsStr]) -> String {
-    crate::helpers::dermclass_ok(args)
-}
-
 #[test]
 fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 5, 40, 30, 9).unwrap();
+    let (dir, data) = synth_set(5, 40, 30, 9);
     let run = dir.path().join("run");
     let os = |s: &str| std::ffi::OsString::from(s);
     let recipe = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/isic2018.toml");
@@ -295,7 +267,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
         os("8"),
     ];
     let refs: Vec<&std::ffi::OsStr> = train.iter().map(|s| s.as_os_str()).collect();
-    run_ok(&refs);
+    dermclass_ok(&refs);
     let ck = checkpoint::load(&run.join("best.ckpt")).unwrap();
     let config = &ck.state.config;
     // The file's keys where no flag was given, the flags where they were.
@@ -330,7 +302,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
         args.push(split.clone().into());
         args.extend(extra.iter().map(|e| os(e)));
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
-        run_ok(&refs)
+        dermclass_ok(&refs)
     };
     let sweep = evaluate(&["--sweep-tau"]);
     assert_eq!(sweep.lines().count(), 10, "{sweep}");
@@ -342,7 +314,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
 
     // A weights-only copy is smaller and predicts the same.
     let small = dir.path().join("small.ckpt");
-    run_ok(&[
+    dermclass_ok([
         os("strip").as_os_str(),
         os("--model").as_os_str(),
         run.as_os_str(),
@@ -353,8 +325,8 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     let little = std::fs::metadata(&small).unwrap().len();
     assert!(little * 2 < big, "{little} vs {big}");
     let images = data.join("ISIC2018_Task3_Training_Input");
-    let predict = |model: &std::path::Path, out: &std::path::Path| {
-        let stdout = run_ok(&[
+    let predict = |model: &Path, out: &Path| {
+        let stdout = dermclass_ok([
             os("predict").as_os_str(),
             os("--model").as_os_str(),
             model.as_os_str(),
@@ -373,9 +345,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
 
 #[test]
 fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 3, 40, 30, 4).unwrap();
+    let (dir, data) = synth_set(3, 40, 30, 4);
     let mut config = tiny_config(&data, 2);
     config.val_fraction = 0.0;
     config.ema = Some(0.9);
@@ -398,9 +368,7 @@ fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
 
 #[test]
 fn an_unknown_arch_or_device_fails_before_any_image_is_read_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 2, 40, 30, 4).unwrap();
+    let (dir, data) = synth_set(2, 40, 30, 4);
     // A broken image: decoding it would fail with its name.
     let images = data.join("ISIC2018_Task3_Training_Input");
     let victim = std::fs::read_dir(&images)
@@ -415,14 +383,7 @@ fn an_unknown_arch_or_device_fails_before_any_image_is_read_and_writes_nothing()
         ("--device", "tpu", "tpu"),
     ] {
         let out_dir = dir.path().join(format!("run{flag}"));
-        let out = crate::helpers::dermclass_cmd()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&out_dir)
-            .args([flag, value])
-            .output()
-            .unwrap();
+        let out = train_output(&data, &out_dir, &[flag, value]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{err}");
@@ -439,16 +400,11 @@ fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let images = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo");
     let csv_path = dir.path().join("p.csv");
-    let out = crate::helpers::dermclass_cmd()
-        .env_remove("DERMCLASS_MODEL")
-        .args(["predict", "--input", images, "--out"])
-        .arg(&csv_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        dermclass_cmd()
+            .env_remove("DERMCLASS_MODEL")
+            .args(["predict", "--input", images, "--out"])
+            .arg(&csv_path),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -467,9 +423,7 @@ fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
 fn a_session_reports_its_progress_as_events_and_the_epochs_add_up() {
     use dermclass::train::{Event, Observer};
     use std::sync::{Arc, Mutex};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 5, 40, 30, 4).unwrap();
+    let (dir, data) = synth_set(5, 40, 30, 4);
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = Arc::clone(&log);
     let options = SessionOptions {
@@ -516,9 +470,7 @@ fn a_session_reports_its_progress_as_events_and_the_epochs_add_up() {
 
 #[test]
 fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 6, 40, 30, 12).unwrap();
+    let (dir, data) = synth_set(6, 40, 30, 12);
     let run = dir.path().join("run");
     train(&tiny_config(&data, 4), &run, &quiet()).unwrap();
     let last = checkpoint::load(&run.join("last.ckpt")).unwrap();
@@ -541,7 +493,7 @@ fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
         "best.ckpt holds that epoch's model"
     );
     // Scored again, the saved model gives the balanced accuracy recorded for its epoch.
-    let json = run_ok(&[
+    let json = dermclass_ok([
         std::ffi::OsStr::new("evaluate"),
         std::ffi::OsStr::new("--model"),
         run.as_os_str(),
@@ -558,13 +510,10 @@ fn best_ckpt_is_the_epoch_with_the_highest_validation_balanced_accuracy() {
 
 #[test]
 fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    synth::generate(&data, 6, 32, 32, 3).unwrap();
+    let (dir, data) = synth_set(6, 32, 32, 3);
     let folds = dir.path().join("folds.csv");
-    let bin = env!("CARGO_BIN_EXE_dermclass");
-    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    crate::helpers::dermclass_ok([
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    dermclass_ok([
         "split",
         "--folds",
         "3",
@@ -574,21 +523,15 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         &s(&folds),
     ]);
     let run = dir.path().join("run");
-    let tiny = [
-        "train",
-        "--arch",
-        "tiny_cnn:0.5",
-        "--input",
-        "32",
-        "--epochs",
-        "1",
-        "--batch",
-        "8",
-    ];
     let with = |extra: &[&str]| -> Vec<String> {
-        tiny.iter().chain(extra).map(|a| a.to_string()).collect()
+        ["train"]
+            .iter()
+            .chain(&TINY_CNN_FLAGS)
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
     };
-    crate::helpers::dermclass_ok(with(&[
+    dermclass_ok(with(&[
         "--fold",
         "1",
         "--data",
@@ -598,7 +541,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "--out",
         &s(&run),
     ]));
-    let rows = |path: &std::path::Path| -> Vec<(String, String)> {
+    let rows = |path: &Path| -> Vec<(String, String)> {
         csv::Reader::from_path(path)
             .unwrap()
             .records()
@@ -622,7 +565,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
     }
     // Scoring the run on all its data is refused (most images trained it), unless asked.
     let evaluate = |extra: &[&str]| {
-        Command::new(bin)
+        dermclass_cmd()
             .args(["evaluate", "--model"])
             .arg(&run)
             .arg("--data")
@@ -639,11 +582,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "{stderr}"
     );
     let allowed = evaluate(&["--allow-train-images"]);
-    assert!(
-        allowed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&allowed.stderr)
-    );
+    assert_success(&allowed);
     let said = String::from_utf8_lossy(&allowed.stderr);
     assert!(
         said.contains(&format!(
@@ -653,7 +592,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "{said}"
     );
     // A final fit says it has no validation instead of printing NaNs.
-    let stdout = crate::helpers::dermclass_ok(with(&[
+    let stdout = dermclass_ok(with(&[
         "--val-fraction",
         "0",
         "--data",
@@ -666,13 +605,7 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
         "{stdout}"
     );
     // --fold without --split is refused before anything runs.
-    let out = Command::new(bin)
-        .args(["train", "--fold", "1", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("never"))
-        .output()
-        .unwrap();
+    let out = train_output(&data, &dir.path().join("never"), &["--fold", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--split"));
     assert!(!dir.path().join("never").exists());

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::data_fetch::{State, serve, zip_of};
-use crate::helpers::{CLASSES, dermclass_cmd, dermclass_ok, tiny_image};
+use crate::helpers::{CLASSES, TINY_CNN_FLAGS, dermclass_cmd, dermclass_ok, tiny_image};
 
 /// The official files of one subset: `per_class` images of each class with ids from
 /// `first_id`, the ground truth unless it is the test set, lesion groupings for training.
@@ -87,21 +87,11 @@ fn download_check_train_evaluate_on_validation_and_predict_the_test_set() {
     dermclass_ok(["check", "--data", s(&root)]);
 
     let run = work.path().join("run");
-    dermclass_ok([
-        "train",
-        "--data",
-        s(&root),
-        "--out",
-        s(&run),
-        "--arch",
-        "tiny_cnn:0.5",
-        "--input",
-        "32",
-        "--epochs",
-        "1",
-        "--batch",
-        "8",
-    ]);
+    dermclass_ok(
+        ["train", "--data", s(&root), "--out", s(&run)]
+            .into_iter()
+            .chain(TINY_CNN_FLAGS),
+    );
 
     let scored = dermclass_cmd()
         .args(["evaluate", "--model", s(&run), "--data", s(&root)])
