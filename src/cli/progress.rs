@@ -49,6 +49,21 @@ pub fn terminal(bars: bool) -> Observer {
                 );
             }
             Event::Stopping { reason } => println!("{reason}"),
+            Event::Initialised(report) => {
+                let classifier = if report.classifier_loaded {
+                    "the classifier too".to_string()
+                } else {
+                    format!(
+                        "the classifier freshly initialised (the file's has {} classes)",
+                        report.file_classes
+                    )
+                };
+                println!(
+                    "initialised from {}: {} tensors, {classifier}",
+                    report.path.display(),
+                    report.tensors
+                );
+            }
             Event::ArchStarted { arch } => println!("== {arch}"),
             Event::ArchAlreadyDone { arch } => println!("{arch}: finished before, not retrained"),
         }

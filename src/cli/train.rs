@@ -134,6 +134,11 @@ pub struct TrainArgs {
     /// Validate on this fold of the --split fold file and train on the others.
     #[arg(long, requires = "split")]
     pub fold: Option<usize>,
+    /// Start from a torchvision state dict (.pth: ImageNet weights, say) for mobilenet_v2,
+    /// shufflenet_v2 or resnet50; the classifier is kept fresh unless the file has the
+    /// data's class count. Implies --normalization imagenet unless that flag is given.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -283,6 +288,11 @@ impl TrainArgs {
         }
         if self.subset.is_some() {
             config.subset = self.subset.clone();
+        }
+        if self.init.is_some() {
+            config.init = self.init.clone();
+            // torchvision's weights expect its input statistics.
+            config.normalization = self.normalization.unwrap_or(Normalization::ImageNet);
         }
         if self.early_stop.is_some() {
             config.early_stop = self.early_stop;

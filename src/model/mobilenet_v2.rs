@@ -9,6 +9,7 @@ use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_f
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec, make_divisible};
+use super::torchvision::TorchKeys;
 use super::cost::CostTable;
 
 /// The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
@@ -252,6 +253,33 @@ impl Network for V2 {
     }
     fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
         self.config(head).count(table)
+    }
+    fn torchvision_keys(&self) -> Option<TorchKeys> {
+        // The noskip variant has the layout but not torchvision's function.
+        if !self.skips {
+            return None;
+        }
+        let head = HeadOptions {
+            classes: 1,
+            dropout: 0.0,
+        };
+        let blocks = self.config(head).blocks();
+        let mut keys = TorchKeys::default();
+        keys.conv_bn("features.0.0", "features.0.1");
+        for (i, block) in blocks.iter().enumerate() {
+            let f = format!("features.{}.conv", i + 1);
+            // torchvision numbers the layers of a block from 0, the expansion first.
+            let first = usize::from(block.expand.is_some());
+            if first == 1 {
+                keys.conv_bn(&format!("{f}.0.0"), &format!("{f}.0.1"));
+            }
+            keys.conv_bn(&format!("{f}.{first}.0"), &format!("{f}.{first}.1"));
+            keys.conv_bn(&format!("{f}.{}", first + 1), &format!("{f}.{}", first + 2));
+        }
+        let last = blocks.len() + 1;
+        keys.conv_bn(&format!("features.{last}.0"), &format!("features.{last}.1"));
+        keys.linear("classifier.1");
+        Some(keys)
     }
 }
 

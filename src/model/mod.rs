@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod cost;
 pub mod registry;
 mod stem;
+pub mod torchvision;
 
 use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;

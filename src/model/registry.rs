@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
+use super::torchvision::TorchKeys;
 use super::{Classifier, CostTable, FAMILIES, ModelError};
 
 /// What a family is, for listings and defaults.
@@ -66,6 +67,11 @@ pub trait Network: fmt::Debug + Send + Sync {
     fn build(&self, head: HeadOptions, device: &Device) -> Result<Classifier, ModelError>;
     /// Counts every layer into `table`, which starts at the RGB input.
     fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError>;
+    /// torchvision's state-dict keys for the parameters, in burn's visiting order, where
+    /// the network has torchvision's layout (`train --init`).
+    fn torchvision_keys(&self) -> Option<TorchKeys> {
+        None
+    }
 }
 
 /// What every classifier's last layer needs besides the family's own options.
@@ -95,6 +101,11 @@ impl Arch {
     /// The parsed network.
     pub fn network(&self) -> &dyn Network {
         self.0.as_ref()
+    }
+
+    /// torchvision's state-dict keys of its parameters, where it has torchvision's layout.
+    pub fn torchvision_keys(&self) -> Option<TorchKeys> {
+        self.0.torchvision_keys()
     }
 }
 

@@ -10,6 +10,7 @@ use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{Act, ConvBn, ConvBnSpec, Head, HeadSpec};
+use super::torchvision::TorchKeys;
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
 
@@ -213,6 +214,23 @@ impl Network for ResNet50 {
             dropout: head.dropout,
         };
         config.count(table)
+    }
+    fn torchvision_keys(&self) -> Option<TorchKeys> {
+        let mut keys = TorchKeys::default();
+        keys.conv_bn("conv1", "bn1");
+        for (stage, repeats) in RESNET50_LAYERS.into_iter().enumerate() {
+            for block in 0..repeats {
+                let p = format!("layer{}.{block}", stage + 1);
+                for i in 1..=3 {
+                    keys.conv_bn(&format!("{p}.conv{i}"), &format!("{p}.bn{i}"));
+                }
+                if block == 0 {
+                    keys.conv_bn(&format!("{p}.downsample.0"), &format!("{p}.downsample.1"));
+                }
+            }
+        }
+        keys.linear("fc");
+        Some(keys)
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::blocks::{
     Act, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle, emit_channel_shuffle,
 };
+use super::torchvision::TorchKeys;
 use super::cost::{CostTable, FeatureShape};
 use super::stem::{Stem, StemSpec};
 
@@ -282,6 +283,24 @@ impl Network for V2 {
     }
     fn count(&self, head: HeadOptions, table: &mut CostTable) -> Result<(), ModelError> {
         self.config(head).count(table)
+    }
+    fn torchvision_keys(&self) -> Option<TorchKeys> {
+        let mut keys = TorchKeys::default();
+        keys.conv_bn("conv1.0", "conv1.1");
+        for (stage, repeats) in REPEATS.into_iter().enumerate() {
+            for unit in 0..repeats {
+                let p = format!("stage{}.{unit}", stage + 2);
+                if unit == 0 {
+                    keys.conv_bn(&format!("{p}.branch1.0"), &format!("{p}.branch1.1"));
+                    keys.conv_bn(&format!("{p}.branch1.2"), &format!("{p}.branch1.3"));
+                }
+                for (conv, norm) in [(0, 1), (3, 4), (5, 6)] {
+                    keys.conv_bn(&format!("{p}.branch2.{conv}"), &format!("{p}.branch2.{norm}"));
+                }
+            }
+        }
+        keys.conv_bn("conv5.0", "conv5.1").linear("fc");
+        Some(keys)
     }
 }
 

@@ -241,6 +241,9 @@ pub struct TrainConfig {
     pub subset: Option<String>,
     /// Use this split file (`image,split`) instead of making one.
     pub split: Option<PathBuf>,
+    /// Start from the weights of this torchvision state-dict file (`.pth`) instead of a
+    /// fresh initialisation; the classifier too when its class count matches.
+    pub init: Option<PathBuf>,
     /// With `split` a fold file (`dermclass split --folds K`): validate on this fold and
     /// train on the others.
     pub fold: Option<usize>,
@@ -291,6 +294,7 @@ impl Default for TrainConfig {
             val_fraction: 0.3,
             subset: None,
             split: None,
+            init: None,
             fold: None,
             seed: 1,
             device: "cpu".into(),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::model::torchvision::InitReport;
 use crate::report::EpochRow;
 
 /// One thing that happened during a session.
@@ -16,6 +17,8 @@ pub enum Event<'a> {
         /// Counts by kind of problem, as text.
         by_kind: String,
     },
+    /// The model starts from a torchvision state dict (`--init`).
+    Initialised(&'a InitReport),
     /// An epoch's training starts over `images` images.
     EpochStarted {
         /// Epoch number, from 1.

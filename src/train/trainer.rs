@@ -28,6 +28,7 @@ use crate::data::{
 };
 use crate::device::parse_device;
 use crate::metrics::Metrics;
+use crate::model::torchvision::{InitError, load_state_dict};
 use crate::model::{Classifier, ModelSpec};
 use crate::report::{self, EpochRow, write_atomic};
 
@@ -468,7 +469,39 @@ pub fn check_settings(config: &TrainConfig) -> Result<()> {
     }
     spec.cost(config.height, config.width)?;
     parse_device(&config.device)?;
+    if let Some(path) = &config.init {
+        if spec.arch.torchvision_keys().is_none() {
+            return Err(InitError::Unsupported {
+                arch: spec.arch.to_string(),
+            }
+            .into());
+        }
+        if !path.is_file() {
+            bail!("--init {}: no such file", path.display());
+        }
+    }
     Ok(())
+}
+
+/// A fresh model, or one that starts from `config.init`'s torchvision weights.
+fn initial_model(
+    spec: &ModelSpec,
+    config: &TrainConfig,
+    device: &Device,
+    observer: &Observer,
+) -> Result<Classifier> {
+    let model = spec.build(device)?;
+    let Some(path) = &config.init else {
+        return Ok(model);
+    };
+    let arch = spec.arch.to_string();
+    let keys = spec
+        .arch
+        .torchvision_keys()
+        .ok_or_else(|| InitError::Unsupported { arch: arch.clone() })?;
+    let (model, report) = load_state_dict(model, &arch, &keys, path)?;
+    observer.emit(&Event::Initialised(&report));
+    Ok(model)
 }
 
 /// Trains (or resumes) the run described by `config` in `out`.
@@ -537,7 +570,7 @@ pub fn train(config: &TrainConfig, out: &Path, options: &SessionOptions) -> Resu
             )
         }
         None => {
-            let model = spec.build(&train_device)?;
+            let model = initial_model(&spec, &config, &train_device, &options.observer)?;
             let ema = config.ema.map(|_| model.valid());
             let state = RunState {
                 config: config.clone(),

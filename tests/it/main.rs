@@ -19,6 +19,7 @@ mod explain;
 mod export_onnx;
 mod export_web;
 mod fast_kernels;
+mod init_torchvision;
 mod reliability_cli;
 mod robustness_props;
 mod serve;
