@@ -224,3 +224,14 @@ where
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{script} printed no JSON line ({e}): {stdout}"))
 }
+
+/// The Python of `bench/.venv` when it can import `modules` (a comma-separated list;
+/// `bench/setup-peers.sh` installs them).
+pub fn venv_python_with(modules: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}

@@ -92,16 +92,6 @@ fn info(arch: &str, classes: usize, offsets: Vec<f32>, height: usize, width: usi
     }
 }
 
-/// The Python of `bench/.venv` when it has onnxruntime (`bench/setup-peers.sh`).
-fn onnxruntime_python() -> Option<std::path::PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
-
 fn write_f32(path: &Path, values: &[f32]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(path, bytes).unwrap();
@@ -117,7 +107,7 @@ fn onnxruntime_report(
     logits: &[f32],
     probs: &[f32],
 ) -> Option<serde_json::Value> {
-    let python = onnxruntime_python()?;
+    let python = crate::helpers::venv_python_with("onnxruntime, numpy")?;
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| dir.path().join(n);
     std::fs::write(file("model.onnx"), bytes).unwrap();

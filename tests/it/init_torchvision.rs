@@ -8,7 +8,7 @@ use burn::prelude::*;
 use dermclass::model::ModelSpec;
 use dermclass::model::torchvision::{InitError, load_state_dict};
 
-use crate::helpers::{dermclass_cmd, stdout_of_success, synth_set};
+use crate::helpers::{dermclass_cmd, stdout_of_success, synth_set, values, venv_python_with};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,19 +64,9 @@ fn committed_torchvision_weights_give_torchvisions_logits() {
     }
 }
 
-/// The Python of `bench/.venv` when it has torchvision (`bench/setup-peers.sh`).
-fn torchvision_python() -> Option<PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import torchvision"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
-
 #[test]
 fn resnet50_written_by_torchvision_gives_its_logits() {
-    let Some(python) = torchvision_python() else {
+    let Some(python) = venv_python_with("torchvision") else {
         eprintln!("SKIPPED: bench/.venv lacks torchvision (run bench/setup-peers.sh)");
         return;
     };
@@ -93,64 +83,55 @@ fn resnet50_written_by_torchvision_gives_its_logits() {
     assert_logits_equal("resnet50", &got, &want);
 }
 
+/// Why `path` cannot initialise a fresh `arch` with 7 classes.
+fn init_error(arch: &str, path: &Path) -> InitError {
+    let spec = ModelSpec::parse(arch, 7).unwrap();
+    let keys = spec.arch.torchvision_keys().unwrap();
+    let model = spec.build(&Device::default()).unwrap();
+    load_state_dict(model, arch, &keys, path).unwrap_err()
+}
+
 #[test]
 fn another_architectures_file_and_other_class_counts_are_handled() {
     let device = Device::default();
     // A ShuffleNet's state dict for a MobileNetV2: refused, naming the file.
-    let spec = ModelSpec::parse("mobilenet_v2:0.35", 7).unwrap();
-    let keys = spec.arch.torchvision_keys().unwrap();
-    let path = fixture("shufflenet_v2_0.5").join("model.pth");
-    let err = load_state_dict(
-        spec.build(&device).unwrap(),
+    let err = init_error(
         "mobilenet_v2:0.35",
-        &keys,
-        &path,
-    )
-    .unwrap_err();
+        &fixture("shufflenet_v2_0.5").join("model.pth"),
+    );
     assert!(matches!(err, InitError::Missing { .. }), "{err}");
     assert!(err.to_string().contains("model.pth"), "{err}");
     // Another width of the same family: same keys, other shapes.
-    let spec = ModelSpec::parse("mobilenet_v2:0.5", 7).unwrap();
     let path = fixture("mobilenet_v2_0.35").join("model.pth");
-    let err = load_state_dict(
-        spec.build(&device).unwrap(),
-        "mobilenet_v2:0.5",
-        &keys,
-        &path,
-    )
-    .unwrap_err();
+    let err = init_error("mobilenet_v2:0.5", &path);
     assert!(err.to_string().contains("has shape"), "{err}");
     // Three classes: everything but the classifier loads, which stays as initialised.
     let spec = ModelSpec::parse("mobilenet_v2:0.35", 3).unwrap();
     let fresh = spec.build(&device).unwrap();
-    let fresh_head: Vec<f32> = fresh
-        .head()
-        .linear_weight()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    let fresh_head = values(&fresh.head().linear_weight());
+    let keys = spec.arch.torchvision_keys().unwrap();
     let (model, report) = load_state_dict(fresh, "mobilenet_v2:0.35", &keys, &path).unwrap();
     assert!(!report.classifier_loaded);
     assert_eq!(report.file_classes, 7);
     assert_eq!(report.tensors, keys.keys().len() - 2);
-    let head: Vec<f32> = model
-        .head()
-        .linear_weight()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    let head = values(&model.head().linear_weight());
     assert_eq!(head, fresh_head);
     // A file that is not a PyTorch file.
     let junk = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk.path(), b"not a state dict").unwrap();
-    let err = load_state_dict(
-        spec.build(&device).unwrap(),
-        "mobilenet_v2:0.35",
-        &keys,
-        junk.path(),
-    )
-    .unwrap_err();
+    let err = init_error("mobilenet_v2:0.35", junk.path());
     assert!(matches!(err, InitError::Read { .. }), "{err}");
+}
+
+/// `dermclass train --data DATA --out RUN --init INIT --arch ARCH`, to add flags to.
+fn train_with_init(data: &Path, run: &Path, init: &Path, arch: &str) -> std::process::Command {
+    let mut cmd = dermclass_cmd();
+    cmd.args(["train", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(run);
+    cmd.arg("--init").arg(init).args(["--arch", arch]);
+    cmd
 }
 
 #[test]
@@ -158,22 +139,8 @@ fn train_init_reports_what_it_loaded_and_normalises_as_imagenet() {
     let (dir, data) = synth_set(3, 40, 40, 5);
     let run = dir.path().join("run");
     let init = fixture("mobilenet_v2_0.35").join("model.pth");
-    let out = dermclass_cmd()
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&run)
-        .arg("--init")
-        .arg(&init)
-        .args([
-            "--arch",
-            "mobilenet_v2:0.35",
-            "--input",
-            "32",
-            "--epochs",
-            "1",
-        ])
-        .args(["--batch", "8", "--val-fraction", "0.3"])
+    let out = train_with_init(&data, &run, &init, "mobilenet_v2:0.35")
+        .args(["--input", "32", "--epochs", "1", "--batch", "8"])
         .output()
         .unwrap();
     let stdout = stdout_of_success("train --init", &out);
@@ -196,14 +163,7 @@ fn train_init_refuses_an_architecture_without_torchvision_layout_before_reading_
         ("plain_v1:0.25", init.clone()),
         ("mobilenet_v2:0.35", dir.path().join("absent.pth")),
     ] {
-        let out = dermclass_cmd()
-            .args(["train", "--data"])
-            .arg(dir.path().join("no-data-here"))
-            .arg("--out")
-            .arg(&run)
-            .arg("--init")
-            .arg(&init)
-            .args(["--arch", arch])
+        let out = train_with_init(&dir.path().join("no-data-here"), &run, &init, arch)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
