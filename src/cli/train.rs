@@ -822,12 +822,39 @@ pub struct StripArgs {
     /// The weights-only checkpoint to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Store the temperature of this checkpoint (or run folder) instead: for a final fit,
+    /// which has no validation images to fit one, the temperature `evaluate
+    /// --fit-temperature` fitted on a validation run of the same recipe.
+    #[arg(long)]
+    pub temperature_from: Option<PathBuf>,
 }
 
 /// Runs `dermclass strip`.
 pub fn run_strip(args: StripArgs) -> Result<()> {
     let source = resolve_checkpoint(&args.model)?;
-    checkpoint::load(&source)?.weights_only().save(&args.out)?;
+    let mut stripped = checkpoint::load(&source)?.weights_only();
+    if let Some(other) = &args.temperature_from {
+        let other = checkpoint::load(&resolve_checkpoint(other)?)?;
+        if other.state.classes != stripped.state.classes || other.state.arch != stripped.state.arch
+        {
+            bail!(
+                "--temperature-from {}: its model ({}, classes {:?}) is not this one's ({}, {:?})",
+                args.temperature_from.as_ref().unwrap().display(),
+                other.state.arch,
+                other.state.classes,
+                stripped.state.arch,
+                stripped.state.classes
+            );
+        }
+        let temperature = other.state.adjustment.temperature;
+        let k = stripped.state.classes.len();
+        stripped.state.adjustment = stripped.state.adjustment.with_temperature(temperature, k);
+        println!(
+            "temperature {temperature:.4} taken from {}",
+            args.temperature_from.as_ref().unwrap().display()
+        );
+    }
+    stripped.save(&args.out)?;
     let size = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| m.len() as f64 / 1e6)

@@ -5,7 +5,7 @@ use std::process::Output;
 
 use crate::helpers::{
     TINY_CNN_FLAGS, assert_success, dermclass_cmd, dermclass_ok, epochs_done, output_ok, quiet,
-    synth_set, tiny_config,
+    stdout_of_success, synth_set, tiny_config,
 };
 use dermclass::train::config::TrainConfig;
 use dermclass::train::{SessionOptions, checkpoint, train};
@@ -364,6 +364,40 @@ fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
     assert_eq!(best.model, last.model);
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("every image"), "{report}");
+
+    // Shipping it with the temperature fitted on a validation run of the same recipe.
+    let mut validated = last.weights_only();
+    let k = validated.state.classes.len();
+    validated.state.adjustment = validated.state.adjustment.with_temperature(1.5, k);
+    let validated_path = dir.path().join("validated.ckpt");
+    validated.save(&validated_path).unwrap();
+    let shipped = dir.path().join("shipped.ckpt");
+    let strip_with_temperature = |from: &Path| {
+        dermclass_cmd()
+            .args(["strip", "--model"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&shipped)
+            .arg("--temperature-from")
+            .arg(from)
+            .output()
+            .unwrap()
+    };
+    let stdout = stdout_of_success("strip", &strip_with_temperature(&validated_path));
+    assert!(stdout.contains("temperature 1.5000 taken from"), "{stdout}");
+    let shipped_ck = checkpoint::load(&shipped).unwrap();
+    assert_eq!(shipped_ck.state.adjustment.temperature, 1.5);
+    assert_eq!(
+        shipped_ck.state.adjustment.prior,
+        best.state.adjustment.prior
+    );
+    assert_eq!(shipped_ck.model, best.model);
+    // Another model's temperature is refused.
+    validated.state.arch = "tiny_cnn:0.5".into();
+    validated.save(&validated_path).unwrap();
+    let out = strip_with_temperature(&validated_path);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not this one's"));
 }
 
 #[test]
