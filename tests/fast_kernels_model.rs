@@ -72,6 +72,13 @@ struct Step {
     eval_logits: Vec<f32>,
 }
 
+/// The dense convolution's phases: what the plain twin runs.
+const DENSE_PHASES: [Phase; 3] = [
+    Phase::DenseForward,
+    Phase::DenseInputGrad,
+    Phase::DenseWeightGrad,
+];
+
 fn one_step(arch: &str, fast: bool, shape: [usize; 3]) -> Step {
     fast_ops::set_enabled(fast);
     // Count kernel calls, so that the comparison cannot pass by running burn on both sides.
@@ -99,13 +106,17 @@ fn one_step(arch: &str, fast: bool, shape: [usize; 3]) -> Step {
     };
     let kernel_calls: u64 = Phase::ALL.iter().map(|p| calls(*p)).sum();
     if fast {
-        for phase in [
-            Phase::PointwiseForward,
-            Phase::PointwiseWeightGrad,
+        let convs: &[Phase] = match arch.split(':').next() {
+            Some("plain_v1") => &DENSE_PHASES,
+            Some("resnet50") => &[Phase::PointwiseForward, Phase::DenseInputGrad],
+            _ => &[Phase::PointwiseForward, Phase::PointwiseWeightGrad],
+        };
+        let norms = [
             Phase::BatchNormForward,
             Phase::BatchNormBackward,
             Phase::BatchNormInference,
-        ] {
+        ];
+        for &phase in convs.iter().chain(&norms) {
             assert!(
                 calls(phase) > 0,
                 "{arch}: no {phase:?} kernel call on the fast side"
@@ -144,6 +155,8 @@ fn a_training_step_is_the_same_with_and_without_the_fast_kernels() {
         "mobilenet_v1:0.25",
         "shufflenet_v1:g3:0.5",
         "shufflenet_v2:0.5",
+        "plain_v1:0.25",
+        "resnet50",
     ] {
         let fast = one_step(arch, true, [3, 64, 48]);
         let reference = one_step(arch, false, [3, 64, 48]);

@@ -8,8 +8,8 @@ use burn::prelude::*;
 use dermclass_kernels::bn::Act;
 
 use super::{
-    apply, batch_norm_act_eval, batch_norm_act_train, dense_conv3x3, depthwise_conv3x3, fast_path,
-    pointwise_conv,
+    DenseGeometry, apply, batch_norm_act_eval, batch_norm_act_train, dense_conv, depthwise_conv3x3,
+    fast_path, pointwise_conv,
 };
 
 /// `act(norm(conv(x)))`. On the fast path (f32 on flex, kernels enabled) the convolution
@@ -22,11 +22,17 @@ pub fn conv_norm_act(conv: &Conv2d, norm: &BatchNorm, act: Act, x: Tensor<4>) ->
     let y = match fast_conv(conv) {
         Some(FastConv::Pointwise) => pointwise_conv(x, conv.weight.val(), conv.groups),
         Some(FastConv::Depthwise3x3 { stride }) => depthwise_conv3x3(x, conv.weight.val(), stride),
-        Some(FastConv::Stem3x3 { stride }) => dense_conv3x3(x, conv.weight.val(), stride),
+        Some(FastConv::Dense(geometry)) => dense_conv(x, conv.weight.val(), geometry),
         None => conv.forward(x),
     };
     norm_act(norm, act, y)
 }
+
+/// The largest dense weight the im2col kernel takes: above it (plain_v1's 1024-channel 3x3
+/// layer, 9.4M weights) it measured at half the speed of burn's own convolution, below it
+/// (up to 4.7M weights) 1.1-8.5x faster (`cargo run --release --example dense_ab`,
+/// `results/dense-ab-2026-11-30.txt`).
+const DENSE_MAX_WEIGHTS: usize = 1 << 23;
 
 /// Which fast kernel runs a block's convolution.
 #[derive(Clone, Copy, Debug)]
@@ -35,8 +41,9 @@ enum FastConv {
     Pointwise,
     /// Depthwise 3x3, padding 1, stride 1 or 2.
     Depthwise3x3 { stride: usize },
-    /// Dense 3x3, padding 1, stride 1 or 2, at most 4 input channels (stems).
-    Stem3x3 { stride: usize },
+    /// Dense (one group), square kernel, equal strides: stems, ResNet's 3x3 and strided 1x1
+    /// convolutions, the plain twin's 3x3 layers.
+    Dense(DenseGeometry),
 }
 
 /// The fast kernel that computes `conv`, if any.
@@ -59,12 +66,13 @@ fn fast_conv(conv: &Conv2d) -> Option<FastConv> {
         ([3, 3], [s, t], 1) if depthwise && s == t && (s == 1 || s == 2) => {
             Some(FastConv::Depthwise3x3 { stride: s })
         }
-        // Few input channels: the stem, where im2col is small and flex's generic
-        // weight gradient is slowest.
-        ([3, 3], [s, t], 1)
-            if conv.groups == 1 && per_group <= 4 && s == t && (s == 1 || s == 2) =>
+        ([k, l], [s, t], pad)
+            if conv.groups == 1
+                && k == l
+                && s == t
+                && c_out * per_group * k * k <= DENSE_MAX_WEIGHTS =>
         {
-            Some(FastConv::Stem3x3 { stride: s })
+            Some(FastConv::Dense(DenseGeometry { stride: s, pad }))
         }
         _ => None,
     }

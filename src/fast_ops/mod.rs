@@ -4,7 +4,7 @@
 //! The arithmetic lives in the `dermclass-kernels` crate (plain NCHW `f32` slices, tested
 //! against naive references there); this module moves tensors in and out of it and registers
 //! the gradients with burn's autodiff. The public wrappers ([`pointwise_conv`],
-//! [`depthwise_conv3x3`], [`dense_conv3x3`], [`batch_norm_act_train`],
+//! [`depthwise_conv3x3`], [`dense_conv`], [`batch_norm_act_train`],
 //! [`batch_norm_act_eval`]) take the fast
 //! path only for `f32` tensors on a flex device and when [`enabled`]; everywhere else (GPU
 //! backends, other dtypes, `DERMCLASS_FAST_KERNELS=0`) the caller runs burn's own ops, so
@@ -23,7 +23,6 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
@@ -57,12 +56,12 @@ pub trait MobileKernels: Backend {
         stride: usize,
     ) -> FloatTensor<Self>;
 
-    /// Dense 3x3 convolution, padding 1, stride 1 or 2, no bias, for few input channels
-    /// (stems): x [N, Cin, H, W], weight [Cout, Cin, 3, 3].
-    fn dense_conv3x3(
+    /// Dense convolution (one group, square kernel), no bias: x [N, Cin, H, W], weight
+    /// [Cout, Cin, k, k]; `geometry` is a [`DenseGeometry`] packed by `pack`.
+    fn dense_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        stride: usize,
+        geometry: usize,
     ) -> FloatTensor<Self>;
 
     /// Training batch norm followed by `act`, with the batch statistics: returns
@@ -155,12 +154,36 @@ pub fn depthwise_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tens
     kernel_or_burn(x, weight, stride, Dispatch::depthwise_conv3x3, options)
 }
 
-/// Dense 3x3 convolution (padding 1, stride 1 or 2, no bias) through im2col + GEMM, meant
-/// for stems (few input channels): the fast kernel where [`fast_path`] holds, burn's
-/// `conv2d` elsewhere. The input gradient, when one is needed, comes from burn's own op.
-pub fn dense_conv3x3(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
-    kernel_or_burn(x, weight, stride, Dispatch::dense_conv3x3, options)
+/// Stride and padding of a dense convolution (the kernel size is the weight's), packed into
+/// one `usize` for the backend extension's plain arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenseGeometry {
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+}
+
+impl DenseGeometry {
+    fn pack(self) -> usize {
+        assert!(self.stride < 1 << 16 && self.pad < 1 << 16, "{self:?}");
+        self.stride | self.pad << 16
+    }
+
+    fn unpack(packed: usize) -> Self {
+        DenseGeometry {
+            stride: packed & 0xffff,
+            pad: packed >> 16,
+        }
+    }
+}
+
+/// Dense convolution (one group, square kernel, no bias) through im2col + GEMM, forward and
+/// both gradients: the fast kernel where [`fast_path`] holds, burn's `conv2d` elsewhere.
+pub fn dense_conv(x: Tensor<4>, weight: Tensor<4>, geometry: DenseGeometry) -> Tensor<4> {
+    let DenseGeometry { stride, pad } = geometry;
+    let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
+    kernel_or_burn(x, weight, geometry.pack(), Dispatch::dense_conv, options)
 }
 
 /// Output of [`batch_norm_act_train`].
@@ -289,14 +312,18 @@ fn pw_shape(x: &[usize], weight: &[usize], groups: usize) -> PwShape {
     }
 }
 
-fn dense_shape(x: &[usize], weight: &[usize], stride: usize) -> DenseShape {
+fn dense_shape(x: &[usize], weight: &[usize], geometry: usize) -> DenseShape {
+    let DenseGeometry { stride, pad } = DenseGeometry::unpack(geometry);
+    assert_eq!(weight[2], weight[3], "dense conv: square kernels only");
     DenseShape {
         n: x[0],
         c_in: x[1],
         c_out: weight[0],
         h: x[2],
         w: x[3],
+        kernel: weight[2],
         stride,
+        pad,
     }
 }
 
@@ -326,9 +353,9 @@ impl MobileKernels for Flex {
         flex(y, [n, c, dw::out_size(h, stride), dw::out_size(w, stride)])
     }
 
-    fn dense_conv3x3(x: FlexTensor, weight: FlexTensor, stride: usize) -> FlexTensor {
+    fn dense_conv(x: FlexTensor, weight: FlexTensor, geometry: usize) -> FlexTensor {
         let (x, weight) = (Raw::new(x), Raw::new(weight));
-        let s = dense_shape(&x.shape, &weight.shape, stride);
+        let s = dense_shape(&x.shape, &weight.shape, geometry);
         let (ho, wo) = s.out_hw();
         let y = time(Phase::DenseForward, || {
             dense::forward(x.data(), weight.data(), s)
@@ -412,8 +439,7 @@ impl Backward<Flex, 2> for PointwiseBackward {
     }
 }
 
-/// Backward of [`MobileKernels::dense_conv3x3`]: state is (x, weight, stride). The input
-/// gradient (not needed for a stem, whose input is the image) is burn's own.
+/// Backward of [`MobileKernels::dense_conv`]: state is (x, weight, packed geometry).
 #[derive(Debug)]
 struct DenseBackward;
 
@@ -422,23 +448,18 @@ impl Backward<Flex, 2> for DenseBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, stride) = ops.state;
-        if let Some(id) = node_x {
-            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
-            let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(
-                x.clone(),
-                weight.clone(),
-                dy.clone(),
-                options,
-            );
-            grads.register::<Flex>(id, dx);
-        }
+        let dy = Raw::new(grads.consume::<Flex>(&ops.node));
+        let (x, weight, geometry) = ops.state;
         let (x, weight) = (Raw::new(x), Raw::new(weight));
+        let s = dense_shape(&x.shape, &weight.shape, geometry);
         register_grad(grads, node_w, &weight.shape, || {
-            let s = dense_shape(&x.shape, &weight.shape, stride);
             time(Phase::DenseWeightGrad, || {
-                dense::backward_weight(Raw::new(dy).data(), x.data(), s)
+                dense::backward_weight(dy.data(), x.data(), s)
+            })
+        });
+        register_grad(grads, node_x, &x.shape, || {
+            time(Phase::DenseInputGrad, || {
+                dense::backward_input(dy.data(), weight.data(), s)
             })
         });
     }
@@ -574,12 +595,12 @@ impl<C: CheckpointStrategy> MobileKernels for Autodiff<Flex, C> {
         )
     }
 
-    fn dense_conv3x3(
+    fn dense_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        stride: usize,
+        geometry: usize,
     ) -> FloatTensor<Self> {
-        tracked_conv::<C, _>(DenseBackward, x, weight, stride, Flex::dense_conv3x3)
+        tracked_conv::<C, _>(DenseBackward, x, weight, geometry, Flex::dense_conv)
     }
 
     fn batch_norm_act_train(

@@ -18,9 +18,11 @@ pub enum Phase {
     DepthwiseForward,
     /// Depthwise 3x3 backward (input and weight gradients together).
     DepthwiseBackward,
-    /// Dense 3x3 (stem) forward.
+    /// Dense convolution forward.
     DenseForward,
-    /// Dense 3x3 (stem) weight gradient.
+    /// Dense convolution input gradient.
+    DenseInputGrad,
+    /// Dense convolution weight gradient.
     DenseWeightGrad,
     /// Training batch norm + activation forward.
     BatchNormForward,
@@ -32,13 +34,14 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::PointwiseForward,
         Phase::PointwiseInputGrad,
         Phase::PointwiseWeightGrad,
         Phase::DepthwiseForward,
         Phase::DepthwiseBackward,
         Phase::DenseForward,
+        Phase::DenseInputGrad,
         Phase::DenseWeightGrad,
         Phase::BatchNormForward,
         Phase::BatchNormBackward,
@@ -53,8 +56,9 @@ impl Phase {
             Phase::PointwiseWeightGrad => "1x1 conv weight grad",
             Phase::DepthwiseForward => "depthwise 3x3 forward",
             Phase::DepthwiseBackward => "depthwise 3x3 backward",
-            Phase::DenseForward => "stem 3x3 conv forward",
-            Phase::DenseWeightGrad => "stem 3x3 conv weight grad",
+            Phase::DenseForward => "dense conv forward",
+            Phase::DenseInputGrad => "dense conv input grad",
+            Phase::DenseWeightGrad => "dense conv weight grad",
             Phase::BatchNormForward => "batch norm + act forward",
             Phase::BatchNormBackward => "batch norm + act backward",
             Phase::BatchNormInference => "batch norm + act inference",

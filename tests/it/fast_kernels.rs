@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use dermclass::fast_ops;
+use dermclass::fast_ops::{self, DenseGeometry};
 use dermclass_kernels::bn::Act;
 
 const TOL: f32 = 1e-4;
@@ -151,23 +151,27 @@ fn depthwise_conv_matches_burn_conv2d() {
 }
 
 #[test]
-fn dense_stem_conv_matches_burn_conv2d() {
-    // [batch, c_in, c_out, h, w]: stems, odd sizes, batch 1; the input gradient (burn's own
-    // op inside the fast backward) is compared too.
+fn dense_conv_matches_burn_conv2d() {
+    // [batch, c_in, c_out, h, w, kernel, pad]: stems, ResNet's 7x7 stem, 3x3 layers with
+    // many channels, strided 1x1 projections; odd sizes, batch 1. Values, input and weight
+    // gradients are compared.
     let cases = [
-        [2, 3, 8, 15, 15],
-        [1, 3, 16, 32, 24],
-        [3, 1, 4, 7, 9],
-        [2, 4, 5, 1, 2],
+        [2, 3, 8, 15, 15, 3, 1],
+        [1, 3, 16, 32, 24, 3, 1],
+        [3, 1, 4, 7, 9, 3, 1],
+        [2, 4, 5, 1, 2, 3, 1],
+        [2, 3, 6, 19, 16, 7, 3],
+        [1, 32, 24, 9, 11, 3, 1],
+        [3, 12, 20, 10, 7, 1, 0],
     ];
-    for (i, &[n, c_in, c_out, h, w]) in cases.iter().enumerate() {
+    for (i, &[n, c_in, c_out, h, w, k, pad]) in cases.iter().enumerate() {
         for stride in [1, 2] {
             compare_conv(
-                &format!("dense 3x3 {:?} stride {stride}", cases[i]),
+                &format!("dense {:?} stride {stride}", cases[i]),
                 i,
-                [[n, c_in, h, w], [c_out, c_in, 3, 3]],
-                ConvOptions::new([stride; 2], [1, 1], [1, 1], 1),
-                |x, weight| fast_ops::dense_conv3x3(x, weight, stride),
+                [[n, c_in, h, w], [c_out, c_in, k, k]],
+                ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1),
+                |x, weight| fast_ops::dense_conv(x, weight, DenseGeometry { stride, pad }),
             );
         }
     }
