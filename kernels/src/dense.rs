@@ -103,12 +103,21 @@ impl DenseShape {
 /// and one image's GEMM would be thin).
 const COL_BUDGET: usize = 1 << 21;
 
-/// Images per chunk for `s` under `budget` floats of im2col, and no more than an equal
-/// share of the images per thread (so that the chunks keep every thread busy).
+/// GEMM columns a chunk aims for: images with fewer output pixels are taken together up
+/// to this, while one image with more stays alone (its im2col then stays in cache).
+const MIN_COLUMNS: usize = 512;
+
+/// Images per chunk for `s`: enough for [`MIN_COLUMNS`], within `budget` floats of im2col,
+/// and no more than an equal share of the images per thread (so that the chunks keep
+/// every thread busy).
 fn images_per_chunk(s: DenseShape, budget: usize) -> usize {
     let (ho, wo) = s.out_hw();
+    let pixels = (ho * wo).max(1);
     let share = s.n.div_ceil(rayon::current_num_threads());
-    (budget / (s.taps() * ho * wo).max(1)).clamp(1, share.max(1))
+    let wanted = MIN_COLUMNS.div_ceil(pixels);
+    wanted
+        .min(budget / (s.taps() * pixels))
+        .clamp(1, share.max(1))
 }
 
 /// A chunk's matrix of `rows` rows of `per_image` values for each of its images, side by
@@ -502,6 +511,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn images_are_chunked_only_when_their_outputs_are_small() {
+        let threads = rayon::current_num_threads();
+        // A stem at 128x128: 4096 output pixels per image, one image per chunk.
+        assert_eq!(
+            images_per_chunk(DenseShape::k3(32, 3, 32, (128, 128), 2), COL_BUDGET),
+            1
+        );
+        // 7x7 outputs: 49 pixels, ten or eleven images for 512 columns (as the share allows).
+        let late = shape(64, (64, 64), (7, 7), 3, 1, 1);
+        assert_eq!(
+            images_per_chunk(late, COL_BUDGET),
+            11.min(64usize.div_ceil(threads))
+        );
+        // A tight budget still takes one image.
+        assert_eq!(images_per_chunk(late, 0), 1);
     }
 
     #[test]
