@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Measure the Python peers (PyTorch + torchvision, TF-Keras) the way `dermclass bench` does:
-MobileNetV2 1.0, 7 classes, random inputs; training images/s at 224 batch 16 and 128
+the architecture named by $ARCH (default MobileNetV2 1.0; PyTorch has a twin of every family,
+`bench/torch_models.py`, Keras only MobileNetV2), 7 classes, random inputs; training images/s at 224 batch 16 and 128
 batch 32 (forward, cross-entropy, backward, Adam step), inference images/s at 224 batch 1
 and 16, median over the measured steps after warm-up; peak RSS. Prints one JSON line per
 framework that is installed; says on stderr which were skipped. Not part of the product."""
@@ -14,6 +15,7 @@ import time
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 STEPS = int(os.environ.get("BENCH_STEPS", "5"))
+ARCH = os.environ.get("ARCH", "mobilenet_v2:1.0")
 
 
 def peak_rss_mb():
@@ -32,10 +34,12 @@ def timed(step, batch, warmup, steps):
 
 def torch_report():
     import torch
-    import torchvision
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_models import build
 
     torch.set_num_threads(THREADS)
-    model = torchvision.models.mobilenet_v2(weights=None, num_classes=7)
+    model = build(ARCH)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def train(size, batch):
@@ -61,6 +65,8 @@ def torch_report():
 
 
 def keras_report():
+    if ARCH != "mobilenet_v2:1.0":
+        raise ImportError(f"Keras has no {ARCH} here (MobileNetV2 only)")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)

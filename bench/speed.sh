@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 threads=${BENCH_THREADS:-$(nproc)}
 export BENCH_THREADS=$threads RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 arch=${ARCH:-mobilenet_v2:1.0}
+export ARCH=$arch
 cargo build --release --quiet --bin dermclass --example bench_onnx
 peers=$(mktemp)
 onnx=$(mktemp --suffix=.onnx)

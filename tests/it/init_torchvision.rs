@@ -176,3 +176,31 @@ fn train_init_refuses_an_architecture_without_torchvision_layout_before_reading_
         assert!(!run.exists(), "{arch}: the run folder was created");
     }
 }
+
+/// The speed peers' PyTorch twins (`bench/torch_models.py`) are the same networks: their
+/// trainable parameters at 7 classes equal dermclass's count for every family.
+#[test]
+fn the_pytorch_twins_of_the_speed_peers_have_dermclass_parameter_counts() {
+    let Some(python) = venv_python_with("torchvision") else {
+        eprintln!("SKIPPED: bench/.venv lacks torchvision (run bench/setup-peers.sh)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_models.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .output()
+        .unwrap();
+    let stdout = stdout_of_success("torch_models.py", &out);
+    let mut families = 0;
+    for line in stdout.lines() {
+        let (arch, params) = line.split_once(' ').unwrap();
+        let ours = ModelSpec::parse(arch, 7)
+            .unwrap()
+            .cost(224, 224)
+            .unwrap()
+            .params();
+        assert_eq!(params.parse::<usize>().unwrap(), ours, "{arch}");
+        families += 1;
+    }
+    assert_eq!(families, 6, "{stdout}");
+}
