@@ -131,6 +131,13 @@ struct Wide {
 }
 
 impl Wide {
+    fn new(images: usize, per_image: usize) -> Self {
+        Wide {
+            stride: images * per_image,
+            per_image,
+        }
+    }
+
     fn row(self, r: usize, j: usize) -> std::ops::Range<usize> {
         let start = r * self.stride + j * self.per_image;
         start..start + self.per_image
@@ -284,10 +291,7 @@ fn forward_in_chunks(x: &[f32], weight: &[f32], s: DenseShape, budget: usize) ->
     let per_chunk = images_per_chunk(s, budget);
     for_each_chunk(&mut y, plane_out, per_chunk, |y, first, parallelism| {
         let images = y.len() / plane_out;
-        let wide = Wide {
-            stride: images * p,
-            per_image: p,
-        };
+        let wide = Wide::new(images, p);
         let mut col = vec![0.0f32; s.taps() * images * p];
         for j in 0..images {
             let b = first + j;
@@ -331,10 +335,7 @@ fn backward_input_in_chunks(dy: &[f32], weight: &[f32], s: DenseShape, budget: u
     let per_chunk = images_per_chunk(s, budget);
     for_each_chunk(&mut dx, plane_in, per_chunk, |dx, first, parallelism| {
         let images = dx.len() / plane_in;
-        let wide = Wide {
-            stride: images * p,
-            per_image: p,
-        };
+        let wide = Wide::new(images, p);
         let dy = &dy[first * plane_out..(first + images) * plane_out];
         let mut dy_wide = vec![0.0f32; s.c_out * images * p];
         gather(dy, &mut dy_wide, s.c_out, wide);
@@ -376,10 +377,7 @@ fn backward_weight_in_chunks(dy: &[f32], x: &[f32], s: DenseShape, budget: usize
         // Images come as a contiguous range.
         let images: Vec<usize> = images.collect();
         for chunk in images.chunks(per_chunk) {
-            let wide = Wide {
-                stride: chunk.len() * p,
-                per_image: p,
-            };
+            let wide = Wide::new(chunk.len(), p);
             let mut col = vec![0.0f32; s.taps() * chunk.len() * p];
             let mut dy_wide = vec![0.0f32; s.c_out * chunk.len() * p];
             for (j, &b) in chunk.iter().enumerate() {

@@ -125,7 +125,8 @@ pub fn load_state_dict(
     let [.., weight, _] = tensors.as_slice() else {
         unreachable!("every layout ends with a classifier")
     };
-    let file_classes = weight.shape[0];
+    // A malformed classifier (no dimensions) fails the shape check below, naming it.
+    let file_classes = weight.shape.first().copied().unwrap_or(0);
     let mut mapper = Copier {
         path,
         tensors: &tensors,
