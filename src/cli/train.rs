@@ -833,13 +833,13 @@ pub struct StripArgs {
 pub fn run_strip(args: StripArgs) -> Result<()> {
     let source = resolve_checkpoint(&args.model)?;
     let mut stripped = checkpoint::load(&source)?.weights_only();
-    if let Some(other) = &args.temperature_from {
-        let other = checkpoint::load(&resolve_checkpoint(other)?)?;
+    if let Some(from) = &args.temperature_from {
+        let other = checkpoint::load(&resolve_checkpoint(from)?)?;
         if other.state.classes != stripped.state.classes || other.state.arch != stripped.state.arch
         {
             bail!(
                 "--temperature-from {}: its model ({}, classes {:?}) is not this one's ({}, {:?})",
-                args.temperature_from.as_ref().unwrap().display(),
+                from.display(),
                 other.state.arch,
                 other.state.classes,
                 stripped.state.arch,
@@ -849,10 +849,7 @@ pub fn run_strip(args: StripArgs) -> Result<()> {
         let temperature = other.state.adjustment.temperature;
         let k = stripped.state.classes.len();
         stripped.state.adjustment = stripped.state.adjustment.with_temperature(temperature, k);
-        println!(
-            "temperature {temperature:.4} taken from {}",
-            args.temperature_from.as_ref().unwrap().display()
-        );
+        println!("temperature {temperature:.4} taken from {}", from.display());
     }
     stripped.save(&args.out)?;
     let size = |p: &Path| {
