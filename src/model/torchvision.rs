@@ -121,39 +121,36 @@ pub fn load_state_dict(
     keys: &TorchKeys,
     path: &Path,
 ) -> Result<(Classifier, InitReport), InitError> {
-    let tensors = read_tensors(arch, keys, path)?;
+    let mut tensors = read_tensors(arch, keys, path)?;
     let [.., weight, _] = tensors.as_slice() else {
         unreachable!("every layout ends with a classifier")
     };
     // A malformed classifier (no dimensions) fails the shape check below, naming it.
     let file_classes = weight.shape.first().copied().unwrap_or(0);
+    let total = tensors.len();
+    // The classifier's output width is the class count: compare before copying.
+    let skip_classifier = file_classes != classes_of(&model);
     let mut mapper = Copier {
         path,
-        tensors: &tensors,
+        tensors: &mut tensors,
         next: 0,
-        skip_classifier: false,
+        skip_classifier,
         error: None,
     };
-    // The classifier's output width is the class count: compare before copying.
-    let model_classes = classes_of(&model);
-    mapper.skip_classifier = file_classes != model_classes;
     let model = model.map(&mut mapper);
+    let visited = mapper.next;
     if let Some(error) = mapper.error {
         return Err(error);
     }
     assert_eq!(
-        mapper.next,
-        tensors.len(),
-        "{arch}: the torchvision layout lists {} tensors, the model has {}",
-        tensors.len(),
-        mapper.next
+        visited, total,
+        "{arch}: the torchvision layout lists {total} tensors, the model has {visited}"
     );
-    let classifier_loaded = !mapper.skip_classifier;
     let report = InitReport {
         path: path.to_path_buf(),
-        tensors: tensors.len() - if classifier_loaded { 0 } else { 2 },
+        tensors: total - if skip_classifier { 2 } else { 0 },
         file_classes,
-        classifier_loaded,
+        classifier_loaded: !skip_classifier,
     };
     Ok((model, report))
 }
@@ -228,7 +225,7 @@ fn f32_values(tensor: &TorchTensor) -> Result<Vec<f32>, String> {
 /// Replaces each parameter, in visiting order, by the next tensor of the file.
 struct Copier<'a> {
     path: &'a Path,
-    tensors: &'a [Loaded],
+    tensors: &'a mut [Loaded],
     next: usize,
     /// Keep the model's own classifier (the file has another class count).
     skip_classifier: bool,
@@ -236,27 +233,6 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    /// The values for a parameter of `shape`: the file's, transposed for a linear weight
-    /// (torch keeps `[out, in]`, burn `[in, out]`).
-    fn values_for(&self, loaded: &Loaded, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let (file_shape, values) = match loaded.shape.as_slice() {
-            [out, input] => (vec![*input, *out], transpose(&loaded.values, *out, *input)),
-            other => (other.to_vec(), loaded.values.clone()),
-        };
-        if file_shape != shape {
-            let note = if shape.len() == 2 {
-                " (transposed)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "has shape {:?}{note} where the model has a parameter of shape {shape:?}",
-                loaded.shape
-            ));
-        }
-        Ok(values)
-    }
-
     fn in_classifier(&self, index: usize) -> bool {
         index + 2 >= self.tensors.len()
     }
@@ -269,11 +245,11 @@ impl ModuleMapper for Copier<'_> {
         if self.error.is_some() || (self.skip_classifier && self.in_classifier(index)) {
             return param;
         }
-        let Some(loaded) = self.tensors.get(index) else {
+        let Some(loaded) = self.tensors.get_mut(index) else {
             return param;
         };
         let shape = param.val().dims().to_vec();
-        match self.values_for(loaded, &shape) {
+        match take_values(loaded, &shape) {
             Ok(values) => param.map(|t| {
                 let loaded = Tensor::from_data(TensorData::new(values, shape), &t.device());
                 loaded.set_require_grad(t.is_require_grad())
@@ -288,6 +264,31 @@ impl ModuleMapper for Copier<'_> {
             }
         }
     }
+}
+
+/// The file's values for a parameter of `shape`, moved out of `loaded` (transposed for a
+/// linear weight: torch keeps `[out, in]`, burn `[in, out]`).
+fn take_values(loaded: &mut Loaded, shape: &[usize]) -> Result<Vec<f32>, String> {
+    let file_shape = match loaded.shape.as_slice() {
+        [out, input] => vec![*input, *out],
+        other => other.to_vec(),
+    };
+    if file_shape != shape {
+        let note = if shape.len() == 2 {
+            " (transposed)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "has shape {:?}{note} where the model has a parameter of shape {shape:?}",
+            loaded.shape
+        ));
+    }
+    let values = std::mem::take(&mut loaded.values);
+    Ok(match loaded.shape.as_slice() {
+        [out, input] => transpose(&values, *out, *input),
+        _ => values,
+    })
 }
 
 /// `[rows, cols]` row-major to `[cols, rows]`.
