@@ -1041,12 +1041,15 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
     println!();
     for row in &rows {
         println!(
-            "{:<22} {} params {:>6.2}M MAdds {:>8.1}M time {} BACC {:.4} latency {:.2} ms",
+            "{:<22} {} params {:>6.2}M MAdds {:>8.1}M time {} ({:.1} img/s, peak {:.0} MB) \
+             BACC {:.4} latency {:.2} ms",
             row.arch,
             row.settings,
             row.params as f64 / 1e6,
             row.madds as f64 / 1e6,
             row.training_time,
+            row.train_images_per_s.unwrap_or(f64::NAN),
+            row.peak_train_memory_mb.unwrap_or(f64::NAN),
             row.val_balanced_accuracy,
             row.latency_ms
         );

@@ -424,11 +424,43 @@ pub fn plot_confusion<S: AsRef<str>>(
     })
 }
 
+/// The x axis of an accuracy-vs-cost scatter: what the cost is and how its ticks read.
+#[derive(Clone, Copy, Debug)]
+pub struct CostAxis {
+    /// Chart title.
+    pub title: &'static str,
+    /// Axis description (the axis is log-scale).
+    pub label: &'static str,
+    /// Tick text of a value.
+    pub ticks: fn(&f64) -> String,
+}
+
+/// Multiply-adds per image, with SI prefixes.
+pub const MADDS_AXIS: CostAxis = CostAxis {
+    title: "Balanced accuracy vs. cost",
+    label: "multiply-adds per image (MAdds, log scale)",
+    ticks: |x| format_si(*x),
+};
+
+/// Batch-1 inference latency in milliseconds.
+pub const LATENCY_AXIS: CostAxis = CostAxis {
+    title: "Balanced accuracy vs. latency",
+    label: "batch-1 inference latency (ms per image, log scale)",
+    ticks: |x| {
+        if *x >= 10.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    },
+};
+
 /// Draws an accuracy-vs-cost scatter: one labelled point per architecture at
-/// (`madds`, `bacc`) with `madds` (multiply-adds, any unit; the axis says "MAdds") on a
-/// log-scale x axis. Points with non-positive or non-finite coordinates are skipped.
-pub fn plot_accuracy_vs_madds<S: AsRef<str>>(
+/// (`cost`, `bacc`) on a log-scale x axis described by `axis`. Points with non-positive or
+/// non-finite coordinates are skipped.
+pub fn plot_accuracy_vs_cost<S: AsRef<str>>(
     path: impl AsRef<Path>,
+    axis: CostAxis,
     points: &[(S, f64, f64)],
 ) -> anyhow::Result<()> {
     let pts: Vec<(&str, f64, f64)> = points
@@ -452,12 +484,11 @@ pub fn plot_accuracy_vs_madds<S: AsRef<str>>(
         (y_hi + 0.05).min(1.0).max(y_lo + 0.01),
     );
     render_png(path.as_ref(), SCATTER_SIZE, |root, text| {
-        let mut chart = chart_builder(root, text, "Balanced accuracy vs. cost", 20, (46, 64))
+        let mut chart = chart_builder(root, text, axis.title, 20, (46, 64))
             .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
         if text {
-            let x_desc = "multiply-adds per image (MAdds, log scale)";
-            labelled_mesh(&mut chart, x_desc, "balanced accuracy")
-                .x_label_formatter(&|x| format_si(*x))
+            labelled_mesh(&mut chart, axis.label, "balanced accuracy")
+                .x_label_formatter(&axis.ticks)
                 .draw()?;
         } else {
             plain_grid(&chart.plotting_area().strip_coord_spec())?;
@@ -610,14 +641,18 @@ mod tests {
             ("tiny_cnn", 12e6, 0.48),
             ("bad", -1.0, 0.5),
         ];
-        plot_accuracy_vs_madds(&p, &pts).unwrap();
+        plot_accuracy_vs_cost(&p, MADDS_AXIS, &pts).unwrap();
         assert_eq!(decode(&p).dimensions(), SCATTER_SIZE);
-        plot_accuracy_vs_madds(&p, &[("one", 1e6, 0.5)]).unwrap();
+        plot_accuracy_vs_cost(&p, MADDS_AXIS, &[("one", 1e6, 0.5)]).unwrap();
         let none: [(&str, f64, f64); 0] = [];
-        plot_accuracy_vs_madds(&p, &none).unwrap();
+        plot_accuracy_vs_cost(&p, MADDS_AXIS, &none).unwrap();
         assert_eq!(decode(&p).dimensions(), SCATTER_SIZE);
+        let latency = dir.path().join("bacc_vs_latency.png");
+        plot_accuracy_vs_cost(&latency, LATENCY_AXIS, &[("a", 4.2, 0.6), ("b", 85.0, 0.7)])
+            .unwrap();
+        assert_eq!(decode(&latency).dimensions(), SCATTER_SIZE);
         if std::env::var_os("DERMCLASS_KEEP_PLOTS").is_some() {
-            plot_accuracy_vs_madds("/tmp/dermclass-scatter.png", &pts).unwrap();
+            plot_accuracy_vs_cost("/tmp/dermclass-scatter.png", MADDS_AXIS, &pts).unwrap();
         }
     }
 
@@ -647,8 +682,12 @@ mod tests {
         let dir = Path::new(&dir);
         plot_curves(dir.join("curves.png"), &rows(5)).unwrap();
         plot_confusion(dir.join("confusion.png"), &confusion(), &ISIC).unwrap();
-        plot_accuracy_vs_madds(dir.join("scatter.png"), &[("a", 1e6, 0.5), ("b", 1e8, 0.7)])
-            .unwrap();
+        plot_accuracy_vs_cost(
+            dir.join("scatter.png"),
+            MADDS_AXIS,
+            &[("a", 1e6, 0.5), ("b", 1e8, 0.7)],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +15,12 @@ use super::trainer::{RunPaths, SessionOptions, train};
 use super::vary::{self, Variation};
 use crate::data::{Dataset, split_train_val, write_split_csv};
 use crate::device::parse_device;
+use crate::infer::InferenceModel;
+use crate::memory::{peak_resident_mb, start_peak_window};
 use crate::model::ModelSpec;
+use crate::report::EpochRow;
 use crate::report::markdown::{format_duration_hms, markdown_table};
-use crate::report::plots::plot_accuracy_vs_madds;
+use crate::report::plots::{LATENCY_AXIS, MADDS_AXIS, plot_accuracy_vs_cost};
 use crate::report::write_atomic;
 
 /// One row of `results.csv` / `results.md`.
@@ -48,18 +50,26 @@ pub struct CompareRow {
     pub latency_ms: f64,
     /// Weights at fp32, megabytes.
     pub weights_mb: f64,
+    /// Median training throughput over the run's epochs, images per second (absent in
+    /// results written before it was recorded).
+    #[serde(default)]
+    pub train_images_per_s: Option<f64>,
+    /// Peak resident memory of the process while it trained this run, MB (the last session
+    /// of a resumed run; absent where the system cannot measure it).
+    #[serde(default)]
+    pub peak_train_memory_mb: Option<f64>,
 }
 
-/// Median wall-clock milliseconds of a batch-1 forward pass at `width` x `height`, after
-/// `warmup` unmeasured runs, over `runs` measured ones.
+/// Median wall-clock milliseconds of a batch-1 forward pass at `width` x `height` as
+/// `predict` runs it (the compiled plan on the CPU), after 3 unmeasured runs, over `runs`
+/// measured ones.
 pub fn batch1_latency_ms(
-    model: &crate::model::Classifier,
+    model: &InferenceModel,
     width: usize,
     height: usize,
     device: &Device,
     runs: usize,
 ) -> f64 {
-    let model = model.valid();
     let x = Tensor::<4>::zeros([1, 3, height, width], device);
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs + 3 {
@@ -80,7 +90,7 @@ fn run_dir_name(arch: &str) -> String {
 
 /// Trains every architecture of `arches`, under every combination of `variations`, with
 /// `base` settings under `out`, then writes `results.csv`, `results.md` and
-/// `accuracy_vs_madds.png`. Finished runs (with a `result.json`) are not retrained;
+/// the two accuracy-vs-cost plots. Finished runs (with a `result.json`) are not retrained;
 /// interrupted ones resume from their last checkpoint.
 pub fn compare(
     base: &TrainConfig,
@@ -142,10 +152,12 @@ pub fn compare(
             observer: observer.clone(),
             ..SessionOptions::default()
         };
+        let measures_memory = start_peak_window();
         let summary = train(&config, &run, &options)?;
+        let peak_memory = peak_resident_mb().filter(|_| measures_memory);
         let best = checkpoint::load(&RunPaths::new(&run).best())?;
         let spec = best.state.model_spec()?;
-        let model = best.model(&device)?;
+        let model = InferenceModel::new(best.model(&device)?, &device)?;
         let latency = batch1_latency_ms(&model, config.width, config.height, &device, 20);
         let m = summary
             .best_metrics
@@ -164,12 +176,33 @@ pub fn compare(
             val_macro_auc: m.macro_auc.unwrap_or(f64::NAN),
             latency_ms: latency,
             weights_mb: summary.params as f64 * 4.0 / 1e6,
+            train_images_per_s: median_images_per_second(&summary.state.history),
+            peak_train_memory_mb: peak_memory,
         };
         write_atomic(&result_path, serde_json::to_string_pretty(&row)?.as_bytes())?;
         rows.push(row);
     }
     write_results(&rows, out)?;
     Ok(rows)
+}
+
+/// The median of the epochs' training throughput (robust to an epoch slowed by other work).
+fn median_images_per_second(history: &[EpochRow]) -> Option<f64> {
+    let mut rates: Vec<f64> = history
+        .iter()
+        .map(|row| row.images_per_second)
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    if rates.is_empty() {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    let mid = rates.len() / 2;
+    Some(if rates.len() % 2 == 1 {
+        rates[mid]
+    } else {
+        (rates[mid - 1] + rates[mid]) / 2.0
+    })
 }
 
 /// `batch 32, lr 0.002, 8 epochs, 128x96`, then any other varied setting.
@@ -189,7 +222,8 @@ fn settings_text(config: &TrainConfig, epochs: usize, overrides: &vary::Override
     text
 }
 
-/// Writes `results.csv`, `results.md` and `accuracy_vs_madds.png` for `rows` into `out`.
+/// Writes `results.csv`, `results.md`, `accuracy_vs_madds.png` and `accuracy_vs_latency.png`
+/// for `rows` into `out`.
 pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
     let mut csv = csv::Writer::from_writer(Vec::new());
     for row in rows {
@@ -203,6 +237,8 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
         "params",
         "MAdds",
         "training time",
+        "train img/s",
+        "peak train memory (MB)",
         "val acc",
         "val BACC",
         "val macro AUC",
@@ -219,6 +255,8 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
                 format!("{:.2}M", r.params as f64 / 1e6),
                 format!("{:.1}M", r.madds as f64 / 1e6),
                 r.training_time.clone(),
+                optional(r.train_images_per_s, 1),
+                optional(r.peak_train_memory_mb, 0),
                 format!("{:.4}", r.val_accuracy),
                 format!("{:.4}", r.val_balanced_accuracy),
                 format!("{:.4}", r.val_macro_auc),
@@ -229,16 +267,34 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
         .collect();
     let text = format!(
         "# Results per trick\n\nSame split, seed, budget and augmentation for every architecture; \
-         validation figures are those of each run's best checkpoint.\n\n{}\n![accuracy vs MAdds](accuracy_vs_madds.png)\n",
+         validation figures are those of each run's best checkpoint. Training throughput is the \
+         median over epochs; peak memory is the whole process's while it trained the run; \
+         latency is a batch-1 forward pass as `predict` runs it.\n\n{}\n\
+         ![accuracy vs MAdds](accuracy_vs_madds.png)\n![accuracy vs latency](accuracy_vs_latency.png)\n",
         markdown_table(&headers, &table)
     );
     write_atomic(out.join("results.md"), text.as_bytes())?;
-    let points: Vec<(String, f64, f64)> = rows
-        .iter()
-        .map(|r| (r.arch.clone(), r.madds as f64, r.val_balanced_accuracy))
-        .collect();
-    plot_accuracy_vs_madds(out.join("accuracy_vs_madds.png"), &points)?;
+    let points = |cost: fn(&CompareRow) -> f64| -> Vec<(String, f64, f64)> {
+        rows.iter()
+            .map(|r| (r.arch.clone(), cost(r), r.val_balanced_accuracy))
+            .collect()
+    };
+    plot_accuracy_vs_cost(
+        out.join("accuracy_vs_madds.png"),
+        MADDS_AXIS,
+        &points(|r| r.madds as f64),
+    )?;
+    plot_accuracy_vs_cost(
+        out.join("accuracy_vs_latency.png"),
+        LATENCY_AXIS,
+        &points(|r| r.latency_ms),
+    )?;
     Ok(())
+}
+
+/// A measured value to `decimals` places, or a dash where it was not measured.
+fn optional(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "—".to_string(), |v| format!("{v:.decimals$}"))
 }
 
 /// Where `compare` keeps the run of `arch` under `out`.

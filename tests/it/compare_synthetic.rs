@@ -45,6 +45,8 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
         "val_macro_auc",
         "latency_ms",
         "weights_mb",
+        "train_images_per_s",
+        "peak_train_memory_mb",
     ] {
         assert!(headers.iter().any(|h| h == column), "{column} missing");
     }
@@ -61,8 +63,25 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("depthwise separable convolution"), "{md}");
     assert!(md.contains("channel split"), "{md}");
-    let png = std::fs::read(out.join("accuracy_vs_madds.png")).unwrap();
-    assert_eq!(&png[1..4], b"PNG");
+    for plot in ["accuracy_vs_madds.png", "accuracy_vs_latency.png"] {
+        let png = std::fs::read(out.join(plot)).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{plot}");
+    }
+    for row in &rows {
+        let rate: f64 = row[headers
+            .iter()
+            .position(|h| h == "train_images_per_s")
+            .unwrap()]
+        .parse()
+        .unwrap();
+        let peak: f64 = row[headers
+            .iter()
+            .position(|h| h == "peak_train_memory_mb")
+            .unwrap()]
+        .parse()
+        .unwrap();
+        assert!(rate > 0.0 && peak > 1.0, "{row:?}");
+    }
 
     let again = run();
     assert_success(&again);
