@@ -82,6 +82,31 @@ pub fn forward_fused(x: &[f32], weight: &[f32], s: DwShape, epilogue: &Epilogue,
     forward_into(isa(), x, weight, s, y, Some(epilogue));
 }
 
+/// [`forward_fused`] on the calling thread, for callers that split the work themselves
+/// (the banded inverted-residual block, [`crate::block`]).
+pub(crate) fn forward_fused_serial(
+    x: &[f32],
+    weight: &[f32],
+    s: DwShape,
+    epilogue: &Epilogue,
+    y: &mut [f32],
+) {
+    let g = Geom::new(s.h, s.w, s.stride);
+    assert_eq!(x.len(), s.n * s.c * s.h * s.w, "dw::forward: x length");
+    assert_eq!(weight.len(), s.c * 9, "dw::forward: weight length");
+    assert_eq!(y.len(), s.n * s.c * g.ho * g.wo, "dw::forward: y length");
+    epilogue.check(s.c, y.len());
+    // SAFETY: as in `forward_fused`.
+    let y = unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) };
+    let job = ForwardJob {
+        weight,
+        c: s.c,
+        p0: 0,
+        epilogue: Some(epilogue),
+    };
+    forward_task(isa(), &g, x, y, &job, &mut Scratch::new(&g, false));
+}
+
 /// Gradients of [`forward`] given `dy` [n, c, ho, wo]: (dx [n, c, h, w] when `need_input`,
 /// d_weight [c, 1, 3, 3] when `need_weight`). Work not asked for is not done.
 pub fn backward(

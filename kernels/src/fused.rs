@@ -363,44 +363,64 @@ pub fn conv2d(x: &[f32], weights: &ConvWeights, s: ConvShape, epilogue: &Epilogu
             (col.as_ptr(), width)
         };
         let first = t.b * s.c_out + t.g * m + t.rows.start;
-        if let Some(packed) = &weights.packed {
-            let io = TileIo {
-                x: rhs,
-                x_rs: rhs_rs,
-                y: dst.at(first * p + t.cols.start),
-                y_rs: p,
-                offset: first * p + t.cols.start,
-                channel: t.g * m + t.rows.start,
-                epilogue,
-            };
-            // SAFETY: as for the GEMM below; `packed` exists only on AVX-512.
-            unsafe { micro::gemm_tile(packed, t.g, t.rows.clone(), width, &io) };
-            return;
-        }
+        let io = TileIo {
+            x: rhs,
+            x_rs: rhs_rs,
+            y: dst.at(first * p + t.cols.start),
+            y_rs: p,
+            offset: first * p + t.cols.start,
+            channel: t.g * m + t.rows.start,
+            epilogue,
+        };
         // SAFETY: the tile's rows of `y` ([first, +rows) with stride p, columns `cols`) are
-        // inside `y` and no other tile writes them; the weight block (rows of group g) and
-        // the right operand (depth rows of `width` with stride `rhs_rs`) are inside their
-        // buffers by the shape checks.
-        unsafe {
-            matmul(
-                (t.rows.len(), width, depth),
-                dst.at(first * p + t.cols.start),
-                p,
-                false,
-                weight.as_ptr().add((t.g * m + t.rows.start) * depth),
-                (depth, 1),
-                rhs,
-                (rhs_rs, 1),
-                Parallelism::None,
-            );
-        }
-        for r in 0..t.rows.len() {
-            let offset = (first + r) * p + t.cols.start;
-            // SAFETY: as above; this row segment belongs to this tile only.
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(offset), width) };
-            epilogue.apply_wide(t.g * m + t.rows.start + r, offset, out);
-        }
+        // inside `y` and no other tile writes them; the right operand (depth rows of
+        // `width` with stride `rhs_rs`) is inside its buffer by the shape checks.
+        unsafe { gemm_tile(weights, (m, depth), t.g, t.rows.clone(), width, &io) };
     });
+}
+
+/// Output rows `rows` of group `g` (`m` rows of `depth` weights per group) over `width`
+/// pixels, `io` saying
+/// where the tile reads and writes: the micro-kernel on packed weights, else the gemm crate
+/// followed by the epilogue row by row.
+///
+/// # Safety
+/// `io.x` must hold the group's `depth` input rows of `width` pixels at stride `io.x_rs`,
+/// `io.y` `rows.len()` output rows of `width` pixels at stride `io.y_rs` that no other
+/// thread touches, and a residual (if any) must cover the outputs from `io.offset` on.
+pub(crate) unsafe fn gemm_tile(
+    weights: &ConvWeights,
+    (m, depth): (usize, usize),
+    g: usize,
+    rows: std::ops::Range<usize>,
+    width: usize,
+    io: &TileIo<'_>,
+) {
+    if let Some(packed) = &weights.packed {
+        // SAFETY: the caller's contract; `packed` exists only on AVX-512.
+        unsafe { micro::gemm_tile(packed, g, rows, width, io) };
+        return;
+    }
+    // SAFETY: the caller's contract; the weight block (rows of group g) is inside `raw`.
+    unsafe {
+        matmul(
+            (rows.len(), width, depth),
+            io.y,
+            io.y_rs,
+            false,
+            weights.raw.as_ptr().add((g * m + rows.start) * depth),
+            (depth, 1),
+            io.x,
+            (io.x_rs, 1),
+            Parallelism::None,
+        );
+    }
+    for r in 0..rows.len() {
+        // SAFETY: as above; this row segment belongs to this tile only.
+        let out = unsafe { std::slice::from_raw_parts_mut(io.y.add(r * io.y_rs), width) };
+        io.epilogue
+            .apply_wide(io.channel + r, io.offset + r * io.y_rs, out);
+    }
 }
 
 /// Pooling window shape: square `kernel`, `stride`, symmetric zero `pad`.

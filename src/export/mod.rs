@@ -225,7 +225,7 @@ fn emit_network(g: &mut GraphBuilder, model: &impl ToOnnx, height: Dim, width: D
 
 /// The network alone, batch norm folded: input `image` (`N x 3 x H x W`), output
 /// `logits`. What the inference plan compiles.
-pub(crate) fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
+pub fn network_graph(model: &impl ToOnnx) -> proto::GraphProto {
     let mut g = GraphBuilder::default();
     emit_network(&mut g, model, Dim::Named("H"), Dim::Named("W"));
     g.output("logits", &[Dim::Named("N"), Dim::Named("classes")]);

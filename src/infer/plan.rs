@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use dermclass_kernels::block::{self, Block, BlockShape, Depthwise, Pointwise};
 use dermclass_kernels::bn::Act;
 use dermclass_kernels::fused::{self, ConvShape, ConvWeights, Epilogue, PoolShape};
 
@@ -18,18 +19,11 @@ use crate::export::proto::{GraphProto, NodeProto, TensorProto};
 enum Op {
     /// Convolution with its fused epilogue; a residual, when fused, is the step's second
     /// input.
-    Conv {
-        weight: ConvWeights,
-        bias: Vec<f32>,
-        c_out: usize,
-        kernel: (usize, usize),
-        stride: usize,
-        pad: usize,
-        groups: usize,
-        act: Act,
-        residual: bool,
-        post: Act,
-    },
+    Conv(ConvOp),
+    /// A MobileNet inverted-residual block: (expansion,) depthwise and projection, run a
+    /// band of rows at a time where its expanded tensor is large; the projection's residual,
+    /// when fused, is the step's second input.
+    Block(Box<BlockOp>),
     /// Element-wise clamp (ReLU, ReLU6, Clip) not fused into a convolution.
     Clamp(f32, f32),
     /// Element-wise sum of two values.
@@ -59,6 +53,49 @@ enum Op {
     Softmax,
     /// A copy (Identity, Flatten).
     Copy,
+}
+
+/// A convolution and what its epilogue does.
+#[derive(Clone, Debug)]
+struct ConvOp {
+    weight: ConvWeights,
+    bias: Vec<f32>,
+    c_out: usize,
+    kernel: (usize, usize),
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    act: Act,
+    residual: bool,
+    post: Act,
+}
+
+impl ConvOp {
+    /// A 1x1, stride-1, one-group convolution (the block's expansion and projection).
+    fn is_pointwise(&self) -> bool {
+        self.kernel == (1, 1) && self.stride == 1 && self.pad == 0 && self.groups == 1
+    }
+
+    /// A depthwise 3x3 convolution with padding 1 and stride 1 or 2 (the block's middle).
+    fn is_depthwise3x3(&self) -> bool {
+        self.groups == self.c_out
+            && self.kernel == (3, 3)
+            && self.pad == 1
+            && (self.stride == 1 || self.stride == 2)
+    }
+
+    /// Whether the epilogue is bias and activation only.
+    fn is_plain(&self) -> bool {
+        !self.residual && self.post == Act::Identity
+    }
+}
+
+/// The layers of an inverted-residual block.
+#[derive(Clone, Debug)]
+struct BlockOp {
+    expand: Option<ConvOp>,
+    depthwise: ConvOp,
+    project: ConvOp,
 }
 
 /// A step while compiling: its operation and value names.
@@ -91,6 +128,8 @@ pub struct Plan {
 pub struct Workspace {
     buffers: Vec<Vec<f32>>,
     shapes: Vec<[usize; 4]>,
+    /// The intermediate tensors of an unbanded inverted-residual block.
+    scratch: [Vec<f32>; 2],
 }
 
 /// One output of a run: name, `[n, c, h, w]` shape (2-D outputs have `h = w = 1`), values.
@@ -147,7 +186,7 @@ fn translate(
                 None => vec![0.0; dims[0]],
             };
             let groups = attr_int(node, "group", 1) as usize;
-            Op::Conv {
+            Op::Conv(ConvOp {
                 weight: ConvWeights::new(w.f32_values(), dims[0], groups),
                 bias,
                 c_out: dims[0],
@@ -158,7 +197,7 @@ fn translate(
                 act: Act::Identity,
                 residual: false,
                 post: Act::Identity,
-            }
+            })
         }
         "Relu" => Op::Clamp(0.0, f32::INFINITY),
         "Clip" => Op::Clamp(constant(1)?.f32_values()[0], constant(2)?.f32_values()[0]),
@@ -231,6 +270,80 @@ fn fuse(steps: Vec<NamedStep>, graph_outputs: &[String]) -> Vec<NamedStep> {
     steps.into_iter().flatten().collect()
 }
 
+/// The one step that reads step `i`'s first output, unless others read it too or it is a
+/// graph output.
+fn sole_reader(steps: &[Option<NamedStep>], i: usize, graph_outputs: &[String]) -> Option<usize> {
+    let out = &steps[i].as_ref()?.outputs[0];
+    let mut readers =
+        (0..steps.len()).filter(|&j| steps[j].as_ref().is_some_and(|s| s.inputs.contains(out)));
+    match (readers.next(), readers.next()) {
+        (Some(j), None) if !graph_outputs.contains(out) => Some(j),
+        _ => None,
+    }
+}
+
+/// The convolution of step `i`, if it is a live convolution step.
+fn conv_at(steps: &[Option<NamedStep>], i: usize) -> Option<&ConvOp> {
+    match &steps[i].as_ref()?.op {
+        Op::Conv(conv) => Some(conv),
+        _ => None,
+    }
+}
+
+/// Merges each depthwise 3x3 convolution with the 1x1 projection that alone reads it, and
+/// with the 1x1 expansion it alone reads when there is one, into a block step at the
+/// projection's place (every input of the three is ready there).
+fn fuse_blocks(steps: Vec<NamedStep>, graph_outputs: &[String]) -> Vec<NamedStep> {
+    let mut steps: Vec<Option<NamedStep>> = steps.into_iter().map(Some).collect();
+    for j in 0..steps.len() {
+        if !conv_at(&steps, j).is_some_and(|d| d.is_depthwise3x3() && d.is_plain()) {
+            continue;
+        }
+        let Some(k) = sole_reader(&steps, j, graph_outputs) else {
+            continue;
+        };
+        let dw_out = &steps[j].as_ref().expect("live").outputs[0];
+        let feeds_project = conv_at(&steps, k).is_some_and(ConvOp::is_pointwise)
+            && steps[k].as_ref().is_some_and(|p| p.inputs[0] == *dw_out);
+        if !feeds_project {
+            continue;
+        }
+        let dw_in = &steps[j].as_ref().expect("live").inputs[0];
+        let expand = steps
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.outputs.contains(dw_in)))
+            .filter(|&i| {
+                conv_at(&steps, i).is_some_and(|e| e.is_pointwise() && e.is_plain())
+                    && sole_reader(&steps, i, graph_outputs) == Some(j)
+            });
+        let take = |steps: &mut [Option<NamedStep>], i: usize| {
+            let step = steps[i].take().expect("live");
+            let Op::Conv(conv) = step.op else {
+                unreachable!("checked to be a convolution")
+            };
+            (conv, step.inputs, step.outputs)
+        };
+        let (project, project_inputs, outputs) = take(&mut steps, k);
+        let (depthwise, mut inputs, _) = take(&mut steps, j);
+        let expand = expand.map(|i| {
+            let (conv, expand_inputs, _) = take(&mut steps, i);
+            inputs = expand_inputs;
+            conv
+        });
+        inputs.extend(project_inputs.into_iter().skip(1));
+        steps[k] = Some(NamedStep {
+            op: Op::Block(Box::new(BlockOp {
+                expand,
+                depthwise,
+                project,
+            })),
+            inputs,
+            outputs,
+        });
+    }
+    steps.into_iter().flatten().collect()
+}
+
 /// What a convolution's epilogue takes over from the step that reads it.
 enum Absorbed {
     Act(Act),
@@ -243,12 +356,12 @@ enum Absorbed {
 fn absorb_next(steps: &mut [Option<NamedStep>], i: usize, graph_outputs: &[String]) -> bool {
     let Some(NamedStep {
         op:
-            Op::Conv {
+            Op::Conv(ConvOp {
                 act,
                 residual,
                 post,
                 ..
-            },
+            }),
         outputs,
         ..
     }) = &steps[i]
@@ -256,14 +369,9 @@ fn absorb_next(steps: &mut [Option<NamedStep>], i: usize, graph_outputs: &[Strin
         return false;
     };
     let out = &outputs[0];
-    let mut readers =
-        (0..steps.len()).filter(|&j| steps[j].as_ref().is_some_and(|s| s.inputs.contains(out)));
-    let (Some(j), None) = (readers.next(), readers.next()) else {
+    let Some(j) = sole_reader(steps, i, graph_outputs) else {
         return false;
     };
-    if graph_outputs.contains(out) {
-        return false;
-    }
     let reader = steps[j].as_ref().expect("a live reader");
     let absorbed = match &reader.op {
         Op::Clamp(low, high) => match clamp_act(*low, *high) {
@@ -292,12 +400,12 @@ fn absorb_next(steps: &mut [Option<NamedStep>], i: usize, graph_outputs: &[Strin
     let reader_out = reader.outputs[0].clone();
     steps[j] = None;
     let conv = steps[i].as_mut().expect("the convolution");
-    if let Op::Conv {
+    if let Op::Conv(ConvOp {
         act,
         residual,
         post,
         ..
-    } = &mut conv.op
+    }) = &mut conv.op
     {
         match absorbed {
             Absorbed::Act(a) => *act = a,
@@ -332,7 +440,8 @@ impl Plan {
             .iter()
             .map(|n| translate(n, &init))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(assign_slots(fuse(named, &outputs), &input, &outputs))
+        let steps = fuse_blocks(fuse(named, &outputs), &outputs);
+        Ok(assign_slots(steps, &input, &outputs))
     }
 
     /// Number of steps (convolutions count once with their epilogues).
@@ -409,14 +518,15 @@ impl Op {
     /// What the step is, for profiles.
     fn label(&self) -> &'static str {
         match self {
-            Op::Conv {
+            Op::Conv(ConvOp {
                 kernel: (1, 1),
                 groups: 1,
                 ..
-            } => "conv 1x1",
-            Op::Conv { kernel: (1, 1), .. } => "conv 1x1 grouped",
-            Op::Conv { c_out, groups, .. } if c_out == groups => "conv depthwise",
-            Op::Conv { .. } => "conv dense",
+            }) => "conv 1x1",
+            Op::Conv(ConvOp { kernel: (1, 1), .. }) => "conv 1x1 grouped",
+            Op::Conv(ConvOp { c_out, groups, .. }) if c_out == groups => "conv depthwise",
+            Op::Conv(_) => "conv dense",
+            Op::Block(_) => "inverted-residual block",
             Op::Pool { .. } | Op::GlobalAvgPool => "pool",
             _ => "other",
         }
@@ -472,6 +582,123 @@ fn assign_slots(steps: Vec<NamedStep>, input: &str, outputs: &[String]) -> Plan 
     }
 }
 
+/// A residual operand and its shape.
+type Residual<'a> = Option<(&'a [f32], [usize; 4])>;
+
+/// Runs convolution `op` on `x` (`shape`) into `out`; returns the output's shape.
+fn run_conv(
+    op: &ConvOp,
+    x: &[f32],
+    shape: [usize; 4],
+    residual: Residual,
+    out: &mut Vec<f32>,
+) -> Result<[usize; 4], InferError> {
+    let [n, c, h, w] = shape;
+    let s = ConvShape {
+        n,
+        c_in: c,
+        c_out: op.c_out,
+        h,
+        w,
+        kernel: op.kernel,
+        stride: op.stride,
+        pad: op.pad,
+        groups: op.groups,
+    };
+    let (kernel, pad) = (op.kernel, op.pad);
+    let fits = op.groups > 0
+        && c.is_multiple_of(op.groups)
+        && op.weight.raw().len() == op.c_out * (c / op.groups) * kernel.0 * kernel.1
+        && h + 2 * pad >= kernel.0
+        && w + 2 * pad >= kernel.1;
+    if !fits {
+        return Err(InferError::Shape(format!(
+            "a [{n}, {c}, {h}, {w}] input does not fit a {}x{} convolution to {} channels",
+            kernel.0, kernel.1, op.c_out
+        )));
+    }
+    let (ho, wo) = s.out_hw();
+    let out_shape = [n, op.c_out, ho, wo];
+    if residual.is_some_and(|(_, r)| r != out_shape) {
+        return Err(InferError::Shape("a residual of another shape".into()));
+    }
+    let epilogue = Epilogue {
+        bias: &op.bias,
+        act: op.act,
+        residual: residual.map(|(r, _)| r),
+        post: op.post,
+    };
+    fused::conv2d(x, &op.weight, s, &epilogue, grow(out, numel(out_shape)));
+    Ok(out_shape)
+}
+
+/// The block's layers as the kernel takes them.
+fn pointwise(op: &ConvOp) -> Pointwise<'_> {
+    Pointwise {
+        weights: &op.weight,
+        bias: &op.bias,
+        act: op.act,
+    }
+}
+
+/// Runs an inverted-residual block on `x` (`shape`) into `out`: banded where its expanded
+/// tensor is large, else its layers one after the other through `scratch`.
+fn run_block(
+    block: &BlockOp,
+    x: &[f32],
+    shape: [usize; 4],
+    residual: Residual,
+    scratch: &mut [Vec<f32>; 2],
+    out: &mut Vec<f32>,
+) -> Result<[usize; 4], InferError> {
+    let [n, c, h, w] = shape;
+    let (expand, depthwise, project) = (block.expand.as_ref(), &block.depthwise, &block.project);
+    let c_mid = depthwise.c_out;
+    let s = BlockShape {
+        n,
+        c_in: c,
+        c_mid,
+        c_out: project.c_out,
+        h,
+        w,
+        stride: depthwise.stride,
+    };
+    let fits = expand.map_or(c == c_mid, |e| e.weight.raw().len() == c_mid * c)
+        && project.weight.raw().len() == project.c_out * c_mid;
+    let Some(rows) = fits.then(|| block::band_rows(&s)).flatten() else {
+        // Each layer checks its own fit and names a misfit.
+        let [first, second] = scratch;
+        let (mid, mid_shape) = match expand {
+            Some(e) => {
+                let mid_shape = run_conv(e, x, shape, None, first)?;
+                (&first[..numel(mid_shape)], mid_shape)
+            }
+            None => (x, shape),
+        };
+        let dw_shape = run_conv(depthwise, mid, mid_shape, None, second)?;
+        return run_conv(project, &second[..numel(dw_shape)], dw_shape, residual, out);
+    };
+    let (ho, wo) = s.out_hw();
+    let out_shape = [n, project.c_out, ho, wo];
+    if residual.is_some_and(|(_, r)| r != out_shape) {
+        return Err(InferError::Shape("a residual of another shape".into()));
+    }
+    let layers = Block {
+        expand: expand.map(pointwise),
+        depthwise: Depthwise {
+            weight: depthwise.weight.raw(),
+            bias: &depthwise.bias,
+            act: depthwise.act,
+            stride: depthwise.stride,
+        },
+        project: pointwise(project),
+        residual: residual.map(|(r, _)| r),
+        post: project.post,
+    };
+    block::inverted_residual(x, s, &layers, rows, grow(out, numel(out_shape)));
+    Ok(out_shape)
+}
+
 /// Runs one step, writing its output slots.
 fn run_step(step: &Step, ws: &mut Workspace) -> Result<(), InferError> {
     let shape = ws.shapes[step.inputs[0]];
@@ -486,58 +713,18 @@ fn run_step(step: &Step, ws: &mut Workspace) -> Result<(), InferError> {
     let plane = h * w;
     let mut out_shapes = vec![shape];
     match &step.op {
-        Op::Conv {
-            weight,
-            bias,
-            c_out,
-            kernel,
-            stride,
-            pad,
-            groups,
-            act,
-            residual,
-            post,
-        } => {
-            let s = ConvShape {
-                n,
-                c_in: c,
-                c_out: *c_out,
-                h,
-                w,
-                kernel: *kernel,
-                stride: *stride,
-                pad: *pad,
-                groups: *groups,
-            };
-            let fits = *groups > 0
-                && c.is_multiple_of(*groups)
-                && weight.raw().len() == c_out * (c / groups) * kernel.0 * kernel.1
-                && h + 2 * pad >= kernel.0
-                && w + 2 * pad >= kernel.1;
-            if !fits {
-                return Err(InferError::Shape(format!(
-                    "a [{n}, {c}, {h}, {w}] input does not fit a {}x{} convolution to {c_out} channels",
-                    kernel.0, kernel.1
-                )));
-            }
-            let (ho, wo) = s.out_hw();
-            out_shapes[0] = [n, *c_out, ho, wo];
-            if *residual && ws.shapes[step.inputs[1]] != out_shapes[0] {
-                return Err(InferError::Shape("a residual of another shape".into()));
-            }
-            let epilogue = Epilogue {
-                bias,
-                act: *act,
-                residual: residual.then(|| value(step.inputs[1])),
-                post: *post,
-            };
-            fused::conv2d(
-                x,
-                weight,
-                s,
-                &epilogue,
-                grow(&mut taken[0], numel(out_shapes[0])),
-            );
+        Op::Conv(conv) => {
+            let residual = conv
+                .residual
+                .then(|| (value(step.inputs[1]), ws.shapes[step.inputs[1]]));
+            out_shapes[0] = run_conv(conv, x, shape, residual, &mut taken[0])?;
+        }
+        Op::Block(block) => {
+            let residual = block
+                .project
+                .residual
+                .then(|| (value(step.inputs[1]), ws.shapes[step.inputs[1]]));
+            out_shapes[0] = run_block(block, x, shape, residual, &mut ws.scratch, &mut taken[0])?;
         }
         Op::Clamp(low, high) => {
             let out = grow(&mut taken[0], x.len());

@@ -68,13 +68,29 @@ fn convolutions_absorb_their_batch_norm_activation_and_residual() {
     // Left besides the convolutions: ResNet's max pool, then global pool, flatten, linear
     // and the output copy. Every ReLU, Clip and residual Add went into an epilogue (ResNet's
     // projection blocks add into the shortcut convolution, which runs last).
-    for (arch, others) in [("mobilenet_v2:0.35", 4), ("resnet50", 5)] {
+    // MobileNetV2's 17 inverted-residual blocks become one step each: 16 of three
+    // convolutions, the first (expansion factor 1) of two.
+    for (arch, others, merged) in [("mobilenet_v2:0.35", 4, 16 * 2 + 1), ("resnet50", 5, 0)] {
         let model = model(arch);
         let graph: GraphProto = crate::export::network_graph(&model);
         let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
         assert!(count("Add") >= 10, "{arch} has its shortcuts");
         let compiled = CompiledModel::compile(&model).unwrap();
-        assert_eq!(compiled.steps(), count("Conv") + others, "{arch}");
+        assert_eq!(compiled.steps(), count("Conv") - merged + others, "{arch}");
+    }
+}
+
+#[test]
+fn banded_blocks_equal_the_eval_model_on_wide_maps() {
+    // At 1.0 width and these sizes the early blocks' expanded tensors pass the size from which
+    // they are computed in bands of rows (MobileNetV1's depthwise-pointwise pairs too).
+    for arch in ["mobilenet_v2:1.0", "mobilenet_v1:1.0"] {
+        let model = model(arch);
+        let compiled = CompiledModel::compile(&model).unwrap();
+        for shape in [[1, 3, 160, 136], [2, 3, 129, 97]] {
+            let (want, got) = both(&model, &compiled, shape);
+            assert_close(&format!("{arch} at {shape:?}"), &want, &got);
+        }
     }
 }
 

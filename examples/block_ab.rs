@@ -1,0 +1,73 @@
+//! Banded inverted-residual blocks, A/B: the compiled plan run with each given banding
+//! threshold (expanded bytes per image from which a block is banded; `off` turns banding
+//! off), one run of each in turn so host noise falls on all alike, then the mean time of
+//! every step per threshold. 224x224, batch 1 (`BATCH=16` for another).
+//!
+//! usage: cargo run --release --example block_ab -- [ARCH] [RUNS] THRESHOLD...
+//! e.g.   cargo run --release --example block_ab -- mobilenet_v2:1.0 60 off 524288 1048576
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::prelude::*;
+use dermclass::infer::{Plan, Workspace};
+use dermclass::model::ModelSpec;
+use dermclass_kernels::block::set_min_expanded_bytes;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arch = args.first().map_or("mobilenet_v2:1.0", String::as_str);
+    let runs: usize = args.get(1).map_or(Ok(60), |s| s.parse())?;
+    let thresholds: Vec<(String, usize)> = args
+        .iter()
+        .skip(2)
+        .map(|a| {
+            let bytes = if a == "off" {
+                Ok(usize::MAX)
+            } else {
+                a.parse().with_context(|| format!("bad threshold {a}"))
+            };
+            bytes.map(|b| (a.clone(), b))
+        })
+        .collect::<Result<_>>()?;
+    let device = Device::default();
+    let model = ModelSpec::parse(arch, 7)?.build(&device)?.valid();
+    let plan = Plan::compile(&dermclass::export::network_graph(&model))?;
+    let batch: usize = std::env::var("BATCH").map_or(Ok(1), |b| b.parse())?;
+    let shape = [batch, 3, 224, 224];
+    let x = vec![0.5f32; batch * 3 * 224 * 224];
+    let mut ws = Workspace::default();
+    let mut totals = vec![vec![0.0f64; plan.len()]; thresholds.len()];
+    let mut labels = vec![""; plan.len()];
+    for run in 0..runs + 5 {
+        for (t, &(_, bytes)) in thresholds.iter().enumerate() {
+            set_min_expanded_bytes(bytes);
+            let mut step = 0;
+            plan.run_with(&mut ws, &x, shape, |label, took| {
+                if run >= 5 {
+                    totals[t][step] += took.as_secs_f64();
+                }
+                labels[step] = label;
+                step += 1;
+            })?;
+        }
+    }
+    println!(
+        "{arch}, batch {batch}, 224x224, {} threads, mean ms over {runs} runs",
+        rayon::current_num_threads()
+    );
+    print!("{:<28}", "step \\ banded from");
+    thresholds.iter().for_each(|(name, _)| print!(" {name:>9}"));
+    println!();
+    let ms = |seconds: f64| seconds / runs as f64 * 1e3;
+    for (step, label) in labels.iter().enumerate() {
+        print!("{step:>3} {label:<24}");
+        totals.iter().for_each(|t| print!(" {:>9.3}", ms(t[step])));
+        println!();
+    }
+    print!("{:<28}", "total");
+    totals
+        .iter()
+        .for_each(|t| print!(" {:>9.3}", ms(t.iter().sum())));
+    println!();
+    Ok(())
+}
