@@ -179,6 +179,7 @@ pub fn inverted_residual(x: &[f32], s: BlockShape, block: &Block, rows: usize, y
 struct Scratch {
     expanded: Vec<f32>,
     depthwise: Vec<f32>,
+    planes: dw::PlaneScratch,
 }
 
 /// Output rows `[o0, o1)` of image `b`.
@@ -245,6 +246,7 @@ unsafe fn run_band(
         shape,
         &Epilogue::new(d.bias, d.act),
         depthwise,
+        &mut scratch.planes,
     );
     let p = &block.project;
     let skip = band.o0 - first_in / st;

@@ -82,6 +82,26 @@ pub fn forward_fused(x: &[f32], weight: &[f32], s: DwShape, epilogue: &Epilogue,
     forward_into(isa(), x, weight, s, y, Some(epilogue));
 }
 
+/// The padded-plane buffers of [`forward_fused_serial`] for one plane size, kept by a caller
+/// that convolves many planes of that size.
+#[derive(Default)]
+pub(crate) struct PlaneScratch {
+    key: (usize, usize, usize),
+    geom: Option<(Geom, Scratch)>,
+}
+
+impl PlaneScratch {
+    fn get(&mut self, h: usize, w: usize, stride: usize) -> &mut (Geom, Scratch) {
+        if self.key != (h, w, stride) || self.geom.is_none() {
+            let g = Geom::new(h, w, stride);
+            let scratch = Scratch::new(&g, false);
+            self.key = (h, w, stride);
+            self.geom = Some((g, scratch));
+        }
+        self.geom.as_mut().expect("just set")
+    }
+}
+
 /// [`forward_fused`] on the calling thread, for callers that split the work themselves
 /// (the banded inverted-residual block, [`crate::block`]).
 pub(crate) fn forward_fused_serial(
@@ -90,8 +110,9 @@ pub(crate) fn forward_fused_serial(
     s: DwShape,
     epilogue: &Epilogue,
     y: &mut [f32],
+    planes: &mut PlaneScratch,
 ) {
-    let g = Geom::new(s.h, s.w, s.stride);
+    let (g, scratch) = planes.get(s.h, s.w, s.stride);
     assert_eq!(x.len(), s.n * s.c * s.h * s.w, "dw::forward: x length");
     assert_eq!(weight.len(), s.c * 9, "dw::forward: weight length");
     assert_eq!(y.len(), s.n * s.c * g.ho * g.wo, "dw::forward: y length");
@@ -104,7 +125,7 @@ pub(crate) fn forward_fused_serial(
         p0: 0,
         epilogue: Some(epilogue),
     };
-    forward_task(isa(), &g, x, y, &job, &mut Scratch::new(&g, false));
+    forward_task(isa(), g, x, y, &job, scratch);
 }
 
 /// Gradients of [`forward`] given `dy` [n, c, ho, wo]: (dx [n, c, h, w] when `need_input`,
