@@ -312,13 +312,7 @@ fn im2col_tile(
                         let inside = &mut dst[lo - ow0..hi - ow0];
                         if !inside.is_empty() {
                             let start = lo * s.stride + j - s.pad;
-                            if s.stride == 1 {
-                                inside.copy_from_slice(&line[start..start + inside.len()]);
-                            } else {
-                                for (k, v) in inside.iter_mut().enumerate() {
-                                    *v = line[start + k * s.stride];
-                                }
-                            }
+                            gather(&line[start..], s.stride, inside);
                         }
                     }
                     q += ow1 - ow0;
@@ -326,6 +320,44 @@ fn im2col_tile(
             }
         }
     }
+}
+
+/// `dst[k] = src[k * stride]` for every `k` of `dst`: a copy at stride 1, a vector
+/// deinterleave at stride 2 (the stems), scalar otherwise.
+fn gather(src: &[f32], stride: usize, dst: &mut [f32]) {
+    let done = match stride {
+        1 => {
+            dst.copy_from_slice(&src[..dst.len()]);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx512f is present when `isa` says so.
+        2 if isa() == Isa::Avx512 => unsafe { gather_even_avx512(src, dst) },
+        _ => 0,
+    };
+    for (k, v) in dst.iter_mut().enumerate().skip(done) {
+        *v = src[k * stride];
+    }
+}
+
+/// The even-indexed values of `src` into `dst`, 16 at a time while two whole vectors of
+/// `src` remain; returns how many it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gather_even_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut k = 0;
+    while k + 16 <= dst.len() && 2 * k + 32 <= src.len() {
+        // SAFETY: 2k + 32 <= src.len() and k + 16 <= dst.len() (loop condition).
+        unsafe {
+            let a = _mm512_loadu_ps(src.as_ptr().add(2 * k));
+            let b = _mm512_loadu_ps(src.as_ptr().add(2 * k + 16));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(k), _mm512_permutex2var_ps(a, even, b));
+        }
+        k += 16;
+    }
+    k
 }
 
 /// Convolution (weights `[c_out, c_in/groups, kh, kw]`, batch norm already folded in) with
@@ -698,6 +730,23 @@ mod tests {
             false,
             Act::Identity,
         );
+    }
+
+    #[test]
+    fn strided_gathers_pick_every_stride_th_value() {
+        let src: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        for stride in [1, 2, 3] {
+            for len in [0, 1, 15, 16, 17, 31, 33] {
+                let mut dst = vec![-1.0; len];
+                gather(&src[1..], stride, &mut dst);
+                let want: Vec<f32> = (0..len).map(|k| (1 + k * stride) as f32).collect();
+                assert_eq!(dst, want, "stride {stride}, {len} values");
+            }
+        }
+        // The last value may sit at the very end of the source.
+        let mut dst = vec![0.0; 50];
+        gather(&src, 2, &mut dst[..]);
+        assert_eq!(dst[49], 98.0);
     }
 
     #[test]
