@@ -744,7 +744,7 @@ mod tests {
             }
         }
         // The last value may sit at the very end of the source.
-        let mut dst = vec![0.0; 50];
+        let mut dst = [0.0; 50];
         gather(&src, 2, &mut dst[..]);
         assert_eq!(dst[49], 98.0);
     }
