@@ -487,6 +487,14 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
     assert_eq!(x.len(), s.planes * s.h * s.w, "pool: input length");
     assert_eq!(y.len(), s.planes * ho * wo, "pool: output length");
     let area = (s.kernel * s.kernel) as f32;
+    if max && s.kernel == 3 && s.stride == 2 && s.pad == 1 {
+        y.par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(s.h * s.w))
+            .for_each_init(MaxPoolRows::default, |rows, (out, src)| {
+                rows.max_pool_3x3_s2(src, s.h, s.w, out);
+            });
+        return;
+    }
     y.par_chunks_mut(ho * wo)
         .zip(x.par_chunks(s.h * s.w))
         .for_each(|(out, src)| {
@@ -510,6 +518,53 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
                 }
             }
         });
+}
+
+/// Per-thread rows of a separable 3x3, stride-2, padding-1 max pool (the stems of ShuffleNet
+/// and ResNet): each input row's even and odd values, then its horizontal window maxima.
+#[derive(Default)]
+struct MaxPoolRows {
+    even: Vec<f32>,
+    odd: Vec<f32>,
+    across: Vec<f32>,
+}
+
+impl MaxPoolRows {
+    /// Pools one `h x w` plane into `out` (`ho x wo`): the maximum of the three values of
+    /// each row window first (as even/odd halves, so the loop vectorizes), then of three rows.
+    fn max_pool_3x3_s2(&mut self, src: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        self.even.resize(wo, 0.0);
+        self.odd.resize(wo, f32::NEG_INFINITY);
+        self.across.resize(h * wo, 0.0);
+        let odd_len = w / 2;
+        for (row, across) in src.chunks_exact(w).zip(self.across.chunks_exact_mut(wo)) {
+            gather(row, 2, &mut self.even[..wo]);
+            gather(&row[1.min(w - 1)..], 2, &mut self.odd[..odd_len]);
+            // Window ow covers 2ow-1, 2ow, 2ow+1: odd[ow-1], even[ow], odd[ow] (the odd
+            // values past the row stay at minus infinity, the padding).
+            across[0] = max(self.even[0], self.odd[0]);
+            for ow in 1..wo {
+                across[ow] = max(max(self.odd[ow - 1], self.even[ow]), self.odd[ow]);
+            }
+        }
+        for (oh, dst) in out.chunks_exact_mut(wo).enumerate().take(ho) {
+            let centre = &self.across[2 * oh * wo..][..wo];
+            dst.copy_from_slice(centre);
+            for other in [2 * oh as isize - 1, 2 * oh as isize + 1] {
+                if (0..h as isize).contains(&other) {
+                    let row = &self.across[other as usize * wo..][..wo];
+                    dst.iter_mut().zip(row).for_each(|(d, v)| *d = max(*d, *v));
+                }
+            }
+        }
+    }
+}
+
+/// The larger of two values as one instruction (pooled values are never NaN).
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
 }
 
 /// Mean of each `plane`-sized run of `x` into `y`.
@@ -730,6 +785,51 @@ mod tests {
             false,
             Act::Identity,
         );
+    }
+
+    #[test]
+    fn the_separable_max_pool_equals_the_window_maximum() {
+        for (h, w) in [
+            (1, 1),
+            (1, 2),
+            (2, 1),
+            (2, 2),
+            (3, 3),
+            (7, 9),
+            (8, 8),
+            (9, 40),
+            (40, 33),
+        ] {
+            let x = random(3 * h * w, (h * 100 + w) as u64);
+            let s = PoolShape {
+                planes: 3,
+                h,
+                w,
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            };
+            let (ho, wo) = s.out_hw();
+            let mut got = vec![f32::NAN; 3 * ho * wo];
+            pool2d(&x, s, true, &mut got);
+            for p in 0..3 {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut want = f32::NEG_INFINITY;
+                        for ih in (2 * oh).saturating_sub(1)..(2 * oh + 2).min(h) {
+                            for iw in (2 * ow).saturating_sub(1)..(2 * ow + 2).min(w) {
+                                want = want.max(x[(p * h + ih) * w + iw]);
+                            }
+                        }
+                        assert_eq!(
+                            got[(p * ho + oh) * wo + ow],
+                            want,
+                            "{h}x{w} at {p},{oh},{ow}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
