@@ -544,8 +544,9 @@ impl MaxPoolRows {
             // Window ow covers 2ow-1, 2ow, 2ow+1: odd[ow-1], even[ow], odd[ow] (the odd
             // values past the row stay at minus infinity, the padding).
             across[0] = max(self.even[0], self.odd[0]);
-            for ow in 1..wo {
-                across[ow] = max(max(self.odd[ow - 1], self.even[ow]), self.odd[ow]);
+            let windows = self.odd.windows(2).zip(&self.even[1..wo]);
+            for (a, (odd, even)) in across[1..].iter_mut().zip(windows) {
+                *a = max(max(odd[0], *even), odd[1]);
             }
         }
         for (oh, dst) in out.chunks_exact_mut(wo).enumerate().take(ho) {
