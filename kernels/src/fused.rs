@@ -381,17 +381,21 @@ pub fn conv2d(x: &[f32], weights: &ConvWeights, s: ConvShape, epilogue: &Epilogu
     let (ho, wo) = s.out_hw();
     let (p, m, depth) = (ho * wo, s.c_out / s.groups, s.depth());
     let dst = SendPtr(y.as_mut_ptr());
-    tiles(&s).into_par_iter().for_each_init(Vec::new, |col, t| {
+    tiles(&s).into_par_iter().for_each(|t| {
         let width = t.cols.len();
-        // The GEMM's right operand: the input itself (1x1 stride 1) or the tile's im2col.
+        // The GEMM's right operand: the input itself (1x1 stride 1) or the tile's im2col, in
+        // a buffer each thread keeps (im2col writes every value, so it is never cleared).
+        let mut col = IM2COL.take();
         let (rhs, rhs_rs) = if s.is_direct() {
             (
                 x[(t.b * s.c_in + t.g * depth) * p + t.cols.start..].as_ptr(),
                 p,
             )
         } else {
-            col.resize(depth * width, 0.0);
-            im2col_tile(x, &s, t.b, t.g, &t.cols, col);
+            if col.len() < depth * width {
+                col.resize(depth * width, 0.0);
+            }
+            im2col_tile(x, &s, t.b, t.g, &t.cols, &mut col[..depth * width]);
             (col.as_ptr(), width)
         };
         let first = t.b * s.c_out + t.g * m + t.rows.start;
@@ -408,7 +412,13 @@ pub fn conv2d(x: &[f32], weights: &ConvWeights, s: ConvShape, epilogue: &Epilogu
         // inside `y` and no other tile writes them; the right operand (depth rows of
         // `width` with stride `rhs_rs`) is inside its buffer by the shape checks.
         unsafe { gemm_tile(weights, (m, depth), t.g, t.rows.clone(), width, &io) };
+        IM2COL.set(col);
     });
+}
+
+thread_local! {
+    /// Each thread's im2col buffer, kept between tiles and calls.
+    static IM2COL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Output rows `rows` of group `g` (`m` rows of `depth` weights per group) over `width`
