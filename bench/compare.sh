@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The real comparison of the tricks (issue "Results table"): every family and MobileNetV1's
+# width sweep, trained alike with the accuracy recipe (configs/isic2018.toml) at 128x128 for
+# 20 epochs on the lesion-grouped 30% split of the real data, cheapest rows first. `compare`
+# skips finished architectures and resumes an interrupted one, so rerun this to continue.
+# Usage: bench/compare.sh [OUT] [DATA]   (BIN: the dermclass binary; keep one for the whole
+# comparison, since the time columns depend on it; CACHE: the decoded-image cache folder.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/compare-128}
+data=${2:-../shared/data/isic2018-task3-200x150}
+bin=${BIN:-target/release/dermclass}
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin dermclass; fi
+arches=mobilenet_v2:1.0,shufflenet_v2:1.0,mobilenet_v1:1.0,mobilenet_v1:0.75,mobilenet_v1:0.5,mobilenet_v1:0.25,shufflenet_v1:g3,plain_v1:1.0,resnet50
+exec "$bin" compare --config configs/isic2018.toml --data "$data" --out "$out" \
+    --arches "$arches" --epochs 20 --cache "${CACHE:-runs/cache-128}"
