@@ -422,9 +422,8 @@ thread_local! {
 }
 
 /// Output rows `rows` of group `g` (`m` rows of `depth` weights per group) over `width`
-/// pixels, `io` saying
-/// where the tile reads and writes: the micro-kernel on packed weights, else the gemm crate
-/// followed by the epilogue row by row.
+/// pixels, `io` saying where the tile reads and writes: the micro-kernel on packed weights,
+/// else the gemm crate followed by the epilogue row by row.
 ///
 /// # Safety
 /// `io.x` must hold the group's `depth` input rows of `width` pixels at stride `io.x_rs`,

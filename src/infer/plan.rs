@@ -303,8 +303,12 @@ fn fuse_blocks(steps: Vec<NamedStep>, graph_outputs: &[String]) -> Vec<NamedStep
             continue;
         };
         let dw_out = &steps[j].as_ref().expect("live").outputs[0];
+        // The projection reads the depthwise output as its input only (not also as its
+        // residual, which the block would no longer have).
         let feeds_project = conv_at(&steps, k).is_some_and(ConvOp::is_pointwise)
-            && steps[k].as_ref().is_some_and(|p| p.inputs[0] == *dw_out);
+            && steps[k]
+                .as_ref()
+                .is_some_and(|p| p.inputs[0] == *dw_out && !p.inputs[1..].contains(dw_out));
         if !feeds_project {
             continue;
         }

@@ -181,6 +181,9 @@ pub fn compare(
         };
         write_atomic(&result_path, serde_json::to_string_pretty(&row)?.as_bytes())?;
         rows.push(row);
+        // The table grows with each finished run, so a comparison that spans sessions shows
+        // what it has so far.
+        write_results(&rows, out)?;
     }
     write_results(&rows, out)?;
     Ok(rows)

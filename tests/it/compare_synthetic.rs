@@ -164,3 +164,40 @@ fn compare_vary_trains_one_row_per_combination_and_refuses_a_bad_setting_first()
         4
     );
 }
+
+#[test]
+fn the_table_holds_each_finished_run_when_a_later_one_fails() {
+    let (dir, data) = synth_set(4, 32, 32, 9);
+    let out = dir.path().join("results");
+    // The second architecture's run folder cannot be created: a file stands in its place.
+    let blocked = dermclass::train::compare::run_folder(&out, "mobilenet_v1:0.25");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let failed = dermclass_cmd()
+        .args(["compare", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--arches",
+            "tiny_cnn:0.5,mobilenet_v1:0.25",
+            "--epochs",
+            "1",
+        ])
+        .args(["--input", "32", "--batch", "8"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success(), "the blocked run fails");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "a header and the finished run: {csv}"
+    );
+    assert!(csv.contains("tiny_cnn:0.5"), "{csv}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("`tiny_cnn:0.5`") && !md.contains("mobilenet_v1"),
+        "{md}"
+    );
+}
