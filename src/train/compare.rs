@@ -268,12 +268,13 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
             ]
         })
         .collect();
+    let against = baseline_table(rows).unwrap_or_default();
     let text = format!(
         "# Results per trick\n\nSame split, seed, budget and augmentation for every architecture; \
          validation figures are those of each run's best checkpoint. Training throughput is the \
          median over epochs; peak memory is the whole process's while it trained the run; \
          latency is a batch-1 forward pass as `predict` runs it.\n\n{}\n\
-         ![accuracy vs MAdds](accuracy_vs_madds.png)\n![accuracy vs latency](accuracy_vs_latency.png)\n",
+         ![accuracy vs MAdds](accuracy_vs_madds.png)\n![accuracy vs latency](accuracy_vs_latency.png)\n{against}",
         markdown_table(&headers, &table)
     );
     write_atomic(out.join("results.md"), text.as_bytes())?;
@@ -295,6 +296,57 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What each row buys against the baseline (the plain twin when it is in the table, else
+/// the first row): how many times fewer multiply-adds and parameters, how many times the
+/// training throughput and the batch-1 speed, and the balanced accuracy gained, in points.
+/// `None` with fewer than two rows.
+fn baseline_table(rows: &[CompareRow]) -> Option<String> {
+    if rows.len() < 2 {
+        return None;
+    }
+    let base = rows
+        .iter()
+        .find(|r| r.arch.starts_with("plain_v1"))
+        .unwrap_or(&rows[0]);
+    let times = |x: f64| format!("{x:.2}x");
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .filter(|r| !std::ptr::eq(*r, base))
+        .map(|r| {
+            let throughput = r
+                .train_images_per_s
+                .zip(base.train_images_per_s)
+                .map_or_else(|| "—".to_string(), |(a, b)| times(a / b));
+            vec![
+                format!("`{}` ({})", r.arch, r.settings),
+                times(base.madds as f64 / r.madds.max(1) as f64),
+                times(base.params as f64 / r.params.max(1) as f64),
+                throughput,
+                times(base.latency_ms / r.latency_ms),
+                format!(
+                    "{:+.1}",
+                    100.0 * (r.val_balanced_accuracy - base.val_balanced_accuracy)
+                ),
+            ]
+        })
+        .collect();
+    let headers = [
+        "arch",
+        "fewer MAdds",
+        "fewer parameters",
+        "training images/s",
+        "batch-1 speed",
+        "BACC (points)",
+    ];
+    Some(format!(
+        "\n## Against `{}` ({})\n\nEach row's cost and accuracy as multiples of the baseline's \
+         (BACC as the difference in percentage points).\n\n{}",
+        base.arch,
+        base.settings,
+        markdown_table(&headers, &table)
+    ))
+}
+
 /// A measured value to `decimals` places, or a dash where it was not measured.
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "—".to_string(), |v| format!("{v:.decimals$}"))
@@ -303,4 +355,63 @@ fn optional(value: Option<f64>, decimals: usize) -> String {
 /// Where `compare` keeps the run of `arch` under `out`.
 pub fn run_folder(out: &Path, arch: &str) -> PathBuf {
     out.join("runs").join(run_dir_name(arch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        arch: &str,
+        madds: u64,
+        params: usize,
+        rate: f64,
+        latency: f64,
+        bacc: f64,
+    ) -> CompareRow {
+        CompareRow {
+            trick: "t".into(),
+            arch: arch.into(),
+            settings: "s".into(),
+            params,
+            madds,
+            training_time: "0:01:00".into(),
+            training_seconds: 60.0,
+            val_accuracy: 0.5,
+            val_balanced_accuracy: bacc,
+            val_macro_auc: 0.8,
+            latency_ms: latency,
+            weights_mb: params as f64 * 4e-6,
+            train_images_per_s: Some(rate),
+            peak_train_memory_mb: Some(500.0),
+        }
+    }
+
+    #[test]
+    fn rows_are_set_against_the_plain_twin_wherever_it_stands() {
+        let rows = [
+            row("mobilenet_v1:1.0", 100, 3_000_000, 40.0, 5.0, 0.60),
+            row("plain_v1:1.0", 1000, 30_000_000, 10.0, 50.0, 0.55),
+        ];
+        let text = baseline_table(&rows).unwrap();
+        assert!(text.contains("Against `plain_v1:1.0`"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.contains("`mobilenet_v1:1.0`"))
+            .unwrap();
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(
+            &cells[2..7],
+            ["10.00x", "10.00x", "4.00x", "10.00x", "+5.0"],
+            "{line}"
+        );
+        assert!(
+            !text.contains("| `plain_v1"),
+            "the baseline has no row of its own"
+        );
+        assert_eq!(baseline_table(&rows[..1]), None);
+        // Without the plain twin the first row is the baseline.
+        let text = baseline_table(&[rows[0].clone(), rows[0].clone()]).unwrap();
+        assert!(text.contains("Against `mobilenet_v1:1.0`"), "{text}");
+    }
 }
