@@ -1,9 +1,10 @@
-//! Banded inverted-residual blocks, A/B: the compiled plan run with each given banding
-//! threshold (expanded bytes per image from which a block is banded; `off` turns banding
-//! off), one run of each in turn so host noise falls on all alike, then the mean time of
-//! every step per threshold. 224x224, batch 1 (`BATCH=16` for another).
+//! Inference plan A/B: the compiled plan run with each given setting, one run of each in
+//! turn so host noise falls on all alike, then the mean time of every step per setting.
+//! A setting is a banding threshold (expanded bytes per image from which an inverted-residual
+//! block is banded; `off` turns banding off) or `narrow-off` (the default threshold with the
+//! micro-kernel's narrow-tile path off). 224x224, batch 1 (`BATCH=16` for another).
 //!
-//! usage: cargo run --release --example block_ab -- [ARCH] [RUNS] THRESHOLD...
+//! usage: cargo run --release --example block_ab -- [ARCH] [RUNS] SETTING...
 //! e.g.   cargo run --release --example block_ab -- mobilenet_v2:1.0 60 off 524288 1048576
 
 use anyhow::{Context, Result};
@@ -12,6 +13,12 @@ use burn::prelude::*;
 use dermclass::infer::{Plan, Workspace};
 use dermclass::model::ModelSpec;
 use dermclass_kernels::block::set_min_expanded_bytes;
+use dermclass_kernels::micro;
+
+/// The banding threshold dermclass uses.
+const DEFAULT: usize = 512 * 1024;
+/// Stands for `narrow-off` among the settings.
+const NARROW_OFF: usize = usize::MAX - 1;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,10 +28,10 @@ fn main() -> Result<()> {
         .iter()
         .skip(2)
         .map(|a| {
-            let bytes = if a == "off" {
-                Ok(usize::MAX)
-            } else {
-                a.parse().with_context(|| format!("bad threshold {a}"))
+            let bytes = match a.as_str() {
+                "off" => Ok(usize::MAX),
+                "narrow-off" => Ok(NARROW_OFF),
+                _ => a.parse().with_context(|| format!("bad setting {a}")),
             };
             bytes.map(|b| (a.clone(), b))
         })
@@ -40,7 +47,8 @@ fn main() -> Result<()> {
     let mut labels = vec![""; plan.len()];
     for run in 0..runs + 5 {
         for (t, &(_, bytes)) in thresholds.iter().enumerate() {
-            set_min_expanded_bytes(bytes);
+            micro::set_narrow_enabled(bytes != NARROW_OFF);
+            set_min_expanded_bytes(if bytes == NARROW_OFF { DEFAULT } else { bytes });
             let mut step = 0;
             plan.run_with(&mut ws, &x, shape, |label, took| {
                 if run >= 5 {
@@ -55,7 +63,7 @@ fn main() -> Result<()> {
         "{arch}, batch {batch}, 224x224, {} threads, mean ms over {runs} runs",
         rayon::current_num_threads()
     );
-    print!("{:<28}", "step \\ banded from");
+    print!("{:<28}", "step \\ setting");
     thresholds.iter().for_each(|(name, _)| print!(" {name:>9}"));
     println!();
     let ms = |seconds: f64| seconds / runs as f64 * 1e3;

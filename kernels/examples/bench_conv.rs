@@ -1,11 +1,13 @@
 //! Benchmark of the inference convolutions (`fused::conv2d`) on MobileNetV2's 1x1 layers at
-//! 224x224, batch 1: the AVX-512 micro-kernel against the portable GEMM path, with the
-//! epilogue (bias + ReLU6) in both.
+//! 224x224, batch 1: the AVX-512 micro-kernel (its narrow-tile kernel for maps of at most
+//! 64 pixels on and off) against the portable GEMM path, with the epilogue (bias + ReLU6) in
+//! all.
 //!
 //! `cargo run --release -p dermclass-kernels --example bench_conv`
 
 use dermclass_kernels::bn::Act;
 use dermclass_kernels::fused::{ConvShape, ConvWeights, Epilogue, conv2d};
+use dermclass_kernels::micro;
 
 mod common;
 use common::median_ms;
@@ -38,8 +40,8 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<18} {:>9} {:>8} {:>9} {:>8}",
-        "layer", "micro ms", "GFLOP/s", "gemm ms", "GFLOP/s"
+        "{:<18} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8}",
+        "layer", "micro ms", "GFLOP/s", "no narrow", "GFLOP/s", "gemm ms", "GFLOP/s"
     );
     for &(c_in, c_out, side) in &layers {
         let s = ConvShape {
@@ -63,12 +65,17 @@ fn main() {
         let flops = 2.0 * (c_in * c_out * side * side) as f64;
         let mut time =
             |weights: &ConvWeights| median_ms(5, 51, || conv2d(&x, weights, s, &ep, &mut y));
-        let micro = time(&ConvWeights::new(w.clone(), c_out, 1));
+        let packed = ConvWeights::new(w.clone(), c_out, 1);
+        let micro = time(&packed);
+        micro::set_narrow_enabled(false);
+        let wide = time(&packed);
+        micro::set_narrow_enabled(true);
         let gemm = time(&ConvWeights::unpacked(w.clone()));
         let label = format!("{c_in}->{c_out} {side}x{side}");
         println!(
-            "{label:<18} {micro:>9.3} {:>8.1} {gemm:>9.3} {:>8.1}",
+            "{label:<18} {micro:>9.3} {:>8.1} {wide:>9.3} {:>8.1} {gemm:>9.3} {:>8.1}",
             flops / micro / 1e6,
+            flops / wide / 1e6,
             flops / gemm / 1e6
         );
     }

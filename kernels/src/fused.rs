@@ -249,8 +249,8 @@ fn tiles(s: &ConvShape) -> Vec<Tile> {
         .div_ceil(s.n * s.groups * col_tiles)
         .min(m.div_ceil(16))
         .max(1);
-    // Whole register tiles of output channels.
-    let rows = m.div_ceil(row_tiles).div_ceil(micro::ROWS) * micro::ROWS;
+    // Whole vectors of output channels (16), where the micro-kernels' tiles start.
+    let rows = m.div_ceil(row_tiles).div_ceil(16) * 16;
     let mut out = Vec::with_capacity(s.n * s.groups * col_tiles * row_tiles);
     for b in 0..s.n {
         for g in 0..s.groups {
@@ -744,6 +744,20 @@ mod tests {
             Act::Relu,
             false,
             Act::Identity,
+        );
+        // 7x7 maps: output channels in the vector lanes, 7 pixels a tile, with and without a
+        // residual, three vectors and a partial one.
+        check(
+            shape(1, 160, 960, (7, 7), 1, 1, 1),
+            Act::Relu6,
+            false,
+            Act::Identity,
+        );
+        check(
+            shape(2, 96, 56, (7, 7), 1, 1, 1),
+            Act::Identity,
+            true,
+            Act::Relu,
         );
     }
 

@@ -19,12 +19,21 @@ use crate::fused::Epilogue;
 pub const ROWS: usize = 8;
 /// Pixels per register tile (three AVX-512 vectors).
 pub const COLS: usize = 48;
+/// f32 lanes of an AVX-512 vector.
+const LANES: usize = 16;
+/// Tiles at most this many pixels wide run [`lanes_tile`]: output channels in the vector
+/// lanes, so a 7x7 map (49 pixels, 3.06 vectors) wastes no lane.
+pub const NARROW: usize = 64;
+/// Pixels per register tile of [`lanes_tile`] (7 divides the 49 of a 7x7 map).
+const LANE_PIXELS: usize = 7;
 
 /// Weights `[groups * m, depth]` packed per group in blocks of [`ROWS`] rows as
 /// `[block][depth][ROWS]`, zero rows padding the last block.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Packed {
     data: Vec<f32>,
+    /// The same weights for [`lanes_tile`]: per group, blocks of 16 rows as `[block][depth][16]`.
+    lanes: Vec<f32>,
     m: usize,
     depth: usize,
 }
@@ -48,7 +57,28 @@ impl Packed {
                 }
             }
         }
-        Some(Packed { data, m, depth })
+        let lane_blocks = m.div_ceil(LANES);
+        let mut lanes = vec![0.0f32; groups * lane_blocks * depth * LANES];
+        for g in 0..groups {
+            for row in 0..m {
+                let base = (g * lane_blocks + row / LANES) * depth * LANES + row % LANES;
+                for k in 0..depth {
+                    lanes[base + k * LANES] = weight[(g * m + row) * depth + k];
+                }
+            }
+        }
+        Some(Packed {
+            data,
+            lanes,
+            m,
+            depth,
+        })
+    }
+
+    /// Lane blocks `first..first + count` of group `g` (consecutive in memory).
+    fn lane_blocks(&self, g: usize, first: usize, count: usize) -> &[f32] {
+        let blocks = self.m.div_ceil(LANES);
+        &self.lanes[((g * blocks + first) * self.depth * LANES)..][..count * self.depth * LANES]
     }
 
     fn block(&self, g: usize, block: usize) -> &[f32] {
@@ -91,6 +121,14 @@ pub(crate) unsafe fn gemm_tile(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if width <= NARROW
+            && rows.start.is_multiple_of(LANES)
+            && !NARROW_OFF.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // SAFETY: the caller's contract.
+            unsafe { lanes_tile(packed, g, rows, width, io) };
+            return;
+        }
         let mut row = rows.start;
         while row < rows.end {
             // Tiles split rows in multiples of ROWS, so `lane` is 0 but for odd callers,
@@ -193,6 +231,157 @@ unsafe fn tile_avx512<const NV: usize>(
             unsafe { _mm512_mask_storeu_ps(yr.add(16 * j), masks[j], v) };
         }
     }
+}
+
+/// [`gemm_tile`] for narrow tiles: output channels in the vector lanes (up to three vectors,
+/// 48 channels) by up to [`LANE_PIXELS`] pixels, each input value broadcast; the outputs are
+/// scattered to their channel rows with the epilogue applied in registers.
+///
+/// # Safety
+/// As [`gemm_tile`]; `rows.start` is a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+unsafe fn lanes_tile(
+    packed: &Packed,
+    g: usize,
+    rows: std::ops::Range<usize>,
+    width: usize,
+    io: &TileIo<'_>,
+) {
+    let mut row = rows.start;
+    while row < rows.end {
+        let count = (rows.end - row).min(3 * LANES);
+        let w = packed.lane_blocks(g, row / LANES, count.div_ceil(LANES));
+        let mut col = 0;
+        while col < width {
+            let pixels = (width - col).min(LANE_PIXELS);
+            let step = (row - rows.start) * io.y_rs + col;
+            let tile = TileIo {
+                x: unsafe { io.x.add(col) },
+                y: unsafe { io.y.add(step) },
+                offset: io.offset + step,
+                channel: io.channel + row - rows.start,
+                ..*io
+            };
+            // SAFETY: the caller's bounds cover this sub-tile; AVX-512 is present.
+            unsafe { lanes_dispatch(count.div_ceil(LANES), pixels, w, packed.depth, count, &tile) };
+            col += pixels;
+        }
+        row += count;
+    }
+}
+
+/// [`lanes_avx512`] instantiated for `vectors` (1-3) by `pixels` (1-7).
+///
+/// # Safety
+/// As [`lanes_avx512`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn lanes_dispatch(
+    vectors: usize,
+    pixels: usize,
+    w: &[f32],
+    depth: usize,
+    count: usize,
+    io: &TileIo<'_>,
+) {
+    macro_rules! by_pixels {
+        ($nv:literal) => {
+            match pixels {
+                1 => lanes_avx512::<$nv, 1>(w, depth, count, io),
+                2 => lanes_avx512::<$nv, 2>(w, depth, count, io),
+                3 => lanes_avx512::<$nv, 3>(w, depth, count, io),
+                4 => lanes_avx512::<$nv, 4>(w, depth, count, io),
+                5 => lanes_avx512::<$nv, 5>(w, depth, count, io),
+                6 => lanes_avx512::<$nv, 6>(w, depth, count, io),
+                _ => lanes_avx512::<$nv, 7>(w, depth, count, io),
+            }
+        };
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        match vectors {
+            1 => by_pixels!(1),
+            2 => by_pixels!(2),
+            _ => by_pixels!(3),
+        }
+    }
+}
+
+/// One narrow register tile: `count` channels (at most `16 * NV`) from lane blocks `w`, by
+/// `NP` pixels, all `depth` input rows, then the epilogue and a scatter of each vector to its
+/// channels' rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn lanes_avx512<const NV: usize, const NP: usize>(
+    w: &[f32],
+    depth: usize,
+    count: usize,
+    io: &TileIo<'_>,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NP]; NV];
+    let wp = w.as_ptr();
+    for k in 0..depth {
+        // SAFETY: block j holds depth * 16 floats; input row k holds NP values.
+        let wv: [__m512; NV] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(wp.add((j * depth + k) * LANES)) });
+        let xk = unsafe { io.x.add(k * io.x_rs) };
+        for p in 0..NP {
+            let xv = _mm512_set1_ps(unsafe { *xk.add(p) });
+            for (acc_j, w_j) in acc.iter_mut().zip(&wv) {
+                acc_j[p] = _mm512_fmadd_ps(*w_j, xv, acc_j[p]);
+            }
+        }
+    }
+    let ep = io.epilogue;
+    let (lo, hi) = crate::fused::bounds(ep.act);
+    let (lo2, hi2) = crate::fused::bounds(ep.post);
+    let (lo, hi, lo2, hi2) = (
+        _mm512_set1_ps(lo),
+        _mm512_set1_ps(hi),
+        _mm512_set1_ps(lo2),
+        _mm512_set1_ps(hi2),
+    );
+    let stride = io.y_rs as i32;
+    let rows_of = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride),
+    );
+    for (j, acc_j) in acc.iter().enumerate() {
+        let left = count.saturating_sub(j * LANES).min(LANES);
+        let mask: __mmask16 = if left == LANES {
+            0xffff
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        };
+        // SAFETY: the bias holds the tile's channels; masked lanes read nothing.
+        let bias =
+            unsafe { _mm512_maskz_loadu_ps(mask, ep.bias.as_ptr().add(io.channel + j * LANES)) };
+        for (p, &a) in acc_j.iter().enumerate() {
+            let at = j * LANES * io.y_rs + p;
+            let mut v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(a, bias), lo), hi);
+            if let Some(res) = ep.residual {
+                // SAFETY: the residual has the output's layout; masked lanes read nothing.
+                let rv = unsafe {
+                    _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        rows_of,
+                        res.as_ptr().add(io.offset + at).cast(),
+                    )
+                };
+                v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, rv), lo2), hi2);
+            }
+            // SAFETY: output rows of the tile's channels hold its pixels; masked lanes
+            // write nothing.
+            unsafe { _mm512_mask_i32scatter_ps::<4>(io.y.add(at).cast(), mask, rows_of, v) };
+        }
+    }
+}
+
+static NARROW_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the narrow-tile kernel (channels in the lanes) off or back on: A/B benchmarks.
+pub fn set_narrow_enabled(on: bool) {
+    NARROW_OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
 }
 
 static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
