@@ -496,11 +496,15 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
     assert_eq!(x.len(), s.planes * s.h * s.w, "pool: input length");
     assert_eq!(y.len(), s.planes * ho * wo, "pool: output length");
     let area = (s.kernel * s.kernel) as f32;
-    if max && s.kernel == 3 && s.stride == 2 && s.pad == 1 {
+    if s.kernel == 3 && s.stride == 2 && s.pad == 1 {
         y.par_chunks_mut(ho * wo)
             .zip(x.par_chunks(s.h * s.w))
-            .for_each_init(MaxPoolRows::default, |rows, (out, src)| {
-                rows.max_pool_3x3_s2(src, s.h, s.w, out);
+            .for_each_init(PoolRows::default, |rows, (out, src)| {
+                if max {
+                    rows.pool_3x3_s2::<true>(src, s.h, s.w, out);
+                } else {
+                    rows.pool_3x3_s2::<false>(src, s.h, s.w, out);
+                }
             });
         return;
     }
@@ -529,33 +533,38 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
         });
 }
 
-/// Per-thread rows of a separable 3x3, stride-2, padding-1 max pool (the stems of ShuffleNet
-/// and ResNet): each input row's even and odd values, then its horizontal window maxima.
+/// Per-thread rows of a separable 3x3, stride-2, padding-1 pool (the stems of ShuffleNet and
+/// ResNet, ShuffleNet v1's shortcuts): each input row's even and odd values, then the
+/// reduction of each row window.
 #[derive(Default)]
-struct MaxPoolRows {
+struct PoolRows {
     even: Vec<f32>,
     odd: Vec<f32>,
     across: Vec<f32>,
 }
 
-impl MaxPoolRows {
-    /// Pools one `h x w` plane into `out` (`ho x wo`): the maximum of the three values of
-    /// each row window first (as even/odd halves, so the loop vectorizes), then of three rows.
-    fn max_pool_3x3_s2(&mut self, src: &[f32], h: usize, w: usize, out: &mut [f32]) {
+impl PoolRows {
+    /// Pools one `h x w` plane into `out` (`ho x wo`), the maximum (`MAX`) or the mean with
+    /// the padding counted as zeros: each row window's three values first (as even/odd
+    /// halves, so the loop vectorizes), then three rows.
+    fn pool_3x3_s2<const MAX: bool>(&mut self, src: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let join = |a: f32, b: f32| if MAX { max(a, b) } else { a + b };
+        let padding = if MAX { f32::NEG_INFINITY } else { 0.0 };
         let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
         self.even.resize(wo, 0.0);
-        self.odd.resize(wo, f32::NEG_INFINITY);
+        self.odd.clear();
+        self.odd.resize(wo, padding);
         self.across.resize(h * wo, 0.0);
         let odd_len = w / 2;
         for (row, across) in src.chunks_exact(w).zip(self.across.chunks_exact_mut(wo)) {
             gather(row, 2, &mut self.even[..wo]);
             gather(&row[1.min(w - 1)..], 2, &mut self.odd[..odd_len]);
             // Window ow covers 2ow-1, 2ow, 2ow+1: odd[ow-1], even[ow], odd[ow] (the odd
-            // values past the row stay at minus infinity, the padding).
-            across[0] = max(self.even[0], self.odd[0]);
+            // value past an odd-width row stays the padding).
+            across[0] = join(self.even[0], self.odd[0]);
             let windows = self.odd.windows(2).zip(&self.even[1..wo]);
             for (a, (odd, even)) in across[1..].iter_mut().zip(windows) {
-                *a = max(max(odd[0], *even), odd[1]);
+                *a = join(join(odd[0], *even), odd[1]);
             }
         }
         for (oh, dst) in out.chunks_exact_mut(wo).enumerate().take(ho) {
@@ -564,8 +573,11 @@ impl MaxPoolRows {
             for other in [2 * oh as isize - 1, 2 * oh as isize + 1] {
                 if (0..h as isize).contains(&other) {
                     let row = &self.across[other as usize * wo..][..wo];
-                    dst.iter_mut().zip(row).for_each(|(d, v)| *d = max(*d, *v));
+                    dst.iter_mut().zip(row).for_each(|(d, v)| *d = join(*d, *v));
                 }
+            }
+            if !MAX {
+                dst.iter_mut().for_each(|v| *v /= 9.0);
             }
         }
     }
@@ -812,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn the_separable_max_pool_equals_the_window_maximum() {
+    fn the_separable_pools_equal_the_window_maximum_and_mean() {
         for (h, w) in [
             (1, 1),
             (1, 2),
@@ -834,21 +846,27 @@ mod tests {
                 pad: 1,
             };
             let (ho, wo) = s.out_hw();
-            let mut got = vec![f32::NAN; 3 * ho * wo];
-            pool2d(&x, s, true, &mut got);
+            let (mut max, mut mean) = (vec![f32::NAN; 3 * ho * wo], vec![f32::NAN; 3 * ho * wo]);
+            pool2d(&x, s, true, &mut max);
+            pool2d(&x, s, false, &mut mean);
             for p in 0..3 {
                 for oh in 0..ho {
                     for ow in 0..wo {
-                        let mut want = f32::NEG_INFINITY;
-                        for ih in (2 * oh).saturating_sub(1)..(2 * oh + 2).min(h) {
-                            for iw in (2 * ow).saturating_sub(1)..(2 * ow + 2).min(w) {
-                                want = want.max(x[(p * h + ih) * w + iw]);
-                            }
-                        }
-                        assert_eq!(
-                            got[(p * ho + oh) * wo + ow],
-                            want,
-                            "{h}x{w} at {p},{oh},{ow}"
+                        let x = &x;
+                        let window: Vec<f32> = ((2 * oh).saturating_sub(1)..(2 * oh + 2).min(h))
+                            .flat_map(|ih| {
+                                ((2 * ow).saturating_sub(1)..(2 * ow + 2).min(w))
+                                    .map(move |iw| x[(p * h + ih) * w + iw])
+                            })
+                            .collect();
+                        let at = (p * ho + oh) * wo + ow;
+                        let top = window.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(max[at], top, "max {h}x{w} at {p},{oh},{ow}");
+                        // The padding counts as zeros: always nine values.
+                        let want = window.iter().sum::<f32>() / 9.0;
+                        assert!(
+                            (mean[at] - want).abs() < 1e-6,
+                            "mean {h}x{w} at {p},{oh},{ow}"
                         );
                     }
                 }
