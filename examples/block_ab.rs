@@ -17,24 +17,45 @@ use dermclass_kernels::micro;
 
 /// The banding threshold dermclass uses.
 const DEFAULT: usize = 512 * 1024;
-/// Stands for `narrow-off` among the settings.
-const NARROW_OFF: usize = usize::MAX - 1;
+
+/// One setting of the plan: the banding threshold and whether the narrow tiles run.
+#[derive(Clone, Copy)]
+struct Setting {
+    min_expanded_bytes: usize,
+    narrow: bool,
+}
+
+impl Setting {
+    fn parse(text: &str) -> Result<Setting> {
+        let (min_expanded_bytes, narrow) = match text {
+            "off" => (usize::MAX, true),
+            "narrow-off" => (DEFAULT, false),
+            _ => (
+                text.parse()
+                    .with_context(|| format!("bad setting {text}"))?,
+                true,
+            ),
+        };
+        Ok(Setting {
+            min_expanded_bytes,
+            narrow,
+        })
+    }
+
+    fn apply(self) {
+        micro::set_narrow_enabled(self.narrow);
+        set_min_expanded_bytes(self.min_expanded_bytes);
+    }
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arch = args.first().map_or("mobilenet_v2:1.0", String::as_str);
     let runs: usize = args.get(1).map_or(Ok(60), |s| s.parse())?;
-    let thresholds: Vec<(String, usize)> = args
+    let thresholds: Vec<(String, Setting)> = args
         .iter()
         .skip(2)
-        .map(|a| {
-            let bytes = match a.as_str() {
-                "off" => Ok(usize::MAX),
-                "narrow-off" => Ok(NARROW_OFF),
-                _ => a.parse().with_context(|| format!("bad setting {a}")),
-            };
-            bytes.map(|b| (a.clone(), b))
-        })
+        .map(|a| Ok((a.clone(), Setting::parse(a)?)))
         .collect::<Result<_>>()?;
     let device = Device::default();
     let model = ModelSpec::parse(arch, 7)?.build(&device)?.valid();
@@ -46,9 +67,8 @@ fn main() -> Result<()> {
     let mut totals = vec![vec![0.0f64; plan.len()]; thresholds.len()];
     let mut labels = vec![""; plan.len()];
     for run in 0..runs + 5 {
-        for (t, &(_, bytes)) in thresholds.iter().enumerate() {
-            micro::set_narrow_enabled(bytes != NARROW_OFF);
-            set_min_expanded_bytes(if bytes == NARROW_OFF { DEFAULT } else { bytes });
+        for (t, &(_, setting)) in thresholds.iter().enumerate() {
+            setting.apply();
             let mut step = 0;
             plan.run_with(&mut ws, &x, shape, |label, took| {
                 if run >= 5 {

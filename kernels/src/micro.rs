@@ -106,6 +106,21 @@ pub(crate) struct TileIo<'a> {
     pub epilogue: &'a Epilogue<'a>,
 }
 
+impl<'a> TileIo<'a> {
+    /// The sub-tile `rows` output rows down and `col` pixels across.
+    fn sub_tile(&self, rows: usize, col: usize) -> TileIo<'a> {
+        let step = rows * self.y_rs + col;
+        TileIo {
+            // SAFETY: callers stay inside the tile, whose bounds their caller guarantees.
+            x: unsafe { self.x.add(col) },
+            y: unsafe { self.y.add(step) },
+            offset: self.offset + step,
+            channel: self.channel + rows,
+            ..*self
+        }
+    }
+}
+
 /// Computes output rows `rows` (within group `g`) by `width` pixels.
 ///
 /// # Safety
@@ -121,8 +136,10 @@ pub(crate) unsafe fn gemm_tile(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        // The narrow kernel scatters with 32-bit row offsets (up to 15 rows apart).
         if width <= NARROW
             && rows.start.is_multiple_of(LANES)
+            && io.y_rs.saturating_mul(LANES) <= i32::MAX as usize
             && !NARROW_OFF.load(std::sync::atomic::Ordering::Relaxed)
         {
             // SAFETY: the caller's contract.
@@ -138,14 +155,7 @@ pub(crate) unsafe fn gemm_tile(
             let mut col = 0;
             while col < width {
                 let cols = (width - col).min(COLS);
-                let step = (row - rows.start) * io.y_rs + col;
-                let tile = TileIo {
-                    x: unsafe { io.x.add(col) },
-                    y: unsafe { io.y.add(step) },
-                    offset: io.offset + step,
-                    channel: io.channel + row - rows.start,
-                    ..*io
-                };
+                let tile = io.sub_tile(row - rows.start, col);
                 let w = packed.block(g, block);
                 // SAFETY: the caller's bounds cover this sub-tile; AVX-512 is present.
                 unsafe {
@@ -254,14 +264,7 @@ unsafe fn lanes_tile(
         let mut col = 0;
         while col < width {
             let pixels = (width - col).min(LANE_PIXELS);
-            let step = (row - rows.start) * io.y_rs + col;
-            let tile = TileIo {
-                x: unsafe { io.x.add(col) },
-                y: unsafe { io.y.add(step) },
-                offset: io.offset + step,
-                channel: io.channel + row - rows.start,
-                ..*io
-            };
+            let tile = io.sub_tile(row - rows.start, col);
             // SAFETY: the caller's bounds cover this sub-tile; AVX-512 is present.
             unsafe { lanes_dispatch(count.div_ceil(LANES), pixels, w, packed.depth, count, &tile) };
             col += pixels;

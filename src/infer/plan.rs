@@ -623,9 +623,7 @@ fn run_conv(
     }
     let (ho, wo) = s.out_hw();
     let out_shape = [n, op.c_out, ho, wo];
-    if residual.is_some_and(|(_, r)| r != out_shape) {
-        return Err(InferError::Shape("a residual of another shape".into()));
-    }
+    check_residual(residual, out_shape)?;
     let epilogue = Epilogue {
         bias: &op.bias,
         act: op.act,
@@ -634,6 +632,16 @@ fn run_conv(
     };
     fused::conv2d(x, &op.weight, s, &epilogue, grow(out, numel(out_shape)));
     Ok(out_shape)
+}
+
+/// Refuses a residual whose shape is not the output's.
+fn check_residual(residual: Residual, out_shape: [usize; 4]) -> Result<(), InferError> {
+    match residual {
+        Some((_, shape)) if shape != out_shape => {
+            Err(InferError::Shape("a residual of another shape".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The block's layers as the kernel takes them.
@@ -684,9 +692,7 @@ fn run_block(
     };
     let (ho, wo) = s.out_hw();
     let out_shape = [n, project.c_out, ho, wo];
-    if residual.is_some_and(|(_, r)| r != out_shape) {
-        return Err(InferError::Shape("a residual of another shape".into()));
-    }
+    check_residual(residual, out_shape)?;
     let layers = Block {
         expand: expand.map(pointwise),
         depthwise: Depthwise {

@@ -83,7 +83,18 @@ fn convolutions_absorb_their_batch_norm_activation_and_residual() {
 #[test]
 fn banded_blocks_equal_the_eval_model_on_wide_maps() {
     // At 1.0 width and these sizes the early blocks' expanded tensors pass the size from which
-    // they are computed in bands of rows (MobileNetV1's depthwise-pointwise pairs too).
+    // they are computed in bands of rows (MobileNetV1's depthwise-pointwise pairs too): e.g.
+    // MobileNetV2's second block at 160x136, whose input after the stem is 80x68.
+    let second_block = dermclass_kernels::block::BlockShape {
+        n: 1,
+        c_in: 16,
+        c_mid: 96,
+        c_out: 24,
+        h: 80,
+        w: 68,
+        stride: 2,
+    };
+    assert!(dermclass_kernels::block::band_rows(&second_block).is_some());
     for arch in ["mobilenet_v2:1.0", "mobilenet_v1:1.0"] {
         let model = model(arch);
         let compiled = CompiledModel::compile(&model).unwrap();

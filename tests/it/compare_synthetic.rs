@@ -67,19 +67,15 @@ fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
         let png = std::fs::read(out.join(plot)).unwrap();
         assert_eq!(&png[1..4], b"PNG", "{plot}");
     }
+    let column = |row: &csv::StringRecord, name: &str| -> f64 {
+        let at = headers.iter().position(|h| h == name).unwrap();
+        row[at].parse().unwrap()
+    };
     for row in &rows {
-        let rate: f64 = row[headers
-            .iter()
-            .position(|h| h == "train_images_per_s")
-            .unwrap()]
-        .parse()
-        .unwrap();
-        let peak: f64 = row[headers
-            .iter()
-            .position(|h| h == "peak_train_memory_mb")
-            .unwrap()]
-        .parse()
-        .unwrap();
+        let (rate, peak) = (
+            column(row, "train_images_per_s"),
+            column(row, "peak_train_memory_mb"),
+        );
         assert!(rate > 0.0 && peak > 1.0, "{row:?}");
     }
 
