@@ -3,7 +3,9 @@
 the architecture named by $ARCH (default MobileNetV2 1.0; PyTorch has a twin of every family,
 `bench/torch_models.py`, Keras only MobileNetV2), 7 classes, random inputs; training images/s at 224 batch 16 and 128
 batch 32 (forward, cross-entropy, backward, Adam step), inference images/s at 224 batch 1
-and 16, median over the measured steps after warm-up; peak RSS. Prints one JSON line per
+and 16, median over the measured steps after warm-up; peak RSS, and the resident memory right
+after the framework was imported (so the peak net of the framework's own libraries compares
+like with like: PyTorch from PyPI is a CUDA build). Prints one JSON line per
 framework that is installed; says on stderr which were skipped. Not part of the product."""
 import json
 import os
@@ -20,6 +22,18 @@ ARCH = os.environ.get("ARCH", "mobilenet_v2:1.0")
 
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb():
+    """Resident memory now (Linux), MB; None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def timed(step, batch, warmup, steps):
@@ -39,6 +53,7 @@ def torch_report():
     from torch_models import build
 
     torch.set_num_threads(THREADS)
+    framework_rss = current_rss_mb()
     model = build(ARCH)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -61,7 +76,7 @@ def torch_report():
         with torch.no_grad():
             return timed(lambda: model(x), batch, warmup, steps)
 
-    return report(f"pytorch {torch.__version__}", train, infer)
+    return report(f"pytorch {torch.__version__}", train, infer, framework_rss)
 
 
 def keras_report():
@@ -72,6 +87,7 @@ def keras_report():
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras = tf.keras
+    framework_rss = current_rss_mb()
 
     def train(size, batch):
         model = keras.applications.MobileNetV2(
@@ -99,12 +115,12 @@ def keras_report():
         fn = tf.function(lambda x: model(x, training=False))
         return timed(lambda: fn(x).numpy(), batch, warmup, steps)
 
-    return report(f"tf-keras {tf.__version__}", train, infer)
+    return report(f"tf-keras {tf.__version__}", train, infer, framework_rss)
 
 
-def report(framework, train, infer):
+def report(framework, train, infer, framework_rss):
     """One framework's JSON line: `train(size, batch)` and `infer(batch, warmup, steps)` at the
-    settings of `dermclass bench`, and the peak RSS."""
+    settings of `dermclass bench`, the peak RSS, and the RSS once the framework was loaded."""
     return {
         "framework": framework,
         "train_224_b16": train(224, 16),
@@ -112,6 +128,7 @@ def report(framework, train, infer):
         "infer_224_b1": infer(1, WARMUP * 2, STEPS * 4),
         "infer_224_b16": infer(16, WARMUP, STEPS),
         "peak_rss_mb": peak_rss_mb(),
+        "framework_rss_mb": framework_rss,
     }
 
 
