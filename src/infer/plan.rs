@@ -469,7 +469,21 @@ impl Plan {
     }
 
     /// [`Plan::run`], reporting each step's operation and wall time to `timer` (profiles).
+    ///
+    /// The steps run on one of rayon's worker threads ([`crate::fast_ops::on_pool_worker`]).
     pub fn run_with(
+        &self,
+        ws: &mut Workspace,
+        input: &[f32],
+        shape: [usize; 4],
+        timer: impl FnMut(&'static str, std::time::Duration) + Send,
+    ) -> Result<Vec<Output>, InferError> {
+        crate::fast_ops::on_pool_worker(|| self.run_on_calling_thread(ws, input, shape, timer))
+    }
+
+    /// [`Plan::run_with`] with the steps run on the calling thread, wherever it is (the slower
+    /// way from outside rayon's pool; kept for the A/B benchmark that measures it).
+    pub fn run_on_calling_thread(
         &self,
         ws: &mut Workspace,
         input: &[f32],
