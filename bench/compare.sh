@@ -3,6 +3,8 @@
 # width sweep, trained alike with the accuracy recipe (configs/isic2018.toml) at 128x128 for
 # 20 epochs on the lesion-grouped 30% split of the real data, cheapest rows first. `compare`
 # skips finished architectures and resumes an interrupted one, so rerun this to continue.
+# Then the Keras study's kind of rows: MobileNetV1 1.0 with batch size and learning rate
+# varied around the recipe's (32, 0.002), in OUT-vary.
 # Usage: bench/compare.sh [OUT] [DATA]   (BIN: the dermclass binary; keep one for the whole
 # comparison, since the time columns depend on it; CACHE: the decoded-image cache folder.)
 set -euo pipefail
@@ -12,5 +14,8 @@ data=${2:-../shared/data/isic2018-task3-200x150}
 bin=${BIN:-target/release/dermclass}
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin dermclass; fi
 arches=mobilenet_v2:1.0,shufflenet_v2:1.0,mobilenet_v1:1.0,mobilenet_v1:0.75,mobilenet_v1:0.5,mobilenet_v1:0.25,shufflenet_v1:g3,plain_v1:1.0,resnet50
-exec "$bin" compare --config configs/isic2018.toml --data "$data" --out "$out" \
-    --arches "$arches" --epochs 20 --cache "${CACHE:-runs/cache-128}"
+cache=${CACHE:-runs/cache-128}
+"$bin" compare --config configs/isic2018.toml --data "$data" --out "$out" \
+    --arches "$arches" --epochs 20 --cache "$cache"
+"$bin" compare --config configs/isic2018.toml --data "$data" --out "$out-vary" \
+    --arches mobilenet_v1:1.0 --vary batch=16,64 --vary lr=0.001,0.004 --epochs 20 --cache "$cache"
