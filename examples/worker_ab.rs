@@ -5,9 +5,9 @@
 //!
 //! usage: cargo run --release --example worker_ab -- [ARCH] [RUNS] [infer|train]
 //! `infer`: the compiled plan at 224x224, batch 1 (`BATCH=16` for another).
-//! `train`: forward, cross-entropy, backward and Adam step at 128x128, batch 32 (training does
-//! not run on a worker yet: it is faster there but not repeatable run to run; see
-//! `fast_ops::on_pool_worker`).
+//! `train`: forward, cross-entropy, backward and Adam step at 128x128, batch 32 (training runs
+//! on the main thread made a pool worker instead: a step on whichever worker is free changes
+//! burn's per-thread batch-norm statistics from run to run; see `fast_ops::on_pool_worker`).
 
 use std::time::Instant;
 

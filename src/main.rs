@@ -51,6 +51,13 @@ fn main() {
     if !matches!(cli.command, Command::Serve(_)) {
         quiet_on_closed_pipe();
     }
+    // Training runs its steps on this thread: make it one of the pool's workers.
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Compare(_) | Command::Bench(_) | Command::Demo(_)
+    ) {
+        dermclass::fast_ops::make_this_thread_a_pool_worker();
+    }
     let result = match cli.command {
         Command::Models => {
             cli::model::models();

@@ -95,13 +95,40 @@ static SWITCH: AtomicU8 = AtomicU8::new(0);
 /// layer across the pool; called from a thread outside it, every layer hands its work over
 /// and sleeps until it is done (two thread wake-ups per layer), while a worker does its own
 /// share and lets the others steal the rest. The compiled plan's passes run through here
-/// (`examples/worker_ab.rs` measures the difference). Training steps do not yet: they run
-/// faster on a worker too (16-30% for the mobile families), but a training run then stops
-/// being bit-for-bit repeatable, which exact resume needs; single layers stay repeatable and
-/// the cause is not found yet. `work` must not wait for other work that needs
+/// (`examples/worker_ab.rs` measures the difference). Training steps must not: burn's batch
+/// norm keeps its running statistics per thread (`RunningState`, averaged over threads), so a
+/// step landing on a different worker each time changes the statistics from run to run; see
+/// [`make_this_thread_a_pool_worker`] instead. `work` must not wait for other work that needs
 /// the pool, or a one-thread pool would deadlock.
 pub fn on_pool_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
+}
+
+/// Builds rayon's global pool with the calling thread as its worker 0, so the layers this
+/// thread runs split their work without handing it over and sleeping, while the thread stays
+/// the same for every step (burn's batch norm keeps running statistics per thread, and exact
+/// resume needs them repeatable). For training commands, called before anything uses rayon:
+/// `bench/main-pool-ab.sh` measures 5-21% more training images/s for the ShuffleNets (the
+/// MobileNets within noise to +18%). Not for a thread that blocks in other
+/// work (a server's), since the pool's other threads cannot hand work to it: it only helps
+/// while it is itself in a parallel loop. Does nothing (returns false) with fewer than two
+/// threads, where a blocked worker 0 would leave none, when `DERMCLASS_MAIN_IN_POOL=0`, or
+/// when the global pool already exists.
+pub fn make_this_thread_a_pool_worker() -> bool {
+    if std::env::var("DERMCLASS_MAIN_IN_POOL").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    threads >= 2
+        && rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .use_current_thread()
+            .build_global()
+            .is_ok()
 }
 
 /// Whether the fast kernels are used: on unless the environment sets
