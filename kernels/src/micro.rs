@@ -180,6 +180,20 @@ pub(crate) unsafe fn gemm_tile(
 /// One register tile: `count` rows starting at lane `lane` of the packed block `w`, `cols`
 /// pixels (at most `16 * NV`), all `depth` input rows, then the epilogue and the store.
 #[cfg(target_arch = "x86_64")]
+/// The epilogue's clamps (activation, then the post-residual activation) as vectors:
+/// `[lo, hi, lo2, hi2]`.
+#[target_feature(enable = "avx512f")]
+fn clamp_vectors(ep: &Epilogue<'_>) -> [__m512; 4] {
+    let (lo, hi) = crate::fused::bounds(ep.act);
+    let (lo2, hi2) = crate::fused::bounds(ep.post);
+    [
+        _mm512_set1_ps(lo),
+        _mm512_set1_ps(hi),
+        _mm512_set1_ps(lo2),
+        _mm512_set1_ps(hi2),
+    ]
+}
+
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512<const NV: usize>(
     w: &[f32],
@@ -214,14 +228,7 @@ unsafe fn tile_avx512<const NV: usize>(
         }
     }
     let ep = io.epilogue;
-    let (lo, hi) = crate::fused::bounds(ep.act);
-    let (lo2, hi2) = crate::fused::bounds(ep.post);
-    let (lo, hi, lo2, hi2) = (
-        _mm512_set1_ps(lo),
-        _mm512_set1_ps(hi),
-        _mm512_set1_ps(lo2),
-        _mm512_set1_ps(hi2),
-    );
+    let [lo, hi, lo2, hi2] = clamp_vectors(ep);
     for r in 0..count {
         let bias = _mm512_set1_ps(ep.bias[io.channel + r]);
         // SAFETY: output row r holds `cols` pixels from io.y + r * y_rs.
@@ -335,14 +342,7 @@ unsafe fn lanes_avx512<const NV: usize, const NP: usize>(
         }
     }
     let ep = io.epilogue;
-    let (lo, hi) = crate::fused::bounds(ep.act);
-    let (lo2, hi2) = crate::fused::bounds(ep.post);
-    let (lo, hi, lo2, hi2) = (
-        _mm512_set1_ps(lo),
-        _mm512_set1_ps(hi),
-        _mm512_set1_ps(lo2),
-        _mm512_set1_ps(hi2),
-    );
+    let [lo, hi, lo2, hi2] = clamp_vectors(ep);
     let stride = io.y_rs as i32;
     let rows_of = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),

@@ -1,17 +1,26 @@
 //! `dermclass compare` end to end on synthetic data: two tiny architectures, one epoch.
 
+use std::path::Path;
+use std::process::Command;
+
 use crate::helpers::{assert_success, dermclass_cmd, synth_set};
+
+/// `dermclass compare --data DATA --out OUT`, for the rest of the arguments.
+fn compare_cmd(data: &Path, out: &Path) -> Command {
+    let mut cmd = dermclass_cmd();
+    cmd.args(["compare", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
 
 #[test]
 fn compare_writes_a_complete_table_and_does_not_retrain_finished_arches() {
     let (dir, data) = synth_set(5, 40, 30, 11);
     let out = dir.path().join("results");
     let run = || {
-        dermclass_cmd()
-            .args(["compare", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
+        compare_cmd(&data, &out)
             .args([
                 "--arches",
                 "mobilenet_v1:0.25,shufflenet_v2:0.5",
@@ -112,12 +121,8 @@ fn compare_vary_trains_one_row_per_combination_and_refuses_a_bad_setting_first()
     let (dir, data) = synth_set(4, 32, 32, 5);
     let out = dir.path().join("results");
     let run = |vary: &[&str]| {
-        let mut cmd = dermclass_cmd();
-        cmd.args(["compare", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .args(["--arches", "tiny_cnn:0.5", "--epochs", "1", "--input", "32"]);
+        let mut cmd = compare_cmd(&data, &out);
+        cmd.args(["--arches", "tiny_cnn:0.5", "--epochs", "1", "--input", "32"]);
         for v in vary {
             cmd.args(["--vary", v]);
         }
@@ -169,11 +174,7 @@ fn the_table_holds_each_finished_run_when_a_later_one_fails() {
     let blocked = dermclass::train::compare::run_folder(&out, "mobilenet_v1:0.25");
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, "not a folder").unwrap();
-    let failed = dermclass_cmd()
-        .args(["compare", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
+    let failed = compare_cmd(&data, &out)
         .args([
             "--arches",
             "tiny_cnn:0.5,mobilenet_v1:0.25",
