@@ -108,7 +108,23 @@ fn one_step(arch: &str, fast: bool, shape: [usize; 3]) -> Step {
     if fast {
         let convs: &[Phase] = match arch.split(':').next() {
             Some("plain_v1") => &DENSE_PHASES,
-            Some("resnet50") => &[Phase::PointwiseForward, Phase::DenseInputGrad],
+            Some("resnet50") => &[
+                Phase::PointwiseForward,
+                Phase::DenseInputGrad,
+                Phase::PoolBackward,
+                Phase::AddRelu,
+            ],
+            Some("shufflenet_v1") => &[
+                Phase::PointwiseWeightGrad,
+                Phase::PoolBackward,
+                Phase::ChannelMoves,
+                Phase::AddRelu,
+            ],
+            Some("shufflenet_v2") => &[
+                Phase::PointwiseWeightGrad,
+                Phase::PoolBackward,
+                Phase::ChannelMoves,
+            ],
             _ => &[Phase::PointwiseForward, Phase::PointwiseWeightGrad],
         };
         let norms = [

@@ -324,7 +324,7 @@ fn im2col_tile(
 
 /// `dst[k] = src[k * stride]` for every `k` of `dst`: a copy at stride 1, a vector
 /// deinterleave at stride 2 (the stems), scalar otherwise.
-fn gather(src: &[f32], stride: usize, dst: &mut [f32]) {
+pub(crate) fn gather(src: &[f32], stride: usize, dst: &mut [f32]) {
     let done = match stride {
         1 => {
             dst.copy_from_slice(&src[..dst.len()]);
@@ -462,131 +462,6 @@ pub(crate) unsafe fn gemm_tile(
         io.epilogue
             .apply_wide(io.channel + r, io.offset + r * io.y_rs, out);
     }
-}
-
-/// Pooling window shape: square `kernel`, `stride`, symmetric zero `pad`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolShape {
-    /// Planes (`n * c`).
-    pub planes: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Window size.
-    pub kernel: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Padding on every side.
-    pub pad: usize,
-}
-
-impl PoolShape {
-    /// Output height and width.
-    pub fn out_hw(&self) -> (usize, usize) {
-        let out = |size: usize| (size + 2 * self.pad - self.kernel) / self.stride + 1;
-        (out(self.h), out(self.w))
-    }
-}
-
-/// Max pooling (padding never wins) or average pooling that counts the padding as zeros
-/// (burn's and PyTorch's default), into `y` (`[planes, ho, wo]`).
-pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
-    let (ho, wo) = s.out_hw();
-    assert_eq!(x.len(), s.planes * s.h * s.w, "pool: input length");
-    assert_eq!(y.len(), s.planes * ho * wo, "pool: output length");
-    let area = (s.kernel * s.kernel) as f32;
-    if s.kernel == 3 && s.stride == 2 && s.pad == 1 {
-        y.par_chunks_mut(ho * wo)
-            .zip(x.par_chunks(s.h * s.w))
-            .for_each_init(PoolRows::default, |rows, (out, src)| {
-                if max {
-                    rows.pool_3x3_s2::<true>(src, s.h, s.w, out);
-                } else {
-                    rows.pool_3x3_s2::<false>(src, s.h, s.w, out);
-                }
-            });
-        return;
-    }
-    y.par_chunks_mut(ho * wo)
-        .zip(x.par_chunks(s.h * s.w))
-        .for_each(|(out, src)| {
-            for oh in 0..ho {
-                for ow in 0..wo {
-                    let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                    for i in 0..s.kernel {
-                        let ih = (oh * s.stride + i).wrapping_sub(s.pad);
-                        if ih >= s.h {
-                            continue;
-                        }
-                        for j in 0..s.kernel {
-                            let iw = (ow * s.stride + j).wrapping_sub(s.pad);
-                            if iw < s.w {
-                                let v = src[ih * s.w + iw];
-                                acc = if max { acc.max(v) } else { acc + v };
-                            }
-                        }
-                    }
-                    out[oh * wo + ow] = if max { acc } else { acc / area };
-                }
-            }
-        });
-}
-
-/// Per-thread rows of a separable 3x3, stride-2, padding-1 pool (the stems of ShuffleNet and
-/// ResNet, ShuffleNet v1's shortcuts): each input row's even and odd values, then the
-/// reduction of each row window.
-#[derive(Default)]
-struct PoolRows {
-    even: Vec<f32>,
-    odd: Vec<f32>,
-    across: Vec<f32>,
-}
-
-impl PoolRows {
-    /// Pools one `h x w` plane into `out` (`ho x wo`), the maximum (`MAX`) or the mean with
-    /// the padding counted as zeros: each row window's three values first (as even/odd
-    /// halves, so the loop vectorizes), then three rows.
-    fn pool_3x3_s2<const MAX: bool>(&mut self, src: &[f32], h: usize, w: usize, out: &mut [f32]) {
-        let join = |a: f32, b: f32| if MAX { max(a, b) } else { a + b };
-        let padding = if MAX { f32::NEG_INFINITY } else { 0.0 };
-        let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
-        self.even.resize(wo, 0.0);
-        self.odd.clear();
-        self.odd.resize(wo, padding);
-        self.across.resize(h * wo, 0.0);
-        let odd_len = w / 2;
-        for (row, across) in src.chunks_exact(w).zip(self.across.chunks_exact_mut(wo)) {
-            gather(row, 2, &mut self.even[..wo]);
-            gather(&row[1.min(w - 1)..], 2, &mut self.odd[..odd_len]);
-            // Window ow covers 2ow-1, 2ow, 2ow+1: odd[ow-1], even[ow], odd[ow] (the odd
-            // value past an odd-width row stays the padding).
-            across[0] = join(self.even[0], self.odd[0]);
-            let windows = self.odd.windows(2).zip(&self.even[1..wo]);
-            for (a, (odd, even)) in across[1..].iter_mut().zip(windows) {
-                *a = join(join(odd[0], *even), odd[1]);
-            }
-        }
-        for (oh, dst) in out.chunks_exact_mut(wo).enumerate().take(ho) {
-            let centre = &self.across[2 * oh * wo..][..wo];
-            dst.copy_from_slice(centre);
-            for other in [2 * oh as isize - 1, 2 * oh as isize + 1] {
-                if (0..h as isize).contains(&other) {
-                    let row = &self.across[other as usize * wo..][..wo];
-                    dst.iter_mut().zip(row).for_each(|(d, v)| *d = join(*d, *v));
-                }
-            }
-            if !MAX {
-                dst.iter_mut().for_each(|v| *v /= 9.0);
-            }
-        }
-    }
-}
-
-/// The larger of two values as one instruction (pooled values are never NaN).
-#[inline(always)]
-fn max(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
 }
 
 /// Mean of each `plane`-sized run of `x` into `y`.
@@ -824,57 +699,6 @@ mod tests {
     }
 
     #[test]
-    fn the_separable_pools_equal_the_window_maximum_and_mean() {
-        for (h, w) in [
-            (1, 1),
-            (1, 2),
-            (2, 1),
-            (2, 2),
-            (3, 3),
-            (7, 9),
-            (8, 8),
-            (9, 40),
-            (40, 33),
-        ] {
-            let x = random(3 * h * w, (h * 100 + w) as u64);
-            let s = PoolShape {
-                planes: 3,
-                h,
-                w,
-                kernel: 3,
-                stride: 2,
-                pad: 1,
-            };
-            let (ho, wo) = s.out_hw();
-            let (mut max, mut mean) = (vec![f32::NAN; 3 * ho * wo], vec![f32::NAN; 3 * ho * wo]);
-            pool2d(&x, s, true, &mut max);
-            pool2d(&x, s, false, &mut mean);
-            for p in 0..3 {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let x = &x;
-                        let window: Vec<f32> = ((2 * oh).saturating_sub(1)..(2 * oh + 2).min(h))
-                            .flat_map(|ih| {
-                                ((2 * ow).saturating_sub(1)..(2 * ow + 2).min(w))
-                                    .map(move |iw| x[(p * h + ih) * w + iw])
-                            })
-                            .collect();
-                        let at = (p * ho + oh) * wo + ow;
-                        let top = window.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        assert_eq!(max[at], top, "max {h}x{w} at {p},{oh},{ow}");
-                        // The padding counts as zeros: always nine values.
-                        let want = window.iter().sum::<f32>() / 9.0;
-                        assert!(
-                            (mean[at] - want).abs() < 1e-6,
-                            "mean {h}x{w} at {p},{oh},{ow}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
     fn strided_gathers_pick_every_stride_th_value() {
         let src: Vec<f32> = (0..100).map(|i| i as f32).collect();
         for stride in [1, 2, 3] {
@@ -889,39 +713,6 @@ mod tests {
         let mut dst = [0.0; 50];
         gather(&src, 2, &mut dst[..]);
         assert_eq!(dst[49], 98.0);
-    }
-
-    #[test]
-    fn pools_match_their_definitions() {
-        let x = random(2 * 7 * 9, 5);
-        let s = PoolShape {
-            planes: 2,
-            h: 7,
-            w: 9,
-            kernel: 3,
-            stride: 2,
-            pad: 1,
-        };
-        let (ho, wo) = s.out_hw();
-        assert_eq!((ho, wo), (4, 5));
-        let (mut max, mut avg) = (vec![0.0; 2 * ho * wo], vec![0.0; 2 * ho * wo]);
-        pool2d(&x, s, true, &mut max);
-        pool2d(&x, s, false, &mut avg);
-        // Output (1, 1) of plane 1 covers rows 1..4 and columns 1..4, all inside.
-        let window: Vec<f32> = (1..4)
-            .flat_map(|r| (1..4).map(move |c| (r, c)))
-            .map(|(r, c)| x[63 + r * 9 + c])
-            .collect();
-        assert_eq!(
-            max[ho * wo + wo + 1],
-            window.iter().copied().fold(f32::MIN, f32::max)
-        );
-        let mean = window.iter().sum::<f32>() / 9.0;
-        assert!((avg[ho * wo + wo + 1] - mean).abs() < 1e-6);
-        // Output (0, 0) of plane 0 sees 4 pixels and 5 zeros of padding.
-        let corner = x[0] + x[1] + x[9] + x[10];
-        assert!((avg[0] - corner / 9.0).abs() < 1e-6);
-        assert_eq!(max[0], x[0].max(x[1]).max(x[9]).max(x[10]));
     }
 
     #[test]

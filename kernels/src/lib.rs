@@ -16,10 +16,13 @@
 
 pub mod block;
 pub mod bn;
+pub mod channels;
 mod cpu;
 pub mod dense;
 pub mod dw;
 pub mod fused;
 mod gemm;
 pub mod micro;
+pub mod pool;
 pub mod pw;
+pub mod residual;

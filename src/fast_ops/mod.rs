@@ -11,9 +11,13 @@
 //! results there are unchanged.
 
 mod layer;
+mod planes;
 pub mod profile;
 
 pub use layer::conv_norm_act;
+pub use planes::{
+    PlaneKernels, Window, add_relu, channel_shuffle, interleave, pool2d, take_channels,
+};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -30,11 +30,19 @@ pub enum Phase {
     BatchNormBackward,
     /// Inference batch norm + activation.
     BatchNormInference,
+    /// Pooling window forward (training and the module path).
+    PoolForward,
+    /// Pooling window backward.
+    PoolBackward,
+    /// Channel split, interleaving merge and shuffle, forward and backward.
+    ChannelMoves,
+    /// Residual add + ReLU, forward and backward.
+    AddRelu,
 }
 
 impl Phase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 15] = [
         Phase::PointwiseForward,
         Phase::PointwiseInputGrad,
         Phase::PointwiseWeightGrad,
@@ -46,6 +54,10 @@ impl Phase {
         Phase::BatchNormForward,
         Phase::BatchNormBackward,
         Phase::BatchNormInference,
+        Phase::PoolForward,
+        Phase::PoolBackward,
+        Phase::ChannelMoves,
+        Phase::AddRelu,
     ];
 
     /// Short label for reports.
@@ -62,6 +74,10 @@ impl Phase {
             Phase::BatchNormForward => "batch norm + act forward",
             Phase::BatchNormBackward => "batch norm + act backward",
             Phase::BatchNormInference => "batch norm + act inference",
+            Phase::PoolForward => "pool forward",
+            Phase::PoolBackward => "pool backward",
+            Phase::ChannelMoves => "channel split/merge/shuffle",
+            Phase::AddRelu => "residual add + relu",
         }
     }
 }

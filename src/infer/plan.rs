@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use dermclass_kernels::block::{self, Block, BlockShape, Depthwise, Pointwise};
 use dermclass_kernels::bn::Act;
-use dermclass_kernels::fused::{self, ConvShape, ConvWeights, Epilogue, PoolShape};
+use dermclass_kernels::fused::{self, ConvShape, ConvWeights, Epilogue};
+use dermclass_kernels::pool::{self, PoolShape};
 
 use super::InferError;
 use crate::export::eval::{attr_int, attr_ints};
@@ -854,7 +855,7 @@ fn run_step(step: &Step, ws: &mut Workspace) -> Result<(), InferError> {
             };
             let (ho, wo) = s.out_hw();
             out_shapes[0] = [n, c, ho, wo];
-            fused::pool2d(x, s, *max, grow(&mut taken[0], numel(out_shapes[0])));
+            pool::pool2d(x, s, *max, grow(&mut taken[0], numel(out_shapes[0])));
         }
         Op::GlobalAvgPool => {
             out_shapes[0] = [n, c, 1, 1];

@@ -2,7 +2,7 @@
 //! torchvision ("ResNet v1.5"): the classic reference the mobile tricks are measured against.
 
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use crate::fast_ops::add_relu;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
@@ -92,7 +92,7 @@ impl Bottleneck {
             None => x.clone(),
         };
         let y = self.convs.iter().fold(x, |x, c| c.forward(x));
-        relu(y + shortcut)
+        add_relu(y, shortcut)
     }
 }
 

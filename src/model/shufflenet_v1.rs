@@ -3,16 +3,15 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 
 use super::ModelError;
 use crate::export::{GraphBuilder, ToOnnx};
+use crate::fast_ops::{Window, add_relu, channel_shuffle, pool2d};
 use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_factor};
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
-    Act, ConvBn, ConvBnSpec, Head, HeadSpec, channel_shuffle, emit_channel_shuffle,
+    Act, ConvBn, ConvBnSpec, Head, HeadSpec, emit_channel_shuffle,
 };
 use super::cost::CostTable;
 use super::stem::{Stem, StemSpec};
@@ -133,12 +132,10 @@ impl ShuffleUnit {
         }
         let y = self.expand.forward(self.depthwise.forward(y));
         if self.stride == 1 {
-            relu(x + y)
+            add_relu(x, y)
         } else {
-            let options = AvgPoolOptions::new([3, 3])
-                .with_stride([2, 2])
-                .with_padding([1, 1]);
-            relu(Tensor::cat(vec![avg_pool2d(x, options), y], 1))
+            let pooled = pool2d(x, Window::three_by_three_stride_two(false));
+            relu(Tensor::cat(vec![pooled, y], 1))
         }
     }
 }

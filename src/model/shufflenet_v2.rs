@@ -9,8 +9,9 @@ use super::registry::{Family, FamilyInfo, HeadOptions, Network, at_most, parse_f
 use super::Classifier;
 use std::sync::Arc;
 use super::blocks::{
-    Act, ConvBn, ConvBnSpec, Head, HeadSpec, concat_shuffle, emit_channel_shuffle,
+    Act, ConvBn, ConvBnSpec, Head, HeadSpec, emit_channel_shuffle,
 };
+use crate::fast_ops::{interleave, take_channels};
 use super::torchvision::TorchKeys;
 use super::cost::{CostTable, FeatureShape};
 use super::stem::{Stem, StemSpec};
@@ -117,13 +118,13 @@ impl ShuffleV2Unit {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let run = |convs: &[ConvBn], x: Tensor<4>| convs.iter().fold(x, |x, c| c.forward(x));
         match &self.shortcut {
-            Some(shortcut) => concat_shuffle(run(shortcut, x.clone()), run(&self.main, x)),
+            Some(shortcut) => interleave(run(shortcut, x.clone()), run(&self.main, x)),
             None => {
+                // The first half passes through: `interleave` reads it from `x` itself.
                 let [_, channels, _, _] = x.dims();
                 let half = channels / 2;
-                let left = x.clone().narrow(1, 0, half);
-                let right = x.narrow(1, half, channels - half);
-                concat_shuffle(left, run(&self.main, right))
+                let right = take_channels(x.clone(), half, channels - half);
+                interleave(x, run(&self.main, right))
             }
         }
     }

@@ -2,13 +2,12 @@
 //! followed by a 3x3 stride-2 max pool.
 
 use burn::prelude::*;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 
 use super::ModelError;
 use super::blocks::{ConvBn, ConvBnSpec};
 use super::cost::CostTable;
 use crate::export::{GraphBuilder, ToOnnx};
+use crate::fast_ops::{Window, pool2d};
 
 /// Specification of a convolution + max-pool stem.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -43,10 +42,10 @@ pub struct Stem {
 impl Stem {
     /// Runs the stem.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let options = MaxPoolOptions::new([3, 3])
-            .with_stride([2, 2])
-            .with_padding([1, 1]);
-        max_pool2d(self.conv.forward(x), options)
+        pool2d(
+            self.conv.forward(x),
+            Window::three_by_three_stride_two(true),
+        )
     }
 }
 

@@ -297,3 +297,121 @@ fn fused_batch_norm_statistics_and_inference_match_burn() {
     ));
     assert_close(&values(&fast), &values(&reference), "inference batch norm");
 }
+
+#[test]
+fn pools_match_burn_pools() {
+    use burn::tensor::module::{avg_pool2d, max_pool2d};
+    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+    // [batch, channels, h, w, kernel, stride, pad]: the stems' and ShuffleNet v1's 3x3/2
+    // windows at odd and even sizes, and windows the separable pass does not cover.
+    let cases = [
+        [2, 3, 16, 16, 3, 2, 1],
+        [1, 5, 15, 9, 3, 2, 1],
+        [3, 2, 1, 2, 3, 2, 1],
+        [2, 4, 8, 7, 2, 2, 0],
+        [1, 3, 9, 10, 3, 1, 1],
+    ];
+    for (i, &[n, c, h, w, kernel, stride, pad]) in cases.iter().enumerate() {
+        let x = random([n, c, h, w], 40 + i as u64, &device());
+        for max in [true, false] {
+            let window = fast_ops::Window {
+                kernel,
+                stride,
+                pad,
+                max,
+            };
+            let reference = |t: &[Tensor<4>]| {
+                let x = t[0].clone();
+                if max {
+                    let options = MaxPoolOptions::new([kernel; 2])
+                        .with_stride([stride; 2])
+                        .with_padding([pad; 2]);
+                    max_pool2d(x, options)
+                } else {
+                    let options = AvgPoolOptions::new([kernel; 2])
+                        .with_stride([stride; 2])
+                        .with_padding([pad; 2]);
+                    avg_pool2d(x, options)
+                }
+            };
+            compare(
+                &format!("pool {:?} max={max}", cases[i]),
+                std::slice::from_ref(&x),
+                |t| fast_ops::pool2d(t[0].clone(), window),
+                reference,
+            );
+        }
+    }
+}
+
+#[test]
+fn channel_split_and_interleave_match_narrow_and_concat_shuffle() {
+    use dermclass::model::blocks::concat_shuffle;
+    // [batch, channels, h, w]: ShuffleNet v2's stride-1 unit, where the input is both split
+    // (its second half goes through a branch, here a product with a fixed random tensor) and
+    // read whole by the merge, so its gradient gathers from both; then the stride-2 merge
+    // of two equal branches.
+    let cases = [[2, 8, 5, 7], [1, 116, 16, 16], [3, 2, 1, 1]];
+    for (i, &[n, c, h, w]) in cases.iter().enumerate() {
+        let d = device();
+        let x = random([n, c, h, w], 60 + i as u64, &d);
+        let scale = random([n, c / 2, h, w], 70 + i as u64, &d);
+        compare(
+            &format!("stride-1 unit {:?}", cases[i]),
+            std::slice::from_ref(&x),
+            |t| {
+                let right = fast_ops::take_channels(t[0].clone(), c / 2, c / 2);
+                fast_ops::interleave(t[0].clone(), right * scale.clone())
+            },
+            |t| {
+                let left = t[0].clone().narrow(1, 0, c / 2);
+                let right = t[0].clone().narrow(1, c / 2, c / 2);
+                concat_shuffle(left, right * scale.clone())
+            },
+        );
+        let b = random([n, c, h, w], 80 + i as u64, &d);
+        compare(
+            &format!("stride-2 merge {:?}", cases[i]),
+            &[x, b],
+            |t| fast_ops::interleave(t[0].clone(), t[1].clone()),
+            |t| concat_shuffle(t[0].clone(), t[1].clone()),
+        );
+    }
+}
+
+#[test]
+fn channel_shuffle_matches_the_reshape_transpose_shuffle() {
+    use dermclass::model::blocks::channel_shuffle;
+    for (i, &[n, c, h, w, groups]) in [[2, 12, 5, 7, 3], [1, 240, 8, 8, 3], [3, 8, 1, 1, 2]]
+        .iter()
+        .enumerate()
+    {
+        let x = random([n, c, h, w], 90 + i as u64, &device());
+        compare(
+            &format!("channel shuffle [{n}, {c}, {h}, {w}] in {groups} groups"),
+            std::slice::from_ref(&x),
+            |t| fast_ops::channel_shuffle(t[0].clone(), groups),
+            |t| channel_shuffle(t[0].clone(), groups),
+        );
+    }
+}
+
+#[test]
+fn add_relu_matches_burn_add_then_relu() {
+    let d = device();
+    let a = random([2, 6, 9, 7], 110, &d);
+    let b = random([2, 6, 9, 7], 111, &d);
+    compare(
+        "residual add + relu",
+        &[a.clone(), b],
+        |t| fast_ops::add_relu(t[0].clone(), t[1].clone()),
+        |t| relu(t[0].clone() + t[1].clone()),
+    );
+    // One tensor as both operands (its gradient gathers twice).
+    compare(
+        "add_relu(a, a)",
+        std::slice::from_ref(&a),
+        |t| fast_ops::add_relu(t[0].clone(), t[0].clone()),
+        |t| relu(t[0].clone() + t[0].clone()),
+    );
+}
