@@ -7,13 +7,15 @@
 # loss of each run and the means over seeds.
 # Usage: bench/loss-curve.sh [data root] [out dir]; SEEDS="1 2 3 4" (default) picks the seeds,
 # SKIP_RUNS=1 only prints the table of the runs already in the out dir, EPOCHS=4 (default)
-# sets the run length, BIN=path runs that dermclass binary instead of building the release one.
+# sets the run length, BIN=path runs that dermclass binary instead of building the release one,
+# ARCH=name trains another model (default mobilenet_v2:0.5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/isic2018-task3-200x150}
 out=${2:-results/fast-kernels-loss}
 seeds=${SEEDS:-1 2 3 4}
 epochs=${EPOCHS:-4}
+arch=${ARCH:-mobilenet_v2:0.5}
 bin=${BIN:-target/release/dermclass}
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 mkdir -p "$out"
@@ -28,7 +30,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
             rm -rf "${out:?}/$mode-seed$seed"
             DERMCLASS_FAST_KERNELS=$([ $mode = on ] && echo 1 || echo 0) "$bin" train \
                 --data "$data" --split "$out/split.csv" --out "$out/$mode-seed$seed" \
-                --arch mobilenet_v2:0.5 --input 128x96 --epochs "$epochs" --batch 32 --lr 0.002 \
+                --arch "$arch" --input 128x96 --epochs "$epochs" --batch 32 --lr 0.002 \
                 --seed "$seed" --workers 1 >/dev/null
         done
     done

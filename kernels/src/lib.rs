@@ -14,6 +14,7 @@
 //!   run time, with a portable fallback, so the crate stays buildable for baseline x86-64
 //!   and other targets.
 
+pub mod adam;
 pub mod block;
 pub mod bn;
 pub mod channels;

@@ -11,6 +11,7 @@
 //! results there are unchanged.
 
 mod layer;
+pub mod optim;
 mod planes;
 pub mod profile;
 

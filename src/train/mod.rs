@@ -7,6 +7,7 @@ pub mod config;
 pub mod ema;
 pub mod evaluate;
 pub mod events;
+pub mod fused_adam;
 pub mod lock;
 pub mod loss;
 pub mod schedule;

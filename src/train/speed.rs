@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
+
+use super::fused_adam::FusedAdam;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +97,7 @@ impl Run {
 fn train_speed(spec: &ModelSpec, device: &Device, run: Run) -> Result<f64> {
     let ad = device.clone().autodiff();
     let mut model = spec.build(&ad)?;
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = FusedAdam::new(0.0).init();
     let x = run.input(&ad);
     let labels: Vec<usize> = (0..run.batch).map(|i| i % spec.classes).collect();
     Ok(run.median_rate(|| {

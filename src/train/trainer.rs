@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ParamGroup};
 use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
-    momentum::MomentumConfig,
+    GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::prelude::*;
+
+use super::fused_adam::{FusedAdam, FusedAdamW};
 
 use super::adjust::{LogitAdjustment, effective_prior};
 use super::checkpoint::{self, RunState};
@@ -226,16 +227,8 @@ fn build_optimizer(config: &TrainConfig) -> ModuleOptimizer {
         // Batch-norm scales and shifts and biases: every 1-D parameter of the zoo.
         let norm_and_bias = ParamGroup::from_any_predicates(vec!["gamma", "beta", "bias"]);
         return match config.optimizer {
-            OptimizerKind::Adam => base.with_group(
-                norm_and_bias,
-                AdamConfig::new().with_weight_decay(None).build(),
-                None,
-            ),
-            OptimizerKind::Adamw => base.with_group(
-                norm_and_bias,
-                AdamWConfig::new().with_weight_decay(0.0).build(),
-                None,
-            ),
+            OptimizerKind::Adam => base.with_group(norm_and_bias, FusedAdam::new(0.0), None),
+            OptimizerKind::Adamw => base.with_group(norm_and_bias, FusedAdamW::new(0.0), None),
             OptimizerKind::Sgd => {
                 base.with_group(norm_and_bias, sgd_config(config, None).build(), None)
             }
@@ -258,10 +251,8 @@ fn sgd_config(config: &TrainConfig, decay: Option<WeightDecayConfig>) -> SgdConf
 fn optimizer_with_decay(config: &TrainConfig, weight_decay: f64) -> ModuleOptimizer {
     let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32));
     match config.optimizer {
-        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
-        OptimizerKind::Adamw => AdamWConfig::new()
-            .with_weight_decay(weight_decay as f32)
-            .init(),
+        OptimizerKind::Adam => FusedAdam::new(weight_decay as f32).init(),
+        OptimizerKind::Adamw => FusedAdamW::new(weight_decay as f32).init(),
         OptimizerKind::Sgd => sgd_config(config, decay).init(),
     }
 }
