@@ -170,7 +170,8 @@ mod tests {
     }
 
     /// Three updates of one tensor by `fused` and by burn's `reference`, with fresh random
-    /// gradients and a falling learning rate: parameters and moments agree to f32 rounding.
+    /// gradients and a falling learning rate: parameters and moments agree to f32 rounding
+    /// (Adam's to the bit: the same operations in the same order; AdamW's within an ulp).
     fn agree<S, F, R>(fused: &F, reference: &R, what: &str)
     where
         S: Momentum,
