@@ -6,11 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-
-use super::fused_adam::FusedAdam;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::fused_adam::FusedAdam;
 use super::loss::cross_entropy;
 use crate::data::bench::proc_status_kb;
 use crate::fast_ops::profile;

@@ -12,14 +12,13 @@ use burn::optim::{
 };
 use burn::prelude::*;
 
-use super::fused_adam::{FusedAdam, FusedAdamW};
-
 use super::adjust::{LogitAdjustment, effective_prior};
 use super::checkpoint::{self, RunState};
 use super::config::{LossKind, OptimizerKind, TrainConfig, WeightingKind};
 use super::ema::Ema;
 use super::evaluate::{Tta, predict_loader};
 use super::events::{Event, Observer};
+use super::fused_adam::{FusedAdam, FusedAdamW};
 use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
 use super::schedule::LrSchedule;
 use crate::calibration::CalibrationReport;
