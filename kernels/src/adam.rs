@@ -31,8 +31,8 @@ pub struct AdamStep {
     pub decay: f32,
 }
 
-/// Parameter, gradient and the previous moments (absent before the first update, meaning
-/// zeros) of one tensor.
+/// Parameter, gradient and the previous moments (zeros before the first update) of one
+/// tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamInputs<'a> {
     /// The parameter.
@@ -40,16 +40,16 @@ pub struct AdamInputs<'a> {
     /// Its gradient.
     pub grad: &'a [f32],
     /// First moments.
-    pub moment_1: Option<&'a [f32]>,
+    pub moment_1: &'a [f32],
     /// Second moments.
-    pub moment_2: Option<&'a [f32]>,
+    pub moment_2: &'a [f32],
 }
 
 /// The updated parameter, first and second moments.
 pub fn adam_update(inputs: AdamInputs, s: &AdamStep) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let len = inputs.param.len();
     assert_eq!(inputs.grad.len(), len, "adam: gradient length");
-    for moment in [inputs.moment_1, inputs.moment_2].into_iter().flatten() {
+    for moment in [inputs.moment_1, inputs.moment_2] {
         assert_eq!(moment.len(), len, "adam: moment length");
     }
     let t = s.time as i32;
@@ -70,12 +70,12 @@ pub fn adam_update(inputs: AdamInputs, s: &AdamStep) -> (Vec<f32>, Vec<f32>, Vec
             let range = start..start + p_out.len();
             let p = &inputs.param[range.clone()];
             let g = &inputs.grad[range.clone()];
-            let m = inputs.moment_1.map(|m| &m[range.clone()]);
-            let v = inputs.moment_2.map(|v| &v[range]);
+            let m = &inputs.moment_1[range.clone()];
+            let v = &inputs.moment_2[range];
             for i in 0..p.len() {
                 let grad = g[i] + s.penalty * p[i];
-                let m_new = m.map_or(0.0, |m| m[i]) * s.beta_1 + grad * (1.0 - s.beta_1);
-                let v_new = v.map_or(0.0, |v| v[i]) * s.beta_2 + grad * grad * (1.0 - s.beta_2);
+                let m_new = m[i] * s.beta_1 + grad * (1.0 - s.beta_1);
+                let v_new = v[i] * s.beta_2 + grad * grad * (1.0 - s.beta_2);
                 let step = m_new * factor / (v_new.sqrt() + epsilon);
                 p_out[i] = MaybeUninit::new(p[i] * shrink - step * lr);
                 m_out[i] = MaybeUninit::new(m_new);
@@ -115,7 +115,7 @@ mod tests {
         let len = 2 * TASK + 5;
         let mut p = random(len, 1);
         let start = p.clone();
-        let mut moments: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut moments = (vec![0.0; len], vec![0.0; len]);
         let mut expected: Vec<(f64, f64, f64)> = p.iter().map(|&v| (v as f64, 0.0, 0.0)).collect();
         for (time, (penalty, decay)) in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.05)]
             .into_iter()
@@ -134,17 +134,17 @@ mod tests {
             let inputs = AdamInputs {
                 param: &p,
                 grad: &g,
-                moment_1: moments.as_ref().map(|m| m.0.as_slice()),
-                moment_2: moments.as_ref().map(|m| m.1.as_slice()),
+                moment_1: &moments.0,
+                moment_2: &moments.1,
             };
             let (p_new, m, v) = adam_update(inputs, &s);
             for (e, &g) in expected.iter_mut().zip(&g) {
                 *e = reference(e.0, g as f64, e.1, e.2, &s);
             }
             p = p_new;
-            moments = Some((m, v));
+            moments = (m, v);
         }
-        let (m, v) = moments.unwrap();
+        let (m, v) = moments;
         for i in 0..len {
             let (ep, em, ev) = expected[i];
             assert!(

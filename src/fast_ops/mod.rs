@@ -17,7 +17,7 @@ pub mod profile;
 
 pub use layer::conv_norm_act;
 pub use planes::{
-    PlaneKernels, Window, add_relu, channel_shuffle, interleave, pool2d, take_channels,
+    PlaneKernels, Window, add_relu, burn_pool2d, channel_shuffle, interleave, pool2d, take_channels,
 };
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -38,8 +38,8 @@ impl OptimKernels for Flex {
         let inputs = AdamInputs {
             param: param.data(),
             grad: grad.data(),
-            moment_1: Some(moment_1.data()),
-            moment_2: Some(moment_2.data()),
+            moment_1: moment_1.data(),
+            moment_2: moment_2.data(),
         };
         let (p, m, v) = update(inputs, &step);
         let shape = param.shape.clone();

@@ -189,6 +189,7 @@ mod tests {
             (b, state_b) = reference.step(lr, b, grad, state_b);
         }
         let close = |x: Vec<f32>, y: Vec<f32>, name: &str| {
+            assert_eq!(x.len(), y.len(), "{what}: {name} length");
             let worst = x
                 .iter()
                 .zip(&y)

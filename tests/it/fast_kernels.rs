@@ -300,8 +300,6 @@ fn fused_batch_norm_statistics_and_inference_match_burn() {
 
 #[test]
 fn pools_match_burn_pools() {
-    use burn::tensor::module::{avg_pool2d, max_pool2d};
-    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
     // [batch, channels, h, w, kernel, stride, pad]: the stems' and ShuffleNet v1's 3x3/2
     // windows at odd and even sizes, and windows the separable pass does not cover.
     let cases = [
@@ -320,25 +318,11 @@ fn pools_match_burn_pools() {
                 pad,
                 max,
             };
-            let reference = |t: &[Tensor<4>]| {
-                let x = t[0].clone();
-                if max {
-                    let options = MaxPoolOptions::new([kernel; 2])
-                        .with_stride([stride; 2])
-                        .with_padding([pad; 2]);
-                    max_pool2d(x, options)
-                } else {
-                    let options = AvgPoolOptions::new([kernel; 2])
-                        .with_stride([stride; 2])
-                        .with_padding([pad; 2]);
-                    avg_pool2d(x, options)
-                }
-            };
             compare(
                 &format!("pool {:?} max={max}", cases[i]),
                 std::slice::from_ref(&x),
                 |t| fast_ops::pool2d(t[0].clone(), window),
-                reference,
+                |t| fast_ops::burn_pool2d(t[0].clone(), window),
             );
         }
     }
