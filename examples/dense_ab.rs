@@ -1,9 +1,10 @@
 //! Dense convolution A/B: the im2col + GEMM kernel (`fast_ops::dense_conv`) against burn
 //! flex's own `conv2d`, forward and backward (input and weight gradients) on an autodiff
-//! device, for the dense layers of the plain twin and ResNet-50 at 224x224. Median
-//! milliseconds per training step of each layer, and the ratio.
+//! device, for the dense layers of the plain twin and ResNet-50 at 224x224 (or, with SIZE
+//! 128, at 128x128 as the comparison trains them). Median milliseconds per training step of
+//! each layer, and the ratio.
 //!
-//! usage: cargo run --release --example dense_ab -- [BATCH] [RUNS]
+//! usage: cargo run --release --example dense_ab -- [BATCH] [RUNS] [SIZE: 224|128]
 
 use std::time::Instant;
 
@@ -33,6 +34,17 @@ const LAYERS: [Layer; 13] = [
     ("resnet 1x1/2 1024->2048 @14", 1024, 2048, 14, 1, 2, 0),
 ];
 
+/// The plain twin's and ResNet-50's dense layers at 128x128.
+const LAYERS_128: [Layer; 7] = [
+    ("plain 3x3 32->64 @64", 32, 64, 64, 3, 1, 1),
+    ("plain 3x3 128->128 @32", 128, 128, 32, 3, 1, 1),
+    ("plain 3x3 512->512 @8", 512, 512, 8, 3, 1, 1),
+    ("plain 3x3 512->1024/2 @8", 512, 1024, 8, 3, 2, 1),
+    ("plain 3x3 1024->1024 @4", 1024, 1024, 4, 3, 1, 1),
+    ("resnet 3x3 512->512 @4", 512, 512, 4, 3, 1, 1),
+    ("resnet 1x1/2 1024->2048 @8", 1024, 2048, 8, 1, 2, 0),
+];
+
 /// Median milliseconds of `step` over `runs` calls after one warm-up.
 fn median_ms(runs: usize, mut step: impl FnMut()) -> f64 {
     step();
@@ -51,12 +63,17 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let batch: usize = args.first().map_or(Ok(8), |s| s.parse())?;
     let runs: usize = args.get(1).map_or(Ok(5), |s| s.parse())?;
+    let layers: &[Layer] = match args.get(2).map(String::as_str) {
+        None | Some("224") => &LAYERS,
+        Some("128") => &LAYERS_128,
+        Some(other) => anyhow::bail!("SIZE is 224 or 128, not {other}"),
+    };
     let device = Device::default().autodiff();
     println!(
         "{:<30} {:>12} {:>12} {:>7}   (batch {batch}, forward + backward, median of {runs})",
         "layer", "kernel ms", "burn ms", "ratio"
     );
-    for (name, c_in, c_out, size, k, stride, pad) in LAYERS {
+    for &(name, c_in, c_out, size, k, stride, pad) in layers {
         let x = Tensor::<4>::random([batch, c_in, size, size], Distribution::Default, &device)
             .require_grad();
         let w =
