@@ -58,6 +58,10 @@ pub struct CompareRow {
     /// of a resumed run; absent where the system cannot measure it).
     #[serde(default)]
     pub peak_train_memory_mb: Option<f64>,
+    /// Classes the model tells apart (chance balanced accuracy is one over it; absent in
+    /// results written before it was recorded).
+    #[serde(default)]
+    pub classes: Option<usize>,
 }
 
 /// Median wall-clock milliseconds of a batch-1 forward pass at `width` x `height` as
@@ -178,6 +182,7 @@ pub fn compare(
             weights_mb: summary.params as f64 * 4.0 / 1e6,
             train_images_per_s: median_images_per_second(&summary.state.history),
             peak_train_memory_mb: peak_memory,
+            classes: Some(spec.classes),
         };
         write_atomic(&result_path, serde_json::to_string_pretty(&row)?.as_bytes())?;
         rows.push(row);
@@ -269,12 +274,13 @@ pub fn write_results(rows: &[CompareRow], out: &Path) -> Result<()> {
         })
         .collect();
     let against = baseline_table(rows).unwrap_or_default();
+    let efficiency = efficiency_table(rows).unwrap_or_default();
     let text = format!(
         "# Results per trick\n\nSame split, seed, budget and augmentation for every architecture; \
          validation figures are those of each run's best checkpoint. Training throughput is the \
          median over epochs; peak memory is the whole process's while it trained the run; \
          latency is a batch-1 forward pass as `predict` runs it.\n\n{}\n\
-         ![accuracy vs MAdds](accuracy_vs_madds.png)\n![accuracy vs latency](accuracy_vs_latency.png)\n{against}",
+         ![accuracy vs MAdds](accuracy_vs_madds.png)\n![accuracy vs latency](accuracy_vs_latency.png)\n{against}{efficiency}",
         markdown_table(&headers, &table)
     );
     write_atomic(out.join("results.md"), text.as_bytes())?;
@@ -347,6 +353,51 @@ fn baseline_table(rows: &[CompareRow]) -> Option<String> {
     ))
 }
 
+/// What each row's accuracy costs: its balanced accuracy above chance (one over the number
+/// of classes), in percentage points, per unit of each cost the table lists (GMAdds,
+/// millions of parameters, hours of training, milliseconds of batch-1 latency). `None` when
+/// no row knows its number of classes.
+fn efficiency_table(rows: &[CompareRow]) -> Option<String> {
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let points = 100.0 * (r.val_balanced_accuracy - 1.0 / r.classes? as f64);
+            let per = |cost: f64| {
+                if cost > 0.0 {
+                    format!("{:.1}", points / cost)
+                } else {
+                    "—".to_string()
+                }
+            };
+            Some(vec![
+                format!("`{}` ({})", r.arch, r.settings),
+                format!("{points:.1}"),
+                per(r.madds as f64 / 1e9),
+                per(r.params as f64 / 1e6),
+                per(r.training_seconds / 3600.0),
+                per(r.latency_ms),
+            ])
+        })
+        .collect();
+    if table.is_empty() {
+        return None;
+    }
+    let headers = [
+        "arch",
+        "BACC above chance (points)",
+        "per GMAdd",
+        "per M parameters",
+        "per training hour",
+        "per ms of latency",
+    ];
+    Some(format!(
+        "\n## What the accuracy costs\n\nBalanced accuracy above chance (one over the number of \
+         classes), in percentage points, per unit of each cost: the more, the more each unit \
+         buys. Training hours are wall time, so a run that shared its machine looks dearer.\n\n{}",
+        markdown_table(&headers, &table)
+    ))
+}
+
 /// A measured value to `decimals` places, or a dash where it was not measured.
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "—".to_string(), |v| format!("{v:.decimals$}"))
@@ -384,7 +435,33 @@ mod tests {
             weights_mb: params as f64 * 4e-6,
             train_images_per_s: Some(rate),
             peak_train_memory_mb: Some(500.0),
+            classes: Some(5),
         }
+    }
+
+    #[test]
+    fn efficiency_is_accuracy_above_chance_per_unit_of_cost() {
+        // 5 classes: chance 0.2, so BACC 0.6 is 40 points above it.
+        let mut fast = row("mobilenet_v1:1.0", 500_000_000, 4_000_000, 40.0, 8.0, 0.60);
+        fast.training_seconds = 1800.0;
+        let text = efficiency_table(std::slice::from_ref(&fast)).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("`mobilenet_v1:1.0`"))
+            .unwrap();
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // 40 points; per 0.5 GMAdd, 4M parameters, half an hour, 8 ms.
+        assert_eq!(
+            &cells[2..7],
+            ["40.0", "80.0", "10.0", "80.0", "5.0"],
+            "{line}"
+        );
+        // Rows written before the class count was recorded are left out.
+        let mut old = fast.clone();
+        old.classes = None;
+        assert_eq!(efficiency_table(&[old.clone()]), None);
+        let text = efficiency_table(&[old, fast]).unwrap();
+        assert_eq!(text.matches("`mobilenet_v1:1.0`").count(), 1, "{text}");
     }
 
     #[test]
