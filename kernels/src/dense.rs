@@ -10,7 +10,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::gemm::{matmul, sum_over_images};
+use crate::gemm::{matmul, sum_in_one_buffer, sum_over_images};
 
 /// Shape of a dense convolution over NCHW data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,8 +364,8 @@ fn backward_input_in_chunks(dy: &[f32], weight: &[f32], s: DenseShape, budget: u
 const TRANSPOSED_MAX_C_OUT: usize = 256;
 
 /// Weight gradients above this many floats (the plain twin's 1024-channel 3x3 layer, 37.7 MB)
-/// are summed in one buffer by parallel GEMMs: a buffer per thread ran 1.4x slower there (and
-/// 1.5x faster at 512 -> 1024 channels, 4.7M floats, the next largest).
+/// are summed in one buffer by parallel GEMMs: a buffer per thread ran at two thirds of the
+/// speed there (and 1.2-1.7x faster at 512 -> 1024 channels, 4.7M floats, the next largest).
 const ONE_BUFFER_MIN_WEIGHTS: usize = 1 << 23;
 
 /// How the weight gradient is computed (see the two thresholds above).
@@ -431,15 +431,7 @@ fn backward_weight_in_chunks(
         }
     };
     let sum = if plan.one_buffer {
-        let mut acc = vec![0.0f32; w_len];
-        let threads = rayon::current_num_threads();
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        accumulate(&mut acc, 0..s.n, parallelism);
-        acc
+        sum_in_one_buffer(s.n, w_len, accumulate)
     } else {
         sum_over_images(s.n, w_len, accumulate)
     };

@@ -81,15 +81,27 @@ pub(crate) fn sum_over_images(
         }
         total
     } else {
-        let mut acc = vec![0.0f32; len];
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        accumulate(&mut acc, 0..n, parallelism);
-        acc
+        sum_in_one_buffer(n, len, accumulate)
     }
+}
+
+/// Sums `len`-element contributions of `n` images in one buffer, the GEMMs themselves in
+/// parallel (`accumulate(acc, 0..n, parallelism)`): for few images, or a buffer too large
+/// to keep one per thread.
+pub(crate) fn sum_in_one_buffer(
+    n: usize,
+    len: usize,
+    accumulate: impl Fn(&mut [f32], Range<usize>, Parallelism),
+) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let mut acc = vec![0.0f32; len];
+    accumulate(&mut acc, 0..n, parallelism);
+    acc
 }
 
 /// Seeded uniform values in [-1, 1) for the kernels' tests.

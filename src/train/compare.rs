@@ -439,22 +439,27 @@ mod tests {
         }
     }
 
+    /// The five figures after the arch cell of `arch`'s line in a markdown table.
+    fn figures_of(text: &str, arch: &str) -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("`{arch}`")))
+            .unwrap_or_else(|| panic!("no line for {arch} in {text}"));
+        let cells: Vec<String> = line.split('|').map(|c| c.trim().to_string()).collect();
+        cells[2..7].to_vec()
+    }
+
     #[test]
     fn efficiency_is_accuracy_above_chance_per_unit_of_cost() {
         // 5 classes: chance 0.2, so BACC 0.6 is 40 points above it.
         let mut fast = row("mobilenet_v1:1.0", 500_000_000, 4_000_000, 40.0, 8.0, 0.60);
         fast.training_seconds = 1800.0;
         let text = efficiency_table(std::slice::from_ref(&fast)).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.contains("`mobilenet_v1:1.0`"))
-            .unwrap();
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // 40 points; per 0.5 GMAdd, 4M parameters, half an hour, 8 ms.
         assert_eq!(
-            &cells[2..7],
+            figures_of(&text, "mobilenet_v1:1.0"),
             ["40.0", "80.0", "10.0", "80.0", "5.0"],
-            "{line}"
+            "{text}"
         );
         // Rows written before the class count was recorded are left out.
         let mut old = fast.clone();
@@ -472,15 +477,10 @@ mod tests {
         ];
         let text = baseline_table(&rows).unwrap();
         assert!(text.contains("Against `plain_v1:1.0`"), "{text}");
-        let line = text
-            .lines()
-            .find(|l| l.contains("`mobilenet_v1:1.0`"))
-            .unwrap();
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         assert_eq!(
-            &cells[2..7],
+            figures_of(&text, "mobilenet_v1:1.0"),
             ["10.00x", "10.00x", "4.00x", "10.00x", "+5.0"],
-            "{line}"
+            "{text}"
         );
         assert!(
             !text.contains("| `plain_v1"),
