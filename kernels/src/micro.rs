@@ -229,7 +229,11 @@ unsafe fn tile_avx512<const NV: usize>(
     }
     let ep = io.epilogue;
     let [lo, hi, lo2, hi2] = clamp_vectors(ep);
-    for r in 0..count {
+    let store = |row: usize, acc_row: &[__m512; NV]| {
+        if row < lane || row >= lane + count {
+            return;
+        }
+        let r = row - lane;
         let bias = _mm512_set1_ps(ep.bias[io.channel + r]);
         // SAFETY: output row r holds `cols` pixels from io.y + r * y_rs.
         let yr = unsafe { io.y.add(r * io.y_rs) };
@@ -237,7 +241,7 @@ unsafe fn tile_avx512<const NV: usize>(
             .residual
             .map(|res| unsafe { res.as_ptr().add(io.offset + r * io.y_rs) });
         for j in 0..NV {
-            let mut v = _mm512_add_ps(acc[lane + r][j], bias);
+            let mut v = _mm512_add_ps(acc_row[j], bias);
             v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
             if let Some(res) = res {
                 // SAFETY: the residual has the output's layout and length.
@@ -247,7 +251,19 @@ unsafe fn tile_avx512<const NV: usize>(
             // SAFETY: as above; the masked store writes only the tile's pixels.
             unsafe { _mm512_mask_storeu_ps(yr.add(16 * j), masks[j], v) };
         }
-    }
+    };
+    // Each row by a literal index: a loop over the rows (or `acc[lane + r]`) left the
+    // accumulators in memory, zeroed by a memset per tile and stored and reloaded around
+    // the loop over the inputs.
+    const { assert!(ROWS == 8) };
+    store(0, &acc[0]);
+    store(1, &acc[1]);
+    store(2, &acc[2]);
+    store(3, &acc[3]);
+    store(4, &acc[4]);
+    store(5, &acc[5]);
+    store(6, &acc[6]);
+    store(7, &acc[7]);
 }
 
 /// [`gemm_tile`] for narrow tiles: output channels in the vector lanes (up to three vectors,
