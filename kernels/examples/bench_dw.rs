@@ -1,10 +1,14 @@
 //! Microbenchmark of the depthwise 3x3 kernels on the MobileNetV2/ShuffleNet shapes.
 //!
 //! `cargo run --release -p dermclass-kernels --example bench_dw` (set `RAYON_NUM_THREADS`
-//! to pin the thread count). Prints the median milliseconds of forward and of backward
-//! (both gradients) per shape. Optional arguments: indices of the shapes to run.
+//! to pin the thread count). Prints the median milliseconds of forward, of the inference
+//! forward with its epilogue (bias and ReLU6, into a kept buffer) and of backward (both
+//! gradients) per shape. Optional arguments: indices of the shapes to run. `BATCH=1`
+//! runs every shape at that batch size instead (inference).
 
+use dermclass_kernels::bn::Act;
 use dermclass_kernels::dw;
+use dermclass_kernels::fused::Epilogue;
 use std::hint::black_box;
 
 mod common;
@@ -29,19 +33,21 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:>4} {:>4} {:>4} {:>4} {:>2} | {:>9} {:>9} {:>9}",
-        "n", "c", "h", "w", "s", "fwd ms", "bwd ms", "f+b ms"
+        "{:>4} {:>4} {:>4} {:>4} {:>2} | {:>9} {:>9} {:>9} {:>9}",
+        "n", "c", "h", "w", "s", "fwd ms", "fused ms", "bwd ms", "f+b ms"
     );
-    let (mut tf, mut tb) = (0.0, 0.0);
+    let (mut tf, mut tfused, mut tb) = (0.0, 0.0, 0.0);
     // Optional arguments: indices (0-based) of the shapes to run.
     let only: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    let batch: Option<usize> = std::env::var("BATCH").ok().and_then(|b| b.parse().ok());
     for (i, &(n, c, h, w, s)) in shapes.iter().enumerate() {
         if !only.is_empty() && !only.contains(&i) {
             continue;
         }
+        let n = batch.unwrap_or(n);
         let (ho, wo) = (dw::out_size(h, s), dw::out_size(w, s));
         // Cheap deterministic pseudo-random data.
         let data = |len: usize, seed: u32| -> Vec<f32> {
@@ -66,15 +72,27 @@ fn main() {
         let f = median_ms(3, reps, || {
             black_box(dw::forward(black_box(&x), &wt, shape));
         });
+        let bias = data(c, 4);
+        let epilogue = Epilogue::new(&bias, Act::Relu6);
+        let mut y = vec![0.0; n * c * ho * wo];
+        let fused = median_ms(3, reps, || {
+            dw::forward_fused(black_box(&x), &wt, shape, &epilogue, &mut y);
+            black_box(&y);
+        });
         let b = median_ms(3, reps, || {
             black_box(dw::backward(black_box(&x), &wt, &dy, shape, true, true));
         });
         tf += f;
+        tfused += fused;
         tb += b;
         println!(
-            "{n:>4} {c:>4} {h:>4} {w:>4} {s:>2} | {f:>9.3} {b:>9.3} {:>9.3}",
+            "{n:>4} {c:>4} {h:>4} {w:>4} {s:>2} | {f:>9.3} {fused:>9.3} {b:>9.3} {:>9.3}",
             f + b
         );
     }
-    println!("{:>22} | {tf:>9.3} {tb:>9.3} {:>9.3}", "total", tf + tb);
+    println!(
+        "{:>22} | {tf:>9.3} {tfused:>9.3} {tb:>9.3} {:>9.3}",
+        "total",
+        tf + tb
+    );
 }

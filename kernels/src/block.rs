@@ -160,18 +160,24 @@ pub fn inverted_residual(x: &[f32], s: BlockShape, block: &Block, rows: usize, y
         .flat_map(|b| (0..ho).step_by(rows).map(move |o0| (b, o0)))
         .collect();
     let dst = SendPtr(y.as_mut_ptr());
-    bands
-        .into_par_iter()
-        .for_each_init(Scratch::default, |scratch, (b, o0)| {
-            let band = Band {
-                b,
-                o0,
-                o1: (o0 + rows).min(ho),
-            };
-            // SAFETY: bands write disjoint rows of `y` (image b, rows [o0, o1) of every
-            // channel), which `check` sized.
-            unsafe { run_band(x, &s, block, band, scratch, dst) };
-        });
+    bands.into_par_iter().for_each(|(b, o0)| {
+        let band = Band {
+            b,
+            o0,
+            o1: (o0 + rows).min(ho),
+        };
+        let mut scratch = SCRATCH.take().unwrap_or_default();
+        // SAFETY: bands write disjoint rows of `y` (image b, rows [o0, o1) of every
+        // channel), which `check` sized.
+        unsafe { run_band(x, &s, block, band, &mut scratch, dst) };
+        SCRATCH.set(Some(scratch));
+    });
+}
+
+thread_local! {
+    /// Each thread's band buffers, kept between bands, blocks and calls: allocated (and
+    /// zero-filled) per parallel job, they cost as much as a band's arithmetic.
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 
 /// The expanded and the depthwise rows of one band, kept by each thread between bands.

@@ -94,7 +94,14 @@ impl PlaneScratch {
     fn get(&mut self, h: usize, w: usize, stride: usize) -> &mut (Geom, Scratch) {
         if self.key != (h, w, stride) || self.geom.is_none() {
             let g = Geom::new(h, w, stride);
-            let scratch = Scratch::new(&g, false);
+            let scratch = match self.geom.take() {
+                // The padding of the new geometry must be zero: refill, keeping the memory.
+                Some((_, mut old)) => {
+                    old.zero_for(&g);
+                    old
+                }
+                None => Scratch::new(&g, false),
+            };
             self.key = (h, w, stride);
             self.geom = Some((g, scratch));
         }
@@ -177,6 +184,8 @@ trait Simd {
     fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Sum of the lanes.
     fn reduce(v: Self::V) -> f32;
+    /// `v` clamped to `[lo, hi]` lane by lane (max, then min, as the GEMM epilogue does).
+    fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
     /// Reads `len < LANES` floats at `p` into the first lanes (the others are zero).
     ///
     /// # Safety
@@ -209,7 +218,16 @@ trait Simd {
     /// `src` must hold `2 * LANES` readable floats, `even` and `odd` `LANES` writable ones.
     #[inline(always)]
     unsafe fn deinterleave(src: *const f32, even: *mut f32, odd: *mut f32) {
-        for k in 0..LANES {
+        // SAFETY: the caller's contract.
+        unsafe { Self::deinterleave_part(src, even, odd, LANES) }
+    }
+    /// [`Simd::deinterleave`] of the first `pairs <= LANES` pairs only (a row's tail).
+    ///
+    /// # Safety
+    /// `src` must hold `2 * pairs` readable floats, `even` and `odd` `pairs` writable ones.
+    #[inline(always)]
+    unsafe fn deinterleave_part(src: *const f32, even: *mut f32, odd: *mut f32, pairs: usize) {
+        for k in 0..pairs.min(LANES) {
             // SAFETY: in bounds by the caller's contract.
             unsafe {
                 *even.add(k) = *src.add(2 * k);
@@ -303,6 +321,12 @@ impl Simd for Avx512 {
         unsafe { std::arch::x86_64::_mm512_reduce_add_ps(v) }
     }
     #[inline(always)]
+    fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: as in `splat`.
+        unsafe { _mm512_min_ps(_mm512_max_ps(v, lo), hi) }
+    }
+    #[inline(always)]
     unsafe fn load_part(p: *const f32, len: usize) -> Self::V {
         let mask = ((1u32 << len.min(LANES)) - 1) as u16;
         // SAFETY: masked-off lanes are not accessed; the others are readable by contract.
@@ -315,16 +339,23 @@ impl Simd for Avx512 {
         unsafe { std::arch::x86_64::_mm512_mask_storeu_ps(p, mask, v) }
     }
     #[inline(always)]
-    unsafe fn deinterleave(src: *const f32, even: *mut f32, odd: *mut f32) {
+    unsafe fn deinterleave_part(src: *const f32, even: *mut f32, odd: *mut f32, pairs: usize) {
         use std::arch::x86_64::*;
-        // SAFETY: pointers in bounds by the caller's contract; avx512f enabled.
+        let mask = |len: usize| ((1u32 << len.min(LANES)) - 1) as u16;
+        let (m_out, m_lo, m_hi) = (
+            mask(pairs),
+            mask(2 * pairs),
+            mask((2 * pairs).saturating_sub(LANES)),
+        );
+        // SAFETY: the masks touch only the 2 * pairs inputs and pairs outputs the caller's
+        // contract makes readable and writable; avx512f enabled.
         unsafe {
-            let a = _mm512_loadu_ps(src);
-            let b = _mm512_loadu_ps(src.add(LANES));
+            let a = _mm512_maskz_loadu_ps(m_lo, src);
+            let b = _mm512_maskz_loadu_ps(m_hi, src.add(LANES));
             let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            _mm512_storeu_ps(even, _mm512_permutex2var_ps(a, ie, b));
-            _mm512_storeu_ps(odd, _mm512_permutex2var_ps(a, io, b));
+            _mm512_mask_storeu_ps(even, m_out, _mm512_permutex2var_ps(a, ie, b));
+            _mm512_mask_storeu_ps(odd, m_out, _mm512_permutex2var_ps(a, io, b));
         }
     }
     #[inline(always)]
@@ -390,6 +421,17 @@ impl Simd for Avx2 {
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(v[0], v[1])) };
         lanes.iter().sum()
     }
+    #[inline(always)]
+    fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: avx2 is enabled where this runs.
+        unsafe {
+            [
+                _mm256_min_ps(_mm256_max_ps(v[0], lo[0]), hi[0]),
+                _mm256_min_ps(_mm256_max_ps(v[1], lo[1]), hi[1]),
+            ]
+        }
+    }
 }
 
 /// Portable vectors: plain arrays, separate multiply and add.
@@ -418,6 +460,13 @@ impl Simd for Portable {
     #[inline(always)]
     fn reduce(v: Self::V) -> f32 {
         v.iter().sum()
+    }
+    #[inline(always)]
+    fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
+        std::array::from_fn(|l| {
+            let x = if v[l] > lo[l] { v[l] } else { lo[l] };
+            if x < hi[l] { x } else { hi[l] }
+        })
     }
 }
 
@@ -610,9 +659,17 @@ impl Geom {
                     };
                     m += LANES;
                 }
-                for m in m..half {
-                    q1[m] = src[2 * m];
-                    q0[m] = src[2 * m + 1];
+                if m < half {
+                    // SAFETY: the last half - m < LANES pairs: 2 half <= w values of src,
+                    // half entries of q0 and q1.
+                    unsafe {
+                        S::deinterleave_part(
+                            src.as_ptr().add(2 * m),
+                            q1.as_mut_ptr().add(m),
+                            q0.as_mut_ptr().add(m),
+                            half - m,
+                        )
+                    };
                 }
                 if w % 2 == 1 {
                     q1[half] = src[w - 1];
@@ -682,6 +739,14 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Forward buffers for `g`, all zero, reusing this one's memory.
+    fn zero_for(&mut self, g: &Geom) {
+        for (buf, len) in [(&mut self.pad, g.pad_len), (&mut self.tmp, g.tmp_len)] {
+            buf.clear();
+            buf.resize(len, 0.0);
+        }
+    }
+
     fn new(g: &Geom, with_dpad: bool) -> Self {
         Scratch {
             pad: vec![0.0; g.pad_len],
@@ -699,22 +764,71 @@ impl Scratch {
 // Vector kernels
 // ---------------------------------------------------------------------------------------
 
+/// What a forward kernel does to each sum before storing it: adds `bias` and clamps to
+/// `[lo, hi]` (an inference epilogue without a residual, applied in registers so the plane
+/// is not read back).
+#[derive(Clone, Copy)]
+struct Finish {
+    bias: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl Finish {
+    /// The sum as it is (kernels instantiated with `FIN = false` ignore it anyway).
+    const NONE: Finish = Finish {
+        bias: 0.0,
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+
+    /// The epilogue of `channel` when it has no residual (which needs the flat output index).
+    fn of(epilogue: &Epilogue, channel: usize) -> Option<Finish> {
+        if epilogue.residual.is_some() {
+            return None;
+        }
+        let (lo, hi) = crate::fused::bounds(epilogue.act);
+        Some(Finish {
+            bias: epilogue.bias[channel],
+            lo,
+            hi,
+        })
+    }
+
+    /// The accumulator's start and the clamp bounds as vectors.
+    #[inline(always)]
+    fn vectors<S: Simd, const FIN: bool>(&self) -> (S::V, S::V, S::V) {
+        let start = if FIN { self.bias } else { 0.0 };
+        (S::splat(start), S::splat(self.lo), S::splat(self.hi))
+    }
+}
+
 /// `out[q] = sum_t wts[t] * src[q + offs[t]]` for every `q` of `out` (a whole number of
-/// vectors).
+/// vectors), finished by `fin` when `FIN`.
 #[inline(always)]
-fn conv<S: Simd, const N: usize>(src: &[f32], offs: &[usize; N], wts: &[f32; N], out: &mut [f32]) {
+fn conv<S: Simd, const N: usize, const FIN: bool>(
+    src: &[f32],
+    offs: &[usize; N],
+    wts: &[f32; N],
+    fin: Finish,
+    out: &mut [f32],
+) {
     assert!(out.len().is_multiple_of(LANES));
     let max_off = offs.iter().copied().max().unwrap_or(0);
     assert!(src.len() >= out.len() + max_off);
     let wv: [S::V; N] = std::array::from_fn(|t| S::splat(wts[t]));
+    let (start, lo, hi) = fin.vectors::<S, FIN>();
     let sp = src.as_ptr();
     let op = out.as_mut_ptr();
     for q in (0..out.len()).step_by(LANES) {
-        let mut acc = S::splat(0.0);
+        let mut acc = start;
         for t in 0..N {
             // SAFETY: q + LANES <= out.len() and offs[t] <= max_off, so the read ends at
             // most at out.len() + max_off <= src.len() (asserted above).
             acc = S::fmadd(wv[t], unsafe { S::load(sp.add(q + offs[t])) }, acc);
+        }
+        if FIN {
+            acc = S::clamp(acc, lo, hi);
         }
         // SAFETY: q + LANES <= out.len().
         unsafe { S::store(op.add(q), acc) };
@@ -722,12 +836,14 @@ fn conv<S: Simd, const N: usize>(src: &[f32], offs: &[usize; N], wts: &[f32; N],
 }
 
 /// Row-wise `conv` written straight into the output: row `r` of `dst` (`cols` wide) gets
-/// `sum_t wts[t] * src[r * row + k + offs[t]]` for `k < cols`.
+/// `sum_t wts[t] * src[r * row + k + offs[t]]` for `k < cols`, finished by `fin` when `FIN`.
 #[inline(always)]
-fn conv_rows<S: Simd, const N: usize>(
+#[allow(clippy::too_many_arguments)]
+fn conv_rows<S: Simd, const N: usize, const FIN: bool>(
     src: &[f32],
     offs: &[usize; N],
     wts: &[f32; N],
+    fin: Finish,
     row: usize,
     dst: &mut [MaybeUninit<f32>],
     cols: usize,
@@ -740,18 +856,28 @@ fn conv_rows<S: Simd, const N: usize>(
     let max_off = offs.iter().copied().max().unwrap_or(0);
     // The last (partial) vector of a row reads whole vectors, up to round_up(cols) columns.
     assert!(src.len() >= (rows - 1) * row + round_up(cols) + max_off);
+    let done = if N == 9 && *offs == stride1_offsets(row) {
+        // SAFETY: `offs` is the stride-1 pattern, whose reads the assertion above bounds.
+        unsafe { conv_row_blocks::<S, FIN>(src, wts[..].try_into().unwrap(), fin, row, dst, cols) }
+    } else {
+        0
+    };
     let wv: [S::V; N] = std::array::from_fn(|t| S::splat(wts[t]));
+    let (start, lo, hi) = fin.vectors::<S, FIN>();
     let sp = src.as_ptr();
-    for (r, d) in dst.chunks_exact_mut(cols).enumerate() {
+    for (r, d) in dst.chunks_exact_mut(cols).enumerate().skip(done) {
         let dp = d.as_mut_ptr().cast::<f32>();
         let base = r * row;
         let mut k = 0;
         while k < cols {
-            let mut acc = S::splat(0.0);
+            let mut acc = start;
             for t in 0..N {
                 // SAFETY: base + k + offs[t] + LANES <= (rows - 1) row + round_up(cols)
                 // + max_off <= src.len() (asserted above).
                 acc = S::fmadd(wv[t], unsafe { S::load(sp.add(base + k + offs[t])) }, acc);
+            }
+            if FIN {
+                acc = S::clamp(acc, lo, hi);
             }
             // SAFETY: k < cols = d.len(); the stores stay below cols.
             unsafe {
@@ -764,6 +890,70 @@ fn conv_rows<S: Simd, const N: usize>(
             k += LANES;
         }
     }
+}
+
+/// The taps' offsets of a stride-1 3x3 convolution over padded rows of `row` floats.
+fn stride1_offsets<const N: usize>(row: usize) -> [usize; N] {
+    std::array::from_fn(|t| (t / 3) * row + t % 3)
+}
+
+/// Output rows [`conv_row_blocks`] computes together.
+const ROW_BLOCK: usize = 4;
+
+/// [`conv_rows`] for the stride-1 taps, [`ROW_BLOCK`] output rows at a time: each input
+/// vector is loaded once for the up to three output rows it feeds (0.5 loads per FMA
+/// instead of 1). Returns how many leading rows of `dst` it wrote (whole blocks only).
+///
+/// # Safety
+/// `src` must hold `(rows - 1) * row + round_up(cols) + 2 * row + 2` floats, where `rows`
+/// is `dst.len() / cols` (what [`conv_rows`] asserts).
+#[inline(always)]
+unsafe fn conv_row_blocks<S: Simd, const FIN: bool>(
+    src: &[f32],
+    wts: &[f32; 9],
+    fin: Finish,
+    row: usize,
+    dst: &mut [MaybeUninit<f32>],
+    cols: usize,
+) -> usize {
+    let blocks = dst.len() / cols / ROW_BLOCK;
+    let wv: [S::V; 9] = std::array::from_fn(|t| S::splat(wts[t]));
+    let (start, lo, hi) = fin.vectors::<S, FIN>();
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
+    for r0 in (0..blocks * ROW_BLOCK).step_by(ROW_BLOCK) {
+        let mut k = 0;
+        while k < cols {
+            let mut acc = [start; ROW_BLOCK];
+            for i in 0..ROW_BLOCK + 2 {
+                // SAFETY: the last read ends at (r0 + ROW_BLOCK + 1) row + k + 2 + LANES
+                // <= (rows - 1) row + 2 row + round_up(cols) + 2 (the caller's bound).
+                let v: [S::V; 3] =
+                    std::array::from_fn(|kw| unsafe { S::load(sp.add((r0 + i) * row + k + kw)) });
+                // Input row r0 + i feeds output row r0 + j through kernel row i - j.
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    if i >= j && i - j < 3 {
+                        for (kw, &vk) in v.iter().enumerate() {
+                            *acc_j = S::fmadd(wv[(i - j) * 3 + kw], vk, *acc_j);
+                        }
+                    }
+                }
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                let a = if FIN { S::clamp(a, lo, hi) } else { a };
+                // SAFETY: row r0 + j < rows of `dst`; the stores stay below cols.
+                unsafe {
+                    let out = dp.add((r0 + j) * cols + k);
+                    if k + LANES <= cols {
+                        S::store(out, a);
+                    } else {
+                        S::store_part(out, a, cols - k);
+                    }
+                }
+            }
+            k += LANES;
+        }
+    }
+    blocks * ROW_BLOCK
 }
 
 /// Output rows at least this wide are computed row by row straight into the output;
@@ -834,18 +1024,24 @@ fn forward_into(
     y.par_chunks_mut(ppt * pout)
         .zip(x.par_chunks(ppt * pin))
         .enumerate()
-        .for_each_init(
-            || Scratch::new(&g, false),
-            |scr, (ti, (yc, xc))| {
-                let job = ForwardJob {
-                    weight,
-                    c: s.c,
-                    p0: ti * ppt,
-                    epilogue,
-                };
-                forward_task(isa, &g, xc, yc, &job, scr)
-            },
-        );
+        .for_each(|(ti, (yc, xc))| {
+            let job = ForwardJob {
+                weight,
+                c: s.c,
+                p0: ti * ppt,
+                epilogue,
+            };
+            let mut planes = FORWARD_PLANES.take();
+            let (_, scr) = planes.get(s.h, s.w, s.stride);
+            forward_task(isa, &g, xc, yc, &job, scr);
+            FORWARD_PLANES.set(planes);
+        });
+}
+
+thread_local! {
+    /// Each thread's padded-plane buffers for [`forward_into`], kept between calls (a
+    /// network's many small depthwise layers would otherwise allocate and zero them per task).
+    static FORWARD_PLANES: std::cell::Cell<PlaneScratch> = std::cell::Cell::new(PlaneScratch::default());
 }
 
 /// What a forward task needs besides its planes: the filters, the channel count, the index
@@ -855,6 +1051,26 @@ struct ForwardJob<'a> {
     c: usize,
     p0: usize,
     epilogue: Option<&'a Epilogue<'a>>,
+}
+
+/// One output plane from its padded input plane `pad`: row by row straight into `yp` when
+/// rows are wide, else flat into `tmp` and copied out.
+#[inline(always)]
+fn forward_plane<S: Simd, const FIN: bool>(
+    g: &Geom,
+    pad: &[f32],
+    wt: &[f32; 9],
+    fin: Finish,
+    tmp: &mut [f32],
+    yp: &mut [MaybeUninit<f32>],
+) {
+    if g.wo >= DIRECT_COLS {
+        conv_rows::<S, 9, FIN>(pad, &g.offs, wt, fin, g.row, yp, g.wo);
+    } else {
+        let out = &mut tmp[..g.out_r];
+        conv::<S, 9, FIN>(pad, &g.offs, wt, fin, out);
+        g.copy_rows::<S>(out, yp, g.wo);
+    }
 }
 
 /// Forward of the consecutive planes `x` -> `y`, the first one being plane `job.p0` of the
@@ -876,14 +1092,12 @@ fn forward_task_body<S: Simd>(
         let ch = (job.p0 + k) % job.c;
         let wt: &[f32; 9] = job.weight[ch * 9..ch * 9 + 9].try_into().unwrap();
         g.fill_input::<S>(xp, &mut scr.pad);
-        if g.wo >= DIRECT_COLS {
-            conv_rows::<S, 9>(&scr.pad, &g.offs, wt, g.row, yp, g.wo);
-        } else {
-            let out = &mut scr.tmp[..g.out_r];
-            conv::<S, 9>(&scr.pad, &g.offs, wt, out);
-            g.copy_rows::<S>(out, yp, g.wo);
+        let finish = job.epilogue.and_then(|e| Finish::of(e, ch));
+        match finish {
+            Some(fin) => forward_plane::<S, true>(g, &scr.pad, wt, fin, &mut scr.tmp, yp),
+            None => forward_plane::<S, false>(g, &scr.pad, wt, Finish::NONE, &mut scr.tmp, yp),
         }
-        if let Some(epilogue) = job.epilogue {
+        if let (Some(epilogue), None) = (job.epilogue, finish) {
             // SAFETY: the plane was written whole just above.
             let plane = unsafe { &mut *(std::ptr::from_mut(yp) as *mut [f32]) };
             epilogue.apply(ch, (job.p0 + k) * pout, plane);
@@ -1005,10 +1219,18 @@ fn backward_channel_body<S: Simd>(
             if g.stride == 1 {
                 // dx[i][j] = sum w[kh][kw] * dpad[q + (2 - kh) R + (2 - kw)], q = i R + j.
                 if g.w >= DIRECT_COLS {
-                    conv_rows::<S, 9>(&scr.dpad, &g.offs, &wrev, row, dxp, g.w);
+                    conv_rows::<S, 9, false>(
+                        &scr.dpad,
+                        &g.offs,
+                        &wrev,
+                        Finish::NONE,
+                        row,
+                        dxp,
+                        g.w,
+                    );
                 } else {
                     let out = &mut scr.tmp[..g.out_r];
-                    conv::<S, 9>(&scr.dpad, &g.offs, &wrev, out);
+                    conv::<S, 9, false>(&scr.dpad, &g.offs, &wrev, Finish::NONE, out);
                     g.copy_rows::<S>(out, dxp, g.w);
                 }
             } else {
@@ -1021,11 +1243,17 @@ fn backward_channel_body<S: Simd>(
                 let (t01, rest) = rest.split_at_mut(pr);
                 let (t10, rest) = rest.split_at_mut(pr);
                 let t11 = &mut rest[..pr];
-                let dp = &scr.dpad;
-                conv::<S, 4>(dp, &[r1, r0, 1, 0], &[wt[0], wt[2], wt[6], wt[8]], t00);
-                conv::<S, 2>(dp, &[r1, 1], &[wt[1], wt[7]], t01);
-                conv::<S, 2>(dp, &[r1, r0], &[wt[3], wt[5]], t10);
-                conv::<S, 1>(dp, &[r1], &[wt[4]], t11);
+                let (dp, none) = (&scr.dpad, Finish::NONE);
+                conv::<S, 4, false>(
+                    dp,
+                    &[r1, r0, 1, 0],
+                    &[wt[0], wt[2], wt[6], wt[8]],
+                    none,
+                    t00,
+                );
+                conv::<S, 2, false>(dp, &[r1, 1], &[wt[1], wt[7]], none, t01);
+                conv::<S, 2, false>(dp, &[r1, r0], &[wt[3], wt[5]], none, t10);
+                conv::<S, 1, false>(dp, &[r1], &[wt[4]], none, t11);
                 g.interleave_dx::<S>(&scr.tmp, dxp);
             }
         }
