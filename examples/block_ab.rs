@@ -1,8 +1,10 @@
 //! Inference plan A/B: the compiled plan run with each given setting, one run of each in
 //! turn so host noise falls on all alike, then the mean time of every step per setting.
 //! A setting is a banding threshold (expanded bytes per image from which an inverted-residual
-//! block is banded; `off` turns banding off) or `narrow-off` (the default threshold with the
-//! micro-kernel's narrow-tile path off). 224x224, batch 1 (`BATCH=16` for another).
+//! block is banded; `off` turns banding off), `narrow-off` (the default threshold with the
+//! micro-kernel's narrow-tile path off) or `narrow-tiles-off` (maps of at most 64 pixels cut
+//! into tiles like the others, not in 48-channel tiles). 224x224, batch 1 (`BATCH=16` for
+//! another).
 //!
 //! usage: cargo run --release --example block_ab -- [ARCH] [RUNS] SETTING...
 //! e.g.   cargo run --release --example block_ab -- mobilenet_v2:1.0 60 off 524288 1048576
@@ -13,37 +15,43 @@ use burn::prelude::*;
 use dermclass::infer::{Plan, Workspace};
 use dermclass::model::ModelSpec;
 use dermclass_kernels::block::set_min_expanded_bytes;
-use dermclass_kernels::micro;
+use dermclass_kernels::{fused, micro};
 
 /// The banding threshold dermclass uses.
 const DEFAULT: usize = 512 * 1024;
 
-/// One setting of the plan: the banding threshold and whether the narrow tiles run.
+/// One setting of the plan: the banding threshold, whether the narrow tiles run and how
+/// narrow maps are cut into tiles.
 #[derive(Clone, Copy)]
 struct Setting {
     min_expanded_bytes: usize,
     narrow: bool,
+    narrow_tiles: bool,
 }
 
 impl Setting {
     fn parse(text: &str) -> Result<Setting> {
-        let (min_expanded_bytes, narrow) = match text {
-            "off" => (usize::MAX, true),
-            "narrow-off" => (DEFAULT, false),
+        let (min_expanded_bytes, narrow, narrow_tiles) = match text {
+            "off" => (usize::MAX, true, true),
+            "narrow-off" => (DEFAULT, false, true),
+            "narrow-tiles-off" => (DEFAULT, true, false),
             _ => (
                 text.parse()
                     .with_context(|| format!("bad setting {text}"))?,
+                true,
                 true,
             ),
         };
         Ok(Setting {
             min_expanded_bytes,
             narrow,
+            narrow_tiles,
         })
     }
 
     fn apply(self) {
         micro::set_narrow_enabled(self.narrow);
+        fused::set_narrow_tiles(self.narrow_tiles);
         set_min_expanded_bytes(self.min_expanded_bytes);
     }
 }

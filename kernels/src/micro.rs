@@ -25,7 +25,9 @@ const LANES: usize = 16;
 /// lanes, so a 7x7 map (49 pixels, 3.06 vectors) wastes no lane.
 pub const NARROW: usize = 64;
 /// Pixels per register tile of [`lanes_tile`] (7 divides the 49 of a 7x7 map).
-const LANE_PIXELS: usize = 7;
+pub(crate) const LANE_PIXELS: usize = 7;
+/// Output channels per register tile of [`lanes_tile`] (three vectors).
+pub(crate) const LANE_ROWS: usize = 3 * LANES;
 
 /// Weights `[groups * m, depth]` packed per group in blocks of [`ROWS`] rows as
 /// `[block][depth][ROWS]`, zero rows padding the last block.
@@ -282,7 +284,7 @@ unsafe fn lanes_tile(
 ) {
     let mut row = rows.start;
     while row < rows.end {
-        let count = (rows.end - row).min(3 * LANES);
+        let count = (rows.end - row).min(LANE_ROWS);
         let w = packed.lane_blocks(g, row / LANES, count.div_ceil(LANES));
         let mut col = 0;
         while col < width {
