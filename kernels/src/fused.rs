@@ -248,7 +248,7 @@ fn tiles(s: &ConvShape) -> Vec<Tile> {
     let (rows, cols) = if narrow {
         narrow_tile_size(p, m, s.n * s.groups, wanted)
     } else {
-        tile_size(p, m, s.depth(), s.n * s.groups, wanted)
+        tile_size(p, m, s.depth(), s.n * s.groups, wanted, s.is_direct())
     };
     let mut out = Vec::with_capacity(s.n * s.groups * m.div_ceil(rows) * p.div_ceil(cols));
     for b in 0..s.n {
@@ -269,11 +269,25 @@ fn tiles(s: &ConvShape) -> Vec<Tile> {
 }
 
 /// Output rows and pixels of a tile: pixel runs sized so a tile's panel stays in L2, and
-/// channel blocks cut until the `units` (images times groups) make `wanted` tiles.
-fn tile_size(p: usize, m: usize, depth: usize, units: usize, wanted: usize) -> (usize, usize) {
+/// channel blocks cut until the `units` (images times groups) make `wanted` tiles. An
+/// im2col convolution (not `direct`) cuts its pixels first, since each tile builds the
+/// im2col of its own pixels (MobileNet's stem rebuilt each panel twice, once per 16-channel
+/// tile).
+fn tile_size(
+    p: usize,
+    m: usize,
+    depth: usize,
+    units: usize,
+    wanted: usize,
+    direct: bool,
+) -> (usize, usize) {
     let fit = (PANEL_BYTES / 4 / depth.max(1)).max(16);
     // Whole rows of pixels when they fit; otherwise runs of whole vectors.
-    let cols = if fit >= p { p } else { fit / 16 * 16 };
+    let mut cols = if fit >= p { p } else { fit / 16 * 16 };
+    if !direct {
+        let share = p.div_ceil(wanted.div_ceil(units)).div_ceil(16) * 16;
+        cols = cols.min(share);
+    }
     let row_tiles = wanted
         .div_ceil(units * p.div_ceil(cols))
         .min(m.div_ceil(16))
@@ -710,6 +724,7 @@ mod tests {
             (shape(1, 32, 100, (4, 5), 1, 1, 1), true),
             (shape(3, 64, 40, (56, 56), 1, 1, 1), true),
             (shape(1, 512, 512, (7, 7), 3, 1, 1), true),
+            (shape(1, 3, 32, (224, 224), 3, 2, 1), true),
             (shape(1, 576, 96, (14, 14), 1, 1, 1), true),
         ] {
             let (ho, wo) = s.out_hw();
@@ -718,7 +733,7 @@ mod tests {
             let cut = if on {
                 narrow_tile_size(ho * wo, m, s.n * s.groups, 8)
             } else {
-                tile_size(ho * wo, m, s.depth(), s.n * s.groups, 8)
+                tile_size(ho * wo, m, s.depth(), s.n * s.groups, 8, s.is_direct())
             };
             set_narrow_tiles(on);
             let all = tiles(&s);
@@ -740,6 +755,8 @@ mod tests {
         // 160 channels of 49 pixels on 2 threads: 4 channel tiles, the pixels cut 28 + 21.
         assert_eq!(narrow_tile_size(49, 160, 1, 8), (48, 28));
         assert_eq!(narrow_tile_size(49, 960, 1, 8), (48, 49));
+        // MobileNet's stem: 8 runs of pixels, each im2col built once, all 32 channels a tile.
+        assert_eq!(tile_size(112 * 112, 32, 27, 1, 8, false), (32, 1568));
     }
 
     #[test]
