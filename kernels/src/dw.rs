@@ -11,7 +11,10 @@
 //! whole plane whatever its width (the few junk columns between rows are dropped when the
 //! result is copied out). Output rows of at least `DIRECT_COLS` pixels are instead computed
 //! row by row straight into the output (the row tail with a masked store), which saves the
-//! copy; the outputs are never zero-filled first, since every element is written once.
+//! copy; at stride 1 four rows at a time, each input vector loaded once for the three output
+//! rows it feeds. The outputs are never zero-filled first, since every element is written
+//! once. An inference epilogue without a residual (bias, clamp) is applied to the
+//! accumulators before the store. The padded buffers are kept per thread between calls.
 //! All inner loops use 16-lane vectors (`Simd`: AVX-512, AVX2 + FMA, or portable arrays),
 //! chosen once at run time.
 //!
@@ -730,8 +733,8 @@ impl Geom {
     }
 }
 
-/// Per-task scratch buffers (zeroed once; only the positions that hold data are rewritten,
-/// so all padding stays zero across planes).
+/// Scratch buffers of a backward task or a forward thread (zeroed once per geometry; only the
+/// positions that hold data are rewritten, so all padding stays zero across planes).
 struct Scratch {
     pad: Vec<f32>,
     dpad: Vec<f32>,
