@@ -2,9 +2,9 @@
 //! turn so host noise falls on all alike, then the mean time of every step per setting.
 //! A setting is a banding threshold (expanded bytes per image from which an inverted-residual
 //! block is banded; `off` turns banding off), `narrow-off` (the default threshold with the
-//! micro-kernel's narrow-tile path off) or `narrow-tiles-off` (maps of at most 64 pixels cut
-//! into tiles like the others, not in 48-channel tiles). 224x224, batch 1 (`BATCH=16` for
-//! another).
+//! micro-kernel's narrow-tile path off), `narrow-tiles-off` (maps of at most 64 pixels cut
+//! into tiles like the others, not in 48-channel tiles) or `split-off` (small blocks layer by
+//! layer instead of in shares of their channels). 224x224, batch 1 (`BATCH=16` for another).
 //!
 //! usage: cargo run --release --example block_ab -- [ARCH] [RUNS] SETTING...
 //! e.g.   cargo run --release --example block_ab -- mobilenet_v2:1.0 60 off 524288 1048576
@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use dermclass::infer::{Plan, Workspace};
 use dermclass::model::ModelSpec;
-use dermclass_kernels::block::set_min_expanded_bytes;
+use dermclass_kernels::block::{self, set_min_expanded_bytes};
 use dermclass_kernels::{fused, micro};
 
 /// The banding threshold dermclass uses.
@@ -27,31 +27,44 @@ struct Setting {
     min_expanded_bytes: usize,
     narrow: bool,
     narrow_tiles: bool,
+    split: bool,
 }
 
 impl Setting {
     fn parse(text: &str) -> Result<Setting> {
-        let (min_expanded_bytes, narrow, narrow_tiles) = match text {
-            "off" => (usize::MAX, true, true),
-            "narrow-off" => (DEFAULT, false, true),
-            "narrow-tiles-off" => (DEFAULT, true, false),
-            _ => (
-                text.parse()
-                    .with_context(|| format!("bad setting {text}"))?,
-                true,
-                true,
-            ),
+        let on = Setting {
+            min_expanded_bytes: DEFAULT,
+            narrow: true,
+            narrow_tiles: true,
+            split: true,
         };
-        Ok(Setting {
-            min_expanded_bytes,
-            narrow,
-            narrow_tiles,
+        Ok(match text {
+            "off" => Setting {
+                min_expanded_bytes: usize::MAX,
+                ..on
+            },
+            "narrow-off" => Setting {
+                narrow: false,
+                ..on
+            },
+            "narrow-tiles-off" => Setting {
+                narrow_tiles: false,
+                ..on
+            },
+            "split-off" => Setting { split: false, ..on },
+            _ => Setting {
+                min_expanded_bytes: text
+                    .parse()
+                    .with_context(|| format!("bad setting {text}"))?,
+                ..on
+            },
         })
     }
 
     fn apply(self) {
         micro::set_narrow_enabled(self.narrow);
         fused::set_narrow_tiles(self.narrow_tiles);
+        block::set_split_enabled(self.split);
         set_min_expanded_bytes(self.min_expanded_bytes);
     }
 }

@@ -21,6 +21,9 @@ use crate::dw::{self, DwShape};
 use crate::fused::{ConvWeights, Epilogue, gemm_tile};
 use crate::micro::TileIo;
 
+mod split;
+pub use split::{inverted_residual_split, set_split_enabled, split_parts};
+
 /// A 1x1 convolution (one group) of the block, with its folded bias and its activation.
 #[derive(Clone, Copy, Debug)]
 pub struct Pointwise<'a> {
@@ -166,12 +169,17 @@ pub fn inverted_residual(x: &[f32], s: BlockShape, block: &Block, rows: usize, y
             o0,
             o1: (o0 + rows).min(ho),
         };
-        let mut scratch = SCRATCH.take().unwrap_or_default();
+        let mut scratch = scratch_of_this_thread();
         // SAFETY: bands write disjoint rows of `y` (image b, rows [o0, o1) of every
         // channel), which `check` sized.
         unsafe { run_band(x, &s, block, band, &mut scratch, dst) };
         SCRATCH.set(Some(scratch));
     });
+}
+
+/// This thread's kept buffers (to be put back in [`SCRATCH`] when done), or new ones.
+fn scratch_of_this_thread() -> Scratch {
+    SCRATCH.take().unwrap_or_default()
 }
 
 thread_local! {
@@ -180,12 +188,15 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 
-/// The expanded and the depthwise rows of one band, kept by each thread between bands.
+/// The expanded and the depthwise rows of one band (or the planes of one share of a split
+/// block), kept by each thread between bands and calls.
 #[derive(Default)]
 struct Scratch {
     expanded: Vec<f32>,
     depthwise: Vec<f32>,
     planes: dw::PlaneScratch,
+    /// A zero bias for the partial sums of split blocks.
+    zeros: Vec<f32>,
 }
 
 /// Output rows `[o0, o1)` of image `b`.
@@ -384,15 +395,24 @@ mod tests {
             post: if residual { Act::Relu } else { Act::Identity },
         };
         let want = unbanded(&x, s, &block);
+        let close = |got: &[f32], how: &str| {
+            for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                assert!(
+                    (w - g).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{s:?} {how} expand {expand} residual {residual}: value {i} is {g}, want {w}"
+                );
+            }
+        };
         for rows in [1, 2, 3, ho] {
             let mut got = vec![f32::NAN; want.len()];
             inverted_residual(&x, s, &block, rows, &mut got);
-            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                assert!(
-                    (w - g).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "{s:?} rows {rows} expand {expand} residual {residual}: value {i} is {g}, want {w}"
-                );
-            }
+            close(&got, &format!("rows {rows}"));
+        }
+        // Twice each, so the second call finds the first one's buffers.
+        for parts in [1, 2, 3, 2, 3] {
+            let mut got = vec![f32::NAN; want.len()];
+            inverted_residual_split(&x, s, &block, parts, &mut got);
+            close(&got, &format!("split in {parts}"));
         }
     }
 
@@ -411,6 +431,20 @@ mod tests {
                 };
                 check_bands(s, true, stride == 1, packed);
                 check_bands(BlockShape { c_mid: 5, ..s }, false, false, packed);
+            }
+            // Shares of 16 channels and more; 7x7 (the narrow tiles) and 14x14 planes.
+            for (c_mid, hw, stride) in [(40, 7, 1), (64, 14, 2), (48, 7, 2), (96, 14, 1)] {
+                let s = BlockShape {
+                    n: 1,
+                    c_in: 24,
+                    c_mid,
+                    c_out: if stride == 1 { 24 } else { 40 },
+                    h: hw,
+                    w: hw,
+                    stride,
+                };
+                check_bands(s, true, stride == 1, packed);
+                check_bands(BlockShape { c_in: c_mid, ..s }, false, false, packed);
             }
         }
     }

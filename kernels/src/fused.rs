@@ -497,19 +497,42 @@ pub(crate) unsafe fn gemm_tile(
     width: usize,
     io: &TileIo<'_>,
 ) {
+    // SAFETY: the caller's contract, over all input rows.
+    unsafe { gemm_tile_k(weights, (m, depth), g, rows, 0..depth, width, io) }
+}
+
+/// [`gemm_tile`] over the input rows `k` only (`io.x` at input row `k.start`): the partial
+/// sum over those rows, then the epilogue.
+///
+/// # Safety
+/// As [`gemm_tile`], with `k.len()` input rows at `io.x`; `k` lies within `0..depth`.
+pub(crate) unsafe fn gemm_tile_k(
+    weights: &ConvWeights,
+    (m, depth): (usize, usize),
+    g: usize,
+    rows: std::ops::Range<usize>,
+    k: std::ops::Range<usize>,
+    width: usize,
+    io: &TileIo<'_>,
+) {
+    assert!(k.end <= depth, "gemm tile: input rows beyond the weights");
     if let Some(packed) = &weights.packed {
         // SAFETY: the caller's contract; `packed` exists only on AVX-512.
-        unsafe { micro::gemm_tile(packed, g, rows, width, io) };
+        unsafe { micro::gemm_tile(packed, g, rows, k, width, io) };
         return;
     }
-    // SAFETY: the caller's contract; the weight block (rows of group g) is inside `raw`.
+    // SAFETY: the caller's contract; the weight block (rows of group g, columns k) is
+    // inside `raw`.
     unsafe {
         matmul(
-            (rows.len(), width, depth),
+            (rows.len(), width, k.len()),
             io.y,
             io.y_rs,
             false,
-            weights.raw.as_ptr().add((g * m + rows.start) * depth),
+            weights
+                .raw
+                .as_ptr()
+                .add((g * m + rows.start) * depth + k.start),
             (depth, 1),
             io.x,
             (io.x_rs, 1),

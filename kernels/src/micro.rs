@@ -123,19 +123,28 @@ impl<'a> TileIo<'a> {
     }
 }
 
-/// Computes output rows `rows` (within group `g`) by `width` pixels.
+/// Computes output rows `rows` (within group `g`) by `width` pixels over the input rows
+/// (weight columns) `k`: `io.x` is input row `k.start`, and the tile gets `W[rows, k] ·
+/// X[k]` through the epilogue (all input rows for a whole convolution, a share of them for a
+/// reduction split between threads).
 ///
 /// # Safety
-/// `io` must describe buffers holding `depth` input rows of `width` pixels and `rows.len()`
-/// output rows of `width` pixels at the given strides, and the residual (if any) must cover
-/// the same output positions; the CPU must have AVX-512 (`packed` exists only then).
+/// `io` must describe buffers holding `k.len()` input rows of `width` pixels and
+/// `rows.len()` output rows of `width` pixels at the given strides, and the residual (if
+/// any) must cover the same output positions; the CPU must have AVX-512 (`packed` exists
+/// only then).
 pub(crate) unsafe fn gemm_tile(
     packed: &Packed,
     g: usize,
     rows: std::ops::Range<usize>,
+    k: std::ops::Range<usize>,
     width: usize,
     io: &TileIo<'_>,
 ) {
+    assert!(
+        k.end <= packed.depth,
+        "micro: input rows beyond the weights"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         // The narrow kernel scatters with 32-bit row offsets (up to 15 rows apart).
@@ -145,7 +154,7 @@ pub(crate) unsafe fn gemm_tile(
             && !NARROW_OFF.load(std::sync::atomic::Ordering::Relaxed)
         {
             // SAFETY: the caller's contract.
-            unsafe { lanes_tile(packed, g, rows, width, io) };
+            unsafe { lanes_tile(packed, g, rows, k, width, io) };
             return;
         }
         let mut row = rows.start;
@@ -158,13 +167,14 @@ pub(crate) unsafe fn gemm_tile(
             while col < width {
                 let cols = (width - col).min(COLS);
                 let tile = io.sub_tile(row - rows.start, col);
-                let w = packed.block(g, block);
+                let w = &packed.block(g, block)[k.start * ROWS..k.end * ROWS];
+                let depth = k.len();
                 // SAFETY: the caller's bounds cover this sub-tile; AVX-512 is present.
                 unsafe {
                     match cols.div_ceil(16) {
-                        1 => tile_avx512::<1>(w, packed.depth, lane, count, cols, &tile),
-                        2 => tile_avx512::<2>(w, packed.depth, lane, count, cols, &tile),
-                        _ => tile_avx512::<3>(w, packed.depth, lane, count, cols, &tile),
+                        1 => tile_avx512::<1>(w, depth, lane, count, cols, &tile),
+                        2 => tile_avx512::<2>(w, depth, lane, count, cols, &tile),
+                        _ => tile_avx512::<3>(w, depth, lane, count, cols, &tile),
                     }
                 }
                 col += cols;
@@ -174,7 +184,7 @@ pub(crate) unsafe fn gemm_tile(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (packed, g, rows, width, io);
+        let _ = (packed, g, rows, k, width, io);
         unreachable!("packed weights exist only on AVX-512");
     }
 }
@@ -279,23 +289,38 @@ unsafe fn lanes_tile(
     packed: &Packed,
     g: usize,
     rows: std::ops::Range<usize>,
+    k: std::ops::Range<usize>,
     width: usize,
     io: &TileIo<'_>,
 ) {
     let mut row = rows.start;
     while row < rows.end {
         let count = (rows.end - row).min(LANE_ROWS);
-        let w = packed.lane_blocks(g, row / LANES, count.div_ceil(LANES));
+        let blocks = packed.lane_blocks(g, row / LANES, count.div_ceil(LANES));
+        let w = LaneWeights {
+            w: &blocks[k.start * LANES..],
+            stride: packed.depth * LANES,
+            depth: k.len(),
+        };
         let mut col = 0;
         while col < width {
             let pixels = (width - col).min(LANE_PIXELS);
             let tile = io.sub_tile(row - rows.start, col);
             // SAFETY: the caller's bounds cover this sub-tile; AVX-512 is present.
-            unsafe { lanes_dispatch(count.div_ceil(LANES), pixels, w, packed.depth, count, &tile) };
+            unsafe { lanes_dispatch(count.div_ceil(LANES), pixels, &w, count, &tile) };
             col += pixels;
         }
         row += count;
     }
+}
+
+/// The lane blocks a narrow tile reads: block `j`'s weights for input row `k` are the 16
+/// floats at `j * stride + k * 16`, for `k < depth`.
+#[cfg(target_arch = "x86_64")]
+struct LaneWeights<'a> {
+    w: &'a [f32],
+    stride: usize,
+    depth: usize,
 }
 
 /// [`lanes_avx512`] instantiated for `vectors` (1-3) by `pixels` (1-7).
@@ -306,21 +331,20 @@ unsafe fn lanes_tile(
 unsafe fn lanes_dispatch(
     vectors: usize,
     pixels: usize,
-    w: &[f32],
-    depth: usize,
+    w: &LaneWeights<'_>,
     count: usize,
     io: &TileIo<'_>,
 ) {
     macro_rules! by_pixels {
         ($nv:literal) => {
             match pixels {
-                1 => lanes_avx512::<$nv, 1>(w, depth, count, io),
-                2 => lanes_avx512::<$nv, 2>(w, depth, count, io),
-                3 => lanes_avx512::<$nv, 3>(w, depth, count, io),
-                4 => lanes_avx512::<$nv, 4>(w, depth, count, io),
-                5 => lanes_avx512::<$nv, 5>(w, depth, count, io),
-                6 => lanes_avx512::<$nv, 6>(w, depth, count, io),
-                _ => lanes_avx512::<$nv, 7>(w, depth, count, io),
+                1 => lanes_avx512::<$nv, 1>(w, count, io),
+                2 => lanes_avx512::<$nv, 2>(w, count, io),
+                3 => lanes_avx512::<$nv, 3>(w, count, io),
+                4 => lanes_avx512::<$nv, 4>(w, count, io),
+                5 => lanes_avx512::<$nv, 5>(w, count, io),
+                6 => lanes_avx512::<$nv, 6>(w, count, io),
+                _ => lanes_avx512::<$nv, 7>(w, count, io),
             }
         };
     }
@@ -335,22 +359,26 @@ unsafe fn lanes_dispatch(
 }
 
 /// One narrow register tile: `count` channels (at most `16 * NV`) from lane blocks `w`, by
-/// `NP` pixels, all `depth` input rows, then the epilogue and a scatter of each vector to its
+/// `NP` pixels, `w.depth` input rows, then the epilogue and a scatter of each vector to its
 /// channels' rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn lanes_avx512<const NV: usize, const NP: usize>(
-    w: &[f32],
-    depth: usize,
+    w: &LaneWeights<'_>,
     count: usize,
     io: &TileIo<'_>,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NP]; NV];
-    let wp = w.as_ptr();
-    for k in 0..depth {
-        // SAFETY: block j holds depth * 16 floats; input row k holds NP values.
+    let (wp, block) = (w.w.as_ptr(), w.stride);
+    assert!(
+        w.w.len() >= (NV - 1) * block + w.depth * LANES,
+        "micro: lane blocks"
+    );
+    for k in 0..w.depth {
+        // SAFETY: block j's row k ends at (NV - 1) block + depth * 16 <= w.len() (asserted);
+        // input row k holds NP values.
         let wv: [__m512; NV] =
-            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(wp.add((j * depth + k) * LANES)) });
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(wp.add(j * block + k * LANES)) });
         let xk = unsafe { io.x.add(k * io.x_rs) };
         for p in 0..NP {
             let xv = _mm512_set1_ps(unsafe { *xk.add(p) });

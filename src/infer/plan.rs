@@ -669,7 +669,8 @@ fn pointwise(op: &ConvOp) -> Pointwise<'_> {
 }
 
 /// Runs an inverted-residual block on `x` (`shape`) into `out`: banded where its expanded
-/// tensor is large, else its layers one after the other through `scratch`.
+/// tensor is large, split in shares of its expanded channels for one image on a small map,
+/// else its layers one after the other through `scratch`.
 fn run_block(
     block: &BlockOp,
     x: &[f32],
@@ -692,7 +693,14 @@ fn run_block(
     };
     let fits = expand.map_or(c == c_mid, |e| e.weight.raw().len() == c_mid * c)
         && project.weight.raw().len() == project.c_out * c_mid;
-    let Some(rows) = fits.then(|| block::band_rows(&s)).flatten() else {
+    let layout = if !fits {
+        None
+    } else if let Some(rows) = block::band_rows(&s) {
+        Some(Layout::Bands(rows))
+    } else {
+        block::split_parts(&s).map(Layout::Shares)
+    };
+    let Some(layout) = layout else {
         // Each layer checks its own fit and names a misfit.
         let [first, second] = scratch;
         let (mid, mid_shape) = match expand {
@@ -720,8 +728,19 @@ fn run_block(
         residual: residual.map(|(r, _)| r),
         post: project.post,
     };
-    block::inverted_residual(x, s, &layers, rows, grow(out, numel(out_shape)));
+    let y = grow(out, numel(out_shape));
+    match layout {
+        Layout::Bands(rows) => block::inverted_residual(x, s, &layers, rows, y),
+        Layout::Shares(parts) => block::inverted_residual_split(x, s, &layers, parts, y),
+    }
     Ok(out_shape)
+}
+
+/// How a block runs as one step: in bands of output rows (large maps), or in shares of its
+/// expanded channels, one per thread (one image on small maps).
+enum Layout {
+    Bands(usize),
+    Shares(usize),
 }
 
 /// Runs one step, writing its output slots.

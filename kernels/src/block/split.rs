@@ -1,0 +1,228 @@
+//! An inverted-residual block on one image with its expanded channels split between the
+//! threads, for maps too small to band (14x14 and 7x7 at 224x224). Run layer by layer, such
+//! a block is three parallel steps, each a split and a join over a few tiles of unequal
+//! size; MobileNetV2's 7x7 blocks ran 1.44x faster on two threads than on one. Here each
+//! thread expands its share of the channels, convolves them and projects them into a
+//! partial sum of the whole output (the projection sums over the expanded channels); the
+//! caller then adds the partial sums and applies the projection's epilogue. One parallel
+//! step, equal shares, and the expanded tensor of each share never leaves its thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use super::{Block, BlockShape, Scratch, check, grown, scratch_of_this_thread};
+use crate::bn::Act;
+use crate::cpu::SendPtr;
+use crate::dw::{self, DwShape};
+use crate::fused::{Epilogue, gemm_tile_k};
+use crate::micro::TileIo;
+
+/// Channels per share are a multiple of this (the micro-kernel's tiles start at whole
+/// vectors of channels).
+const ALIGN: usize = 16;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns split blocks off or back on: A/B benchmarks.
+pub fn set_split_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// How many shares a block of shape `s` is worth splitting into, or `None`: several images
+/// already keep the threads busy; too few channels to share; or partial sums too large
+/// beside the work they split (their sum runs on one thread). MobileNetV2's blocks expand
+/// 6x and project back to a third or less (7-25% faster split, `examples/block_ab.rs`);
+/// MobileNetV1's keep or double their channels (512 -> 1024 at 7x7: 7% slower split).
+pub fn split_parts(s: &BlockShape) -> Option<usize> {
+    let parts = rayon::current_num_threads().min(s.c_mid / ALIGN);
+    let small_sums = 2 * s.c_out <= s.c_mid;
+    (ENABLED.load(Ordering::Relaxed) && s.n == 1 && parts >= 2 && small_sums).then_some(parts)
+}
+
+/// The expanded channels of share `i` of `parts`: equal runs cut at multiples of
+/// [`ALIGN`].
+fn share(c_mid: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let cut = |j: usize| {
+        if j == parts {
+            c_mid
+        } else {
+            (c_mid * j / parts).div_ceil(ALIGN) * ALIGN
+        }
+    };
+    cut(i).min(c_mid)..cut(i + 1).min(c_mid)
+}
+
+/// Runs `block` on `x` into `y` (`[n, c_out, ho, wo]`) in `parts` shares of the expanded
+/// channels (see [`split_parts`]).
+pub fn inverted_residual_split(
+    x: &[f32],
+    s: BlockShape,
+    block: &Block,
+    parts: usize,
+    y: &mut [f32],
+) {
+    check(x, &s, block, y);
+    assert!(parts >= 1, "split block: no shares");
+    let (ho, wo) = s.out_hw();
+    let out_len = s.c_out * ho * wo;
+    // Share 0 sums into `y`, the others into `partials`, one output each.
+    let mut partials = PARTIALS.take();
+    let partials_len = (parts - 1) * s.n * out_len;
+    if partials.len() < partials_len {
+        partials.resize(partials_len, 0.0);
+    }
+    let (y_ptr, rest) = (SendPtr(y.as_mut_ptr()), SendPtr(partials.as_mut_ptr()));
+    (0..parts).into_par_iter().for_each(|i| {
+        let sum = if i == 0 {
+            y_ptr
+        } else {
+            SendPtr(rest.at((i - 1) * s.n * out_len))
+        };
+        let mut scratch = scratch_of_this_thread();
+        for b in 0..s.n {
+            // SAFETY: share i writes only its own output (y or its run of `partials`, each
+            // n * out_len long, sized above).
+            unsafe {
+                run_share(
+                    x,
+                    &s,
+                    block,
+                    (b, share(s.c_mid, parts, i)),
+                    &mut scratch,
+                    sum.at(b * out_len),
+                )
+            };
+        }
+        super::SCRATCH.set(Some(scratch));
+    });
+    let p = &block.project;
+    let epilogue = Epilogue {
+        bias: p.bias,
+        act: p.act,
+        residual: block.residual,
+        post: block.post,
+    };
+    let plane = ho * wo;
+    for (row_index, row) in y.chunks_exact_mut(plane).enumerate() {
+        for i in 1..parts {
+            let other = &partials[(i - 1) * s.n * out_len + row_index * plane..][..plane];
+            row.iter_mut().zip(other).for_each(|(v, o)| *v += o);
+        }
+        epilogue.apply_wide(row_index % s.c_out, row_index * plane, row);
+    }
+    PARTIALS.set(partials);
+}
+
+thread_local! {
+    /// The calling thread's partial sums of the shares after the first, kept between calls.
+    static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Expands, convolves and projects the expanded channels `mid` of image `b` into `out`
+/// (`c_out` planes of the output), the projection's bias and activation not yet applied.
+///
+/// # Safety
+/// No other thread may touch `out`'s `c_out * ho * wo` values; `x` and the block are
+/// checked.
+unsafe fn run_share(
+    x: &[f32],
+    s: &BlockShape,
+    block: &Block,
+    (b, mid): (usize, std::ops::Range<usize>),
+    scratch: &mut Scratch,
+    out: *mut f32,
+) {
+    let (plane, (ho, wo)) = (s.h * s.w, s.out_hw());
+    if mid.is_empty() {
+        // SAFETY: `out` holds c_out planes of ho * wo (the caller's contract).
+        unsafe { std::ptr::write_bytes(out, 0, s.c_out * ho * wo) };
+        return;
+    }
+    let image = &x[b * s.c_in * plane..][..s.c_in * plane];
+    let channels = mid.len();
+    let expanded: &[f32] = match &block.expand {
+        Some(e) => {
+            let buf = grown(&mut scratch.expanded, channels * plane);
+            let epilogue = Epilogue::new(e.bias, e.act);
+            let io = TileIo {
+                x: image.as_ptr(),
+                x_rs: plane,
+                y: buf.as_mut_ptr(),
+                y_rs: plane,
+                offset: 0,
+                channel: mid.start,
+                epilogue: &epilogue,
+            };
+            let (m, depth) = (s.c_mid, s.c_in);
+            // SAFETY: c_in input planes; `buf` holds the share's expanded planes.
+            unsafe { gemm_tile_k(e.weights, (m, depth), 0, mid.clone(), 0..depth, plane, &io) };
+            buf
+        }
+        None => &image[mid.start * plane..mid.end * plane],
+    };
+    let d = &block.depthwise;
+    let depthwise = grown(&mut scratch.depthwise, channels * ho * wo);
+    let shape = DwShape {
+        n: 1,
+        c: channels,
+        h: s.h,
+        w: s.w,
+        stride: s.stride,
+    };
+    dw::forward_fused_serial(
+        expanded,
+        &d.weight[mid.start * 9..mid.end * 9],
+        shape,
+        &Epilogue::new(&d.bias[mid.clone()], d.act),
+        depthwise,
+        &mut scratch.planes,
+    );
+    let zeros = grown(&mut scratch.zeros, s.c_out);
+    zeros.fill(0.0);
+    let partial = Epilogue::new(zeros, Act::Identity);
+    let io = TileIo {
+        x: depthwise.as_ptr(),
+        x_rs: ho * wo,
+        y: out,
+        y_rs: ho * wo,
+        offset: 0,
+        channel: 0,
+        epilogue: &partial,
+    };
+    let p = &block.project;
+    // SAFETY: the share's depthwise planes are the projection's input rows `mid`; `out`
+    // holds c_out planes of ho * wo (the caller's contract).
+    unsafe {
+        gemm_tile_k(
+            p.weights,
+            (s.c_out, s.c_mid),
+            0,
+            0..s.c_out,
+            mid,
+            ho * wo,
+            &io,
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_the_channels_in_aligned_runs() {
+        for (c_mid, parts) in [(960, 2), (144, 2), (576, 3), (40, 2), (384, 4)] {
+            let mut next = 0;
+            for i in 0..parts {
+                let r = share(c_mid, parts, i);
+                assert_eq!(r.start, next, "{c_mid} / {parts}: share {i} is {r:?}");
+                assert!(r.start.is_multiple_of(ALIGN), "{c_mid} / {parts}: {r:?}");
+                next = r.end;
+            }
+            assert_eq!(next, c_mid);
+        }
+        assert_eq!(share(144, 2, 0), 0..80);
+        assert_eq!(share(144, 2, 1), 80..144);
+    }
+}
