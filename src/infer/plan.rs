@@ -695,10 +695,10 @@ fn run_block(
         && project.weight.raw().len() == project.c_out * c_mid;
     let layout = if !fits {
         None
-    } else if let Some(rows) = block::band_rows(&s) {
-        Some(Layout::Bands(rows))
+    } else if let Some(parts) = block::split_parts(&s) {
+        Some(Layout::Shares(parts))
     } else {
-        block::split_parts(&s).map(Layout::Shares)
+        block::band_rows(&s).map(Layout::Bands)
     };
     let Some(layout) = layout else {
         // Each layer checks its own fit and names a misfit.
@@ -736,8 +736,8 @@ fn run_block(
     Ok(out_shape)
 }
 
-/// How a block runs as one step: in bands of output rows (large maps), or in shares of its
-/// expanded channels, one per thread (one image on small maps).
+/// How a block runs as one step: in shares of its expanded channels, one per thread (one
+/// image, expanded tensor up to 1 MiB), or in bands of output rows (large maps).
 enum Layout {
     Bands(usize),
     Shares(usize),

@@ -34,11 +34,22 @@ pub fn set_split_enabled(on: bool) {
 /// beside the work they split (their sum runs on one thread). MobileNetV2's blocks expand
 /// 6x and project back to a third or less (7-25% faster split, `examples/block_ab.rs`);
 /// MobileNetV1's keep or double their channels (512 -> 1024 at 7x7: 7% slower split).
+///
+/// Blocks whose expanded tensor exceeds [`MAX_EXPANDED_BYTES`] are not split (they are
+/// banded, [`super::band_rows`]): a share's expanded planes would not stay in its thread's
+/// L2 cache.
 pub fn split_parts(s: &BlockShape) -> Option<usize> {
     let parts = rayon::current_num_threads().min(s.c_mid / ALIGN);
     let small_sums = 2 * s.c_out <= s.c_mid;
-    (ENABLED.load(Ordering::Relaxed) && s.n == 1 && parts >= 2 && small_sums).then_some(parts)
+    let fits = s.c_mid * s.h * s.w * 4 <= MAX_EXPANDED_BYTES;
+    let on = ENABLED.load(Ordering::Relaxed);
+    (on && s.n == 1 && parts >= 2 && small_sums && fits).then_some(parts)
 }
+
+/// The largest expanded tensor (one image) a split block takes: MobileNetV2's 28x28 blocks
+/// (602 KB) ran 0.17-0.185 ms banded and 0.125-0.128 ms split; its 56x56 ones (1.8 MB) were
+/// faster banded (0.343 against 0.382 ms; `examples/block_ab.rs`, AMD host).
+const MAX_EXPANDED_BYTES: usize = 1 << 20;
 
 /// The expanded channels of share `i` of `parts`: equal runs cut at multiples of
 /// [`ALIGN`].
