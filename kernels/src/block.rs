@@ -183,8 +183,8 @@ fn scratch_of_this_thread() -> Scratch {
 }
 
 thread_local! {
-    /// Each thread's band buffers, kept between bands, blocks and calls: allocated (and
-    /// zero-filled) per parallel job, they cost as much as a band's arithmetic.
+    /// Each thread's band buffers, kept between bands, blocks and calls (they used to be
+    /// allocated and zero-filled per parallel job, every call).
     static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 

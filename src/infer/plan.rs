@@ -668,9 +668,9 @@ fn pointwise(op: &ConvOp) -> Pointwise<'_> {
     }
 }
 
-/// Runs an inverted-residual block on `x` (`shape`) into `out`: banded where its expanded
-/// tensor is large, split in shares of its expanded channels for one image on a small map,
-/// else its layers one after the other through `scratch`.
+/// Runs an inverted-residual block on `x` (`shape`) into `out`: for one image whose
+/// expanded tensor is small, in shares of its expanded channels; banded where that tensor
+/// is large; else its layers one after the other through `scratch`.
 fn run_block(
     block: &BlockOp,
     x: &[f32],
