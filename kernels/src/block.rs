@@ -64,6 +64,18 @@ pub struct Block<'a> {
     pub post: Act,
 }
 
+impl Block<'_> {
+    /// The projection's epilogue: its bias and activation, then the shortcut and `post`.
+    pub(crate) fn projection_epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            bias: self.project.bias,
+            act: self.project.act,
+            residual: self.residual,
+            post: self.post,
+        }
+    }
+}
+
 /// Input `[n, c_in, h, w]`, `c_mid` expanded channels, `c_out` output channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockShape {
@@ -268,12 +280,7 @@ unsafe fn run_band(
     let p = &block.project;
     let skip = band.o0 - first_in / st;
     let out_first = band.b * s.c_out * ho * wo + band.o0 * wo;
-    let epilogue = Epilogue {
-        bias: p.bias,
-        act: p.act,
-        residual: block.residual,
-        post: block.post,
-    };
+    let epilogue = block.projection_epilogue();
     let io = TileIo {
         x: depthwise[skip * wo..].as_ptr(),
         x_rs: rows_mid * wo,
@@ -345,12 +352,7 @@ mod tests {
         let after_dw = conv(&mid, &dw_weights, dw_shape, &Epilogue::new(d.bias, d.act));
         let (ho, wo) = s.out_hw();
         let p = &block.project;
-        let epilogue = Epilogue {
-            bias: p.bias,
-            act: p.act,
-            residual: block.residual,
-            post: block.post,
-        };
+        let epilogue = block.projection_epilogue();
         conv(
             &after_dw,
             p.weights,

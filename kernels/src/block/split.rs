@@ -107,13 +107,7 @@ pub fn inverted_residual_split(
         }
         super::SCRATCH.set(Some(scratch));
     });
-    let p = &block.project;
-    let epilogue = Epilogue {
-        bias: p.bias,
-        act: p.act,
-        residual: block.residual,
-        post: block.post,
-    };
+    let epilogue = block.projection_epilogue();
     let plane = ho * wo;
     for (row_index, row) in y.chunks_exact_mut(plane).enumerate() {
         for i in 1..parts {
