@@ -1,5 +1,6 @@
 //! An inverted-residual block on one image with its expanded channels split between the
-//! threads, for maps too small to band (14x14 and 7x7 at 224x224). Run layer by layer, such
+//! threads, for expanded tensors of up to 1 MiB (28x28 and smaller at 224x224). Run layer by
+//! layer, such
 //! a block is three parallel steps, each a split and a join over a few tiles of unequal
 //! size; MobileNetV2's 7x7 blocks ran 1.44x faster on two threads than on one. Here each
 //! thread expands its share of the channels, convolves them and projects them into a
@@ -32,7 +33,7 @@ pub fn set_split_enabled(on: bool) {
 /// How many shares a block of shape `s` is worth splitting into, or `None`: several images
 /// already keep the threads busy; too few channels to share; or partial sums too large
 /// beside the work they split (their sum runs on one thread). MobileNetV2's blocks expand
-/// 6x and project back to a third or less (7-25% faster split, `examples/block_ab.rs`);
+/// 6x and project back to a third or less (12-24% faster split, `examples/block_ab.rs`);
 /// MobileNetV1's keep or double their channels (512 -> 1024 at 7x7: 7% slower split).
 ///
 /// Blocks whose expanded tensor exceeds [`MAX_EXPANDED_BYTES`] are not split (they are
