@@ -1,9 +1,8 @@
 //! An inverted-residual block on one image with its expanded channels split between the
 //! threads, for expanded tensors of up to 1 MiB (28x28 and smaller at 224x224). Run layer by
-//! layer, such
-//! a block is three parallel steps, each a split and a join over a few tiles of unequal
-//! size; MobileNetV2's 7x7 blocks ran 1.44x faster on two threads than on one. Here each
-//! thread expands its share of the channels, convolves them and projects them into a
+//! layer, such a block is three parallel steps, each a split and a join over a few tiles of
+//! unequal size; MobileNetV2's 7x7 blocks ran 1.44x faster on two threads than on one. Here
+//! each thread expands its share of the channels, convolves them and projects them into a
 //! partial sum of the whole output (the projection sums over the expanded channels); the
 //! caller then adds the partial sums and applies the projection's epilogue. One parallel
 //! step, equal shares, and the expanded tensor of each share never leaves its thread.
