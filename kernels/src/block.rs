@@ -236,9 +236,11 @@ unsafe fn run_band(
     let rows_in = end_in - first_in;
     let width_in = rows_in * s.w;
     let image = &x[band.b * s.c_in * plane..][..s.c_in * plane];
-    let expanded = grown(&mut scratch.expanded, s.c_mid * width_in);
-    match &block.expand {
+    // The depthwise input: the expanded rows, or (no expansion) the band's rows of each
+    // input plane, read in place.
+    let mid: (&[f32], usize) = match &block.expand {
         Some(e) => {
+            let expanded = grown(&mut scratch.expanded, s.c_mid * width_in);
             let epilogue = Epilogue::new(e.bias, e.act);
             let io = TileIo {
                 x: image[first_in * s.w..].as_ptr(),
@@ -252,13 +254,10 @@ unsafe fn run_band(
             // SAFETY: c_in input rows of `width_in` pixels from row `first_in` of each
             // plane; `expanded` holds c_mid rows of `width_in`.
             unsafe { gemm_tile(e.weights, (s.c_mid, s.c_in), 0, 0..s.c_mid, width_in, &io) };
+            (expanded, width_in)
         }
-        None => {
-            for (c, dst) in expanded.chunks_exact_mut(width_in).enumerate() {
-                dst.copy_from_slice(&image[c * plane + first_in * s.w..][..width_in]);
-            }
-        }
-    }
+        None => (&image[first_in * s.w..], plane),
+    };
     let d = &block.depthwise;
     let rows_mid = dw::out_size(rows_in, st);
     let depthwise = grown(&mut scratch.depthwise, s.c_mid * rows_mid * wo);
@@ -270,7 +269,7 @@ unsafe fn run_band(
         stride: st,
     };
     dw::forward_fused_serial(
-        expanded,
+        mid,
         d.weight,
         shape,
         &Epilogue::new(d.bias, d.act),

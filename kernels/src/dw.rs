@@ -114,8 +114,11 @@ impl PlaneScratch {
 
 /// [`forward_fused`] on the calling thread, for callers that split the work themselves
 /// (the banded inverted-residual block, [`crate::block`]).
+///
+/// The input planes lie `x_stride` floats apart (`h * w` for a tensor; a band of rows cut
+/// from each plane of an image is read in place, with the image's plane size).
 pub(crate) fn forward_fused_serial(
-    x: &[f32],
+    (x, x_stride): (&[f32], usize),
     weight: &[f32],
     s: DwShape,
     epilogue: &Epilogue,
@@ -123,7 +126,12 @@ pub(crate) fn forward_fused_serial(
     planes: &mut PlaneScratch,
 ) {
     let (g, scratch) = planes.get(s.h, s.w, s.stride);
-    assert_eq!(x.len(), s.n * s.c * s.h * s.w, "dw::forward: x length");
+    let (planes_in, pin) = (s.n * s.c, s.h * s.w);
+    assert!(x_stride >= pin, "dw::forward: planes overlap");
+    assert!(
+        planes_in == 0 || x.len() >= (planes_in - 1) * x_stride + pin,
+        "dw::forward: x length"
+    );
     assert_eq!(weight.len(), s.c * 9, "dw::forward: weight length");
     assert_eq!(y.len(), s.n * s.c * g.ho * g.wo, "dw::forward: y length");
     epilogue.check(s.c, y.len());
@@ -134,6 +142,7 @@ pub(crate) fn forward_fused_serial(
         c: s.c,
         p0: 0,
         epilogue: Some(epilogue),
+        x_stride,
     };
     forward_task(isa(), g, x, y, &job, scratch);
 }
@@ -1033,6 +1042,7 @@ fn forward_into(
                 c: s.c,
                 p0: ti * ppt,
                 epilogue,
+                x_stride: pin,
             };
             let mut planes = FORWARD_PLANES.take();
             let (_, scr) = planes.get(s.h, s.w, s.stride);
@@ -1054,6 +1064,8 @@ struct ForwardJob<'a> {
     c: usize,
     p0: usize,
     epilogue: Option<&'a Epilogue<'a>>,
+    /// Floats between the starts of consecutive input planes.
+    x_stride: usize,
 }
 
 /// One output plane from its padded input plane `pad`: row by row straight into `yp` when
@@ -1087,11 +1099,8 @@ fn forward_task_body<S: Simd>(
     scr: &mut Scratch,
 ) {
     let (pin, pout) = (g.h * g.w, g.ho * g.wo);
-    for (k, (xp, yp)) in x
-        .chunks_exact(pin)
-        .zip(y.chunks_exact_mut(pout))
-        .enumerate()
-    {
+    for (k, yp) in y.chunks_exact_mut(pout).enumerate() {
+        let xp = &x[k * job.x_stride..][..pin];
         let ch = (job.p0 + k) % job.c;
         let wt: &[f32; 9] = job.weight[ch * 9..ch * 9 + 9].try_into().unwrap();
         g.fill_input::<S>(xp, &mut scr.pad);

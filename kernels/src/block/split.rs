@@ -176,7 +176,7 @@ unsafe fn run_share(
         stride: s.stride,
     };
     dw::forward_fused_serial(
-        expanded,
+        (expanded, plane),
         &d.weight[mid.start * 9..mid.end * 9],
         shape,
         &Epilogue::new(&d.bias[mid.clone()], d.act),
