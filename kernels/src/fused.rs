@@ -356,8 +356,8 @@ fn im2col_tile(
                             first.clamp(ow0, ow1),
                             end.clamp(ow0, ow1).max(first.clamp(ow0, ow1)),
                         );
-                        zero_edge(&mut dst[..lo - ow0]);
-                        zero_edge(&mut dst[hi - ow0..]);
+                        dst[..lo - ow0].fill(0.0);
+                        dst[hi - ow0..].fill(0.0);
                         let inside = &mut dst[lo - ow0..hi - ow0];
                         if !inside.is_empty() {
                             let start = lo * s.stride + j - s.pad;
@@ -368,17 +368,6 @@ fn im2col_tile(
                 }
             }
         }
-    }
-}
-
-/// Zeroes the padding columns at one end of an im2col row segment: none or one in the
-/// stems (a store, where `fill` would call memset thousands of times per image).
-#[inline(always)]
-fn zero_edge(dst: &mut [f32]) {
-    match dst {
-        [] => {}
-        [v] => *v = 0.0,
-        _ => dst.fill(0.0),
     }
 }
 
