@@ -742,11 +742,6 @@ mod tests {
             let (ho, wo) = s.out_hw();
             let m = s.c_out / s.groups;
             let mut seen = vec![0u8; s.n * s.c_out * ho * wo];
-            let cut = if on {
-                narrow_tile_size(ho * wo, m, s.n * s.groups, 8)
-            } else {
-                tile_size(ho * wo, m, s.depth(), s.n * s.groups, 8, s.is_direct())
-            };
             set_narrow_tiles(on);
             let all = tiles(&s);
             set_narrow_tiles(true);
@@ -760,6 +755,7 @@ mod tests {
             }
             assert!(seen.iter().all(|&k| k == 1), "{s:?}: {all:?}");
             if ho * wo <= micro::NARROW && s.is_direct() && on {
+                let cut = narrow_tile_size(ho * wo, m, s.n * s.groups, 8);
                 assert_eq!(cut.0, micro::LANE_ROWS, "{s:?}");
                 assert!(cut.1.is_multiple_of(micro::LANE_PIXELS) || cut.1 >= ho * wo);
             }
