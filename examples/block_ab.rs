@@ -15,7 +15,7 @@ use burn::prelude::*;
 use dermclass::infer::{Plan, Workspace};
 use dermclass::model::ModelSpec;
 use dermclass_kernels::block::{self, set_min_expanded_bytes};
-use dermclass_kernels::{fused, micro};
+use dermclass_kernels::{dw, fused, micro};
 
 /// The banding threshold dermclass uses.
 const DEFAULT: usize = 512 * 1024;
@@ -28,6 +28,7 @@ struct Setting {
     narrow: bool,
     narrow_tiles: bool,
     split: bool,
+    direct_dw: bool,
 }
 
 impl Setting {
@@ -37,6 +38,7 @@ impl Setting {
             narrow: true,
             narrow_tiles: true,
             split: true,
+            direct_dw: true,
         };
         Ok(match text {
             "off" => Setting {
@@ -52,6 +54,10 @@ impl Setting {
                 ..on
             },
             "split-off" => Setting { split: false, ..on },
+            "dw-direct-off" => Setting {
+                direct_dw: false,
+                ..on
+            },
             _ => Setting {
                 min_expanded_bytes: text
                     .parse()
@@ -65,6 +71,7 @@ impl Setting {
         micro::set_narrow_enabled(self.narrow);
         fused::set_narrow_tiles(self.narrow_tiles);
         block::set_split_enabled(self.split);
+        dw::set_direct_enabled(self.direct_dw);
         set_min_expanded_bytes(self.min_expanded_bytes);
     }
 }

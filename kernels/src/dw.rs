@@ -34,6 +34,9 @@ use crate::cpu::{Isa, isa, output_buffer};
 use crate::fused::Epilogue;
 use std::mem::MaybeUninit;
 
+mod direct;
+pub use direct::set_enabled as set_direct_enabled;
+
 /// Vector width (f32 lanes) the inner loops are written for: one AVX-512 register.
 const LANES: usize = 16;
 /// Zero tail after every scratch buffer, so rounded-up vector loops never read past it.
@@ -82,7 +85,7 @@ pub fn forward_fused(x: &[f32], weight: &[f32], s: DwShape, epilogue: &Epilogue,
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel only stores
     // initialised values through the view.
     let y = unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) };
-    forward_into(isa(), x, weight, s, y, Some(epilogue));
+    forward_into(isa(), x, weight, s, y, (Some(epilogue), direct::enabled()));
 }
 
 /// The padded-plane buffers of [`forward_fused_serial`] for one plane size, kept by a caller
@@ -143,6 +146,7 @@ pub(crate) fn forward_fused_serial(
         p0: 0,
         epilogue: Some(epilogue),
         x_stride,
+        direct: direct::enabled(),
     };
     forward_task(isa(), g, x, y, &job, scratch);
 }
@@ -181,6 +185,8 @@ pub fn backward(
 /// the intrinsics below are only ever executed on CPUs that have them.
 trait Simd {
     type V: Copy;
+    /// Whether this is the AVX-512 instance (which may take [`direct`]'s path).
+    const AVX512: bool = false;
     /// Reads `LANES` floats at `p` (unaligned).
     ///
     /// # Safety
@@ -307,6 +313,7 @@ struct Avx512;
 #[cfg(target_arch = "x86_64")]
 impl Simd for Avx512 {
     type V = std::arch::x86_64::__m512;
+    const AVX512: bool = true;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self::V {
         // SAFETY: readable by the caller's contract; avx512f is enabled where this runs.
@@ -1011,21 +1018,23 @@ fn forward_isa(
     let len = n * c * out_size(h, stride) * out_size(w, stride);
     let mut y = output_buffer(len);
     let s = DwShape { n, c, h, w, stride };
-    forward_into(isa, x, weight, s, &mut y.spare_capacity_mut()[..len], None);
+    let y_all = &mut y.spare_capacity_mut()[..len];
+    forward_into(isa, x, weight, s, y_all, (None, direct::enabled()));
     // SAFETY: `forward_into` wrote every plane of y whole (each output row is stored
     // whole), and capacity >= len.
     unsafe { y.set_len(len) };
     y
 }
 
-/// The forward pass into `y` (`n * c` output planes), with an optional per-plane epilogue.
+/// The forward pass into `y` (`n * c` output planes), with an optional per-plane epilogue,
+/// through the in-place kernels ([`direct`]) when `direct` and the ISA has them.
 fn forward_into(
     isa: Isa,
     x: &[f32],
     weight: &[f32],
     s: DwShape,
     y: &mut [MaybeUninit<f32>],
-    epilogue: Option<&Epilogue>,
+    (epilogue, direct): (Option<&Epilogue>, bool),
 ) {
     let g = Geom::new(s.h, s.w, s.stride);
     assert_eq!(x.len(), s.n * s.c * s.h * s.w, "dw::forward: x length");
@@ -1043,6 +1052,7 @@ fn forward_into(
                 p0: ti * ppt,
                 epilogue,
                 x_stride: pin,
+                direct,
             };
             let mut planes = FORWARD_PLANES.take();
             let (_, scr) = planes.get(s.h, s.w, s.stride);
@@ -1066,6 +1076,8 @@ struct ForwardJob<'a> {
     epilogue: Option<&'a Epilogue<'a>>,
     /// Floats between the starts of consecutive input planes.
     x_stride: usize,
+    /// Whether the AVX-512 instance takes the in-place kernels ([`direct`]).
+    direct: bool,
 }
 
 /// One output plane from its padded input plane `pad`: row by row straight into `yp` when
@@ -1099,15 +1111,32 @@ fn forward_task_body<S: Simd>(
     scr: &mut Scratch,
 ) {
     let (pin, pout) = (g.h * g.w, g.ho * g.wo);
+    let direct = S::AVX512 && job.direct;
     for (k, yp) in y.chunks_exact_mut(pout).enumerate() {
         let xp = &x[k * job.x_stride..][..pin];
         let ch = (job.p0 + k) % job.c;
         let wt: &[f32; 9] = job.weight[ch * 9..ch * 9 + 9].try_into().unwrap();
-        g.fill_input::<S>(xp, &mut scr.pad);
         let finish = job.epilogue.and_then(|e| Finish::of(e, ch));
-        match finish {
-            Some(fin) => forward_plane::<S, true>(g, &scr.pad, wt, fin, &mut scr.tmp, yp),
-            None => forward_plane::<S, false>(g, &scr.pad, wt, Finish::NONE, &mut scr.tmp, yp),
+        if direct {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let (st, hw) = (g.stride, (g.h, g.w));
+                let (xp, yp) = (xp.as_ptr(), yp.as_mut_ptr().cast::<f32>());
+                // SAFETY: `direct` holds only in the AVX-512 instance; the plane holds h * w
+                // readable floats and `yp` ho * wo writable ones.
+                unsafe {
+                    match finish {
+                        Some(fin) => direct::plane::<true>(st, hw, xp, wt, fin, yp),
+                        None => direct::plane::<false>(st, hw, xp, wt, Finish::NONE, yp),
+                    }
+                }
+            }
+        } else {
+            g.fill_input::<S>(xp, &mut scr.pad);
+            match finish {
+                Some(fin) => forward_plane::<S, true>(g, &scr.pad, wt, fin, &mut scr.tmp, yp),
+                None => forward_plane::<S, false>(g, &scr.pad, wt, Finish::NONE, &mut scr.tmp, yp),
+            }
         }
         if let (Some(epilogue), None) = (job.epilogue, finish) {
             // SAFETY: the plane was written whole just above.
@@ -1415,6 +1444,49 @@ mod tests {
             check_dense(&dx.unwrap(), &dx_ref).unwrap_or_else(|e| panic!("{case} {isa:?} dx: {e}"));
             check_dw(&dw.unwrap(), &dw_ref, &dw_abs)
                 .unwrap_or_else(|e| panic!("{case} {isa:?} dw: {e}"));
+        }
+    }
+
+    /// The in-place kernels (and, for comparison, the padded ones) with the inference
+    /// epilogue finished in registers (bias, ReLU6) against the reference, on widths around
+    /// the 16-output chunks and both row parities.
+    #[test]
+    fn fused_forward_matches_reference_both_kernels() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x1D);
+        for (k, &w) in [1usize, 2, 3, 7, 14, 15, 16, 17, 31, 32, 33, 34, 56, 57]
+            .iter()
+            .enumerate()
+        {
+            let (n, c, h) = (1 + k % 2, 3, [1, 2, 5, 8][k % 4]);
+            for s in [1, 2] {
+                let (ho, wo) = (out_size(h, s), out_size(w, s));
+                let x = rand_vec(&mut rng, n * c * h * w);
+                let wt = rand_vec(&mut rng, c * 9);
+                let bias = rand_vec(&mut rng, c);
+                let want: Vec<f64> = ref_forward(&x, &wt, n, c, h, w, s)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v + f64::from(bias[(i / (ho * wo)) % c])).clamp(0.0, 6.0))
+                    .collect();
+                let epilogue = Epilogue::new(&bias, crate::bn::Act::Relu6);
+                for direct in [true, false] {
+                    let mut y = vec![0.0f32; n * c * ho * wo];
+                    // SAFETY: as in `forward_fused`.
+                    let view = unsafe {
+                        &mut *(std::ptr::from_mut(&mut y[..]) as *mut [MaybeUninit<f32>])
+                    };
+                    let shape = DwShape {
+                        n,
+                        c,
+                        h,
+                        w,
+                        stride: s,
+                    };
+                    forward_into(isa(), &x, &wt, shape, view, (Some(&epilogue), direct));
+                    check_dense(&y, &want)
+                        .unwrap_or_else(|e| panic!("{h}x{w} stride {s} direct {direct}: {e}"));
+                }
+            }
         }
     }
 

@@ -1,0 +1,242 @@
+//! Forward kernels on AVX-512 that read the input planes where they lie, without the padded
+//! copy the other kernels make first (whose stores, read back at once, cost more than the
+//! arithmetic on small planes; at stride 2 the polyphase copy touched every input value for a
+//! quarter of the outputs). Both go down the plane in column chunks of 16 outputs, holding
+//! the three input rows under the current output row, so each input row is loaded once for
+//! the three output rows it feeds:
+//!
+//! - stride 1 ([`rows`]): an input row is three masked loads, at columns `c - 1`, `c` and
+//!   `c + 1` (the masks zero the padding beyond the row's ends);
+//! - stride 2 ([`stride2`]): an input row is two vectors split by permutes into its even
+//!   columns, its odd columns and the odd columns one lane later (the left taps).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Finish, LANES};
+
+static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Turns these kernels off (the padded-plane ones then run) or back on: A/B benchmarks.
+pub fn set_enabled(on: bool) {
+    OFF.store(!on, Ordering::Relaxed);
+}
+
+/// Whether these kernels run (on CPUs with AVX-512).
+pub(super) fn enabled() -> bool {
+    !OFF.load(Ordering::Relaxed)
+}
+
+/// One output plane at `stride` (1 or 2) of the `h x w` input plane `x`, zero padding of 1,
+/// into `y` (row-major); `FIN` applies `fin` (bias and clamp).
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` as many writable floats
+/// as the output plane has.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn plane<const FIN: bool>(
+    stride: usize,
+    hw: (usize, usize),
+    x: *const f32,
+    wt: &[f32; 9],
+    fin: Finish,
+    y: *mut f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match stride {
+            1 => rows::<FIN>(hw, x, wt, fin, y),
+            _ => stride2::<FIN>(hw, x, wt, fin, y),
+        }
+    }
+}
+
+/// The low `n` (at most 16) lanes.
+fn low_lanes(n: usize) -> u16 {
+    ((1u32 << n.min(LANES)) - 1) as u16
+}
+
+/// One input row under a chunk of 16 outputs: the columns under the left, centre and right
+/// taps (`c - 1`, `c`, `c + 1` for output column `c` at stride 1; `2c - 1`, `2c`, `2c + 1`
+/// at stride 2).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Split {
+    left: __m512,
+    centre: __m512,
+    right: __m512,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Split {
+    /// Columns `2 c0 - 1 ..` of `row` (`w` floats), the chunk of outputs from `c0`; `before`
+    /// is the input column `2 c0 - 1` (0 at the left edge, where it is padding).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn of(row: *const f32, w: usize, c0: usize, before: f32) -> Split {
+        let first = 2 * c0;
+        // SAFETY: the masks keep columns below w, which the caller's row holds.
+        let (a, b) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(low_lanes(w.saturating_sub(first)), row.add(first)),
+                _mm512_maskz_loadu_ps(
+                    low_lanes(w.saturating_sub(first + LANES)),
+                    row.wrapping_add(first + LANES),
+                ),
+            )
+        };
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let centre = _mm512_permutex2var_ps(a, even, b);
+        let right = _mm512_permutex2var_ps(a, odd, b);
+        // Lane 0 from `before`, lanes 1.. the right taps' columns 2c - 1.
+        let shifted = _mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14),
+            right,
+        );
+        let left = _mm512_mask_mov_ps(shifted, 1, _mm512_set1_ps(before));
+        Split {
+            left,
+            centre,
+            right,
+        }
+    }
+
+    /// A row outside the plane (padding).
+    #[target_feature(enable = "avx512f")]
+    fn zero() -> Split {
+        let z = _mm512_setzero_ps();
+        Split {
+            left: z,
+            centre: z,
+            right: z,
+        }
+    }
+}
+
+/// One output plane of a stride-2 convolution over the `h x w` input plane `x` (zero
+/// padding of 1), into `y` (`ho x wo`, row-major); `FIN` applies `fin`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` `ho * wo` writable ones
+/// (`ho`, `wo` = `super::out_size` of `h`, `w` at stride 2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stride2<const FIN: bool>(
+    (h, w): (usize, usize),
+    x: *const f32,
+    wt: &[f32; 9],
+    fin: Finish,
+    y: *mut f32,
+) {
+    let (ho, wo) = (super::out_size(h, 2), super::out_size(w, 2));
+    let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
+    let start = _mm512_set1_ps(if FIN { fin.bias } else { 0.0 });
+    let (lo, hi) = (_mm512_set1_ps(fin.lo), _mm512_set1_ps(fin.hi));
+    let row_split = |r: usize, c0: usize| {
+        // SAFETY (whole closure): row r < h of the plane holds w floats.
+        let row = unsafe { x.add(r * w) };
+        let before = if c0 == 0 {
+            0.0
+        } else {
+            unsafe { *row.add(2 * c0 - 1) }
+        };
+        unsafe { Split::of(row, w, c0, before) }
+    };
+    for c0 in (0..wo).step_by(LANES) {
+        let store = low_lanes(wo - c0);
+        // Input row 2r - 1 of output row r: the previous output row's last row.
+        let mut above = Split::zero();
+        for r in 0..ho {
+            let middle = row_split(2 * r, c0);
+            let below = if 2 * r + 1 < h {
+                row_split(2 * r + 1, c0)
+            } else {
+                Split::zero()
+            };
+            let mut a = start;
+            let mut b = _mm512_setzero_ps();
+            for (kh, s) in [above, middle, below].iter().enumerate() {
+                a = _mm512_fmadd_ps(wv[kh * 3], s.left, a);
+                b = _mm512_fmadd_ps(wv[kh * 3 + 1], s.centre, b);
+                a = _mm512_fmadd_ps(wv[kh * 3 + 2], s.right, a);
+            }
+            let mut acc = _mm512_add_ps(a, b);
+            if FIN {
+                acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
+            }
+            // SAFETY: outputs c0 .. c0 + min(wo - c0, 16) of row r.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * wo + c0), store, acc) };
+            above = below;
+        }
+    }
+}
+
+/// One input row under a 16-output chunk at stride 1: the columns under the left, centre
+/// and right taps (`c - 1`, `c`, `c + 1`), each one masked load.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn taps_of_row(row: *const f32, w: usize, c0: usize) -> Split {
+    let lanes = |cols: usize| low_lanes(cols);
+    // Left taps read column c0 - 1 + l: at the left edge lane 0 is padding.
+    let left_mask = lanes(w + 1 - c0) & if c0 == 0 { !1 } else { !0 };
+    // SAFETY: each mask keeps the columns inside 0..w of the caller's row; masked-off lanes
+    // are neither read nor faulted on.
+    unsafe {
+        Split {
+            left: _mm512_maskz_loadu_ps(left_mask, row.wrapping_add(c0).wrapping_sub(1)),
+            centre: _mm512_maskz_loadu_ps(lanes(w - c0), row.add(c0)),
+            right: _mm512_maskz_loadu_ps(lanes(w.saturating_sub(c0 + 1)), row.wrapping_add(c0 + 1)),
+        }
+    }
+}
+
+/// One output plane of a stride-1 convolution over the `h x w` plane `x` (zero padding of 1)
+/// into `y` (`h x w`), by column chunks of 16 and then down the rows, each input row loaded
+/// once (three masked loads) for the three output rows it feeds; `FIN` applies `fin`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` as many writable ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows<const FIN: bool>(
+    (h, w): (usize, usize),
+    x: *const f32,
+    wt: &[f32; 9],
+    fin: Finish,
+    y: *mut f32,
+) {
+    let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
+    let start = _mm512_set1_ps(if FIN { fin.bias } else { 0.0 });
+    let (lo, hi) = (_mm512_set1_ps(fin.lo), _mm512_set1_ps(fin.hi));
+    // SAFETY (both closures' calls): row r < h holds w floats.
+    let row_taps = |r: usize, c0: usize| unsafe { taps_of_row(x.add(r * w), w, c0) };
+    for c0 in (0..w).step_by(LANES) {
+        let store = low_lanes(w - c0);
+        let mut above = Split::zero();
+        let mut middle = row_taps(0, c0);
+        for r in 0..h {
+            let below = if r + 1 < h {
+                row_taps(r + 1, c0)
+            } else {
+                Split::zero()
+            };
+            let mut a = start;
+            let mut b = _mm512_setzero_ps();
+            for (kh, s) in [above, middle, below].iter().enumerate() {
+                a = _mm512_fmadd_ps(wv[kh * 3], s.left, a);
+                b = _mm512_fmadd_ps(wv[kh * 3 + 1], s.centre, b);
+                a = _mm512_fmadd_ps(wv[kh * 3 + 2], s.right, a);
+            }
+            let mut acc = _mm512_add_ps(a, b);
+            if FIN {
+                acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
+            }
+            // SAFETY: outputs c0 .. c0 + min(w - c0, 16) of row r.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * w + c0), store, acc) };
+            above = middle;
+            middle = below;
+        }
+    }
+}
