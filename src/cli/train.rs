@@ -1083,8 +1083,9 @@ pub struct BenchArgs {
     /// `--size`/`--batch` into the fast kernels (per op and phase) and everything else.
     #[arg(long)]
     pub profile: bool,
-    /// With `--profile`: inference passes instead of training steps.
-    #[arg(long, requires = "profile")]
+    /// Inference only: the table's inference columns, not the training ones (with
+    /// `--profile`: inference passes instead of training steps).
+    #[arg(long)]
     pub inference: bool,
     /// Input size for `--profile`.
     #[arg(long, default_value_t = 224)]
@@ -1112,7 +1113,8 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         print!("{}", render_profile(&p));
         return Ok(());
     }
-    let ours = measure(&args.arch, &device, args.warmup, args.steps.max(1))?;
+    let steps = (args.warmup, args.steps.max(1));
+    let ours = measure(&args.arch, &device, steps, !args.inference)?;
     if args.json {
         println!("{}", serde_json::to_string(&ours)?);
         return Ok(());

@@ -117,8 +117,14 @@ fn infer_speed(spec: &ModelSpec, device: &Device, run: Run) -> Result<f64> {
     }))
 }
 
-/// Runs every measurement of `arch` (7 classes) on `device`.
-pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Result<SpeedReport> {
+/// Runs every measurement of `arch` (7 classes) on `device`, or only the inference ones
+/// when `train` is false.
+pub fn measure(
+    arch: &str,
+    device: &Device,
+    (warmup, steps): (usize, usize),
+    train: bool,
+) -> Result<SpeedReport> {
     // dermclass's framework is linked in: what the process holds before the first model is
     // built is its baseline.
     let framework_rss_mb = proc_status_kb("VmRSS").map(|kb| kb as f64 / 1024.0);
@@ -137,8 +143,12 @@ pub fn measure(arch: &str, device: &Device, warmup: usize, steps: usize) -> Resu
     };
     Ok(SpeedReport {
         framework: "dermclass (burn flex)".into(),
-        train_224_b16: Some(train_speed(&spec, device, run(224, 16))?),
-        train_128_b32: Some(train_speed(&spec, device, run(128, 32))?),
+        train_224_b16: train
+            .then(|| train_speed(&spec, device, run(224, 16)))
+            .transpose()?,
+        train_128_b32: train
+            .then(|| train_speed(&spec, device, run(128, 32)))
+            .transpose()?,
         infer_224_b1: Some(infer_speed(&spec, device, batch_1)?),
         infer_224_b16: Some(infer_speed(&spec, device, run(224, 16))?),
         peak_rss_mb: proc_status_kb("VmHWM").map(|kb| kb as f64 / 1024.0),
@@ -368,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_tiny_model_measures_every_column() {
-        let report = measure("mobilenet_v1:0.25", &Device::default(), 0, 1).unwrap();
+        let report = measure("mobilenet_v1:0.25", &Device::default(), (0, 1), true).unwrap();
         for (label, value) in columns(&report) {
             let v = value.unwrap_or_else(|| panic!("{label} missing"));
             // Other tests in this process move its resident memory (one resets the peak), so
@@ -376,5 +386,10 @@ mod tests {
             let positive = label.contains("net") || v > 0.0;
             assert!(v.is_finite() && positive, "{label}: {v}");
         }
+        // Inference only: no training columns, both inference ones.
+        let report = measure("mobilenet_v1:0.25", &Device::default(), (0, 1), false).unwrap();
+        assert!(report.train_224_b16.is_none() && report.train_128_b32.is_none());
+        assert!(report.infer_224_b1.is_some_and(|v| v > 0.0));
+        assert!(report.infer_224_b16.is_some_and(|v| v > 0.0));
     }
 }

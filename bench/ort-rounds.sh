@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Inference against ONNX Runtime in interleaved rounds, for hosts whose speed drifts from
+# minute to minute: each round runs ONNX Runtime (bench/ort_peer.py on dermclass's own export
+# of the network), then `dermclass bench --inference`, then ONNX Runtime again, and compares
+# dermclass with the mean of the two runs around it. Prints every round and the median
+# ratio at batch 1 and 16. Needs bench/.venv with onnxruntime (bench/setup-peers.sh).
+# ROUNDS (default 5), ARCH (default mobilenet_v2:1.0), BENCH_THREADS (default: all cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${BENCH_THREADS:-$(nproc)}
+export BENCH_THREADS=$threads RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
+arch=${ARCH:-mobilenet_v2:1.0}
+rounds=${ROUNDS:-5}
+if ! bench/.venv/bin/python -c "import onnxruntime" 2> /dev/null; then
+    echo "bench/.venv with onnxruntime missing: run bench/setup-peers.sh first" >&2
+    exit 1
+fi
+cargo build --release --quiet --bin dermclass --example bench_onnx
+onnx=$(mktemp --suffix=.onnx)
+log=$(mktemp)
+trap 'rm -f "$onnx" "$log"' EXIT
+target/release/examples/bench_onnx "$onnx" "$arch" 224 > /dev/null
+ort() { bench/.venv/bin/python bench/ort_peer.py "$onnx"; }
+echo "$(date -u +%FT%TZ) $arch on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $threads threads"
+before=$(ort)
+for round in $(seq "$rounds"); do
+    ours=$(target/release/dermclass bench --arch "$arch" --inference --steps 50 --json)
+    after=$(ort)
+    echo "$round $before $ours $after" >> "$log"
+    before=$after
+done
+# One JSON object per field: pull the two inference rates out of each.
+bench/.venv/bin/python - "$log" << 'PY'
+import json, statistics, sys
+rows = []
+for line in open(sys.argv[1]):
+    round_, rest = line.split(" ", 1)
+    dec = json.JSONDecoder()
+    objs, i = [], 0
+    while i < len(rest):
+        if rest[i].isspace():
+            i += 1
+            continue
+        obj, i = dec.raw_decode(rest, i)
+        objs.append(obj)
+    rows.append((int(round_), *objs))
+print("round | ORT b1 before/after | dermclass b1 | ratio b1 | ORT b16 before/after | dermclass b16 | ratio b16")
+ratios = {1: [], 16: []}
+for r, before, ours, after in rows:
+    cells = [str(r)]
+    for b in (1, 16):
+        key = f"infer_224_b{b}"
+        ref = (before[key] + after[key]) / 2
+        ratios[b].append(ours[key] / ref)
+        cells += [f"{before[key]:.1f} / {after[key]:.1f}", f"{ours[key]:.1f}", f"{ours[key] / ref:.2f}x"]
+    print(" | ".join(cells))
+for b in (1, 16):
+    rs = sorted(ratios[b])
+    print(f"batch {b}: median ratio {statistics.median(rs):.2f}x (range {rs[0]:.2f}-{rs[-1]:.2f}x over {len(rs)} rounds)")
+PY
