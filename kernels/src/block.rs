@@ -299,8 +299,11 @@ unsafe fn run_band(
         None => (&image[first_in * s.w..], plane),
     };
     let d = &block.depthwise;
-    let rows_mid = dw::out_size(rows_in, st);
-    let depthwise = grown(&mut scratch.depthwise, s.c_mid * rows_mid * wo);
+    // The band's depthwise rows that are output rows of the plane (the first, when the band
+    // starts below row 0, reads a padding row in place of the row above the band).
+    let skip = band.o0 - first_in / st;
+    let rows_out = band.o1 - band.o0;
+    let depthwise = grown(&mut scratch.depthwise, s.c_mid * rows_out * wo);
     let shape = DwShape {
         n: 1,
         c: s.c_mid,
@@ -311,26 +314,25 @@ unsafe fn run_band(
     dw::forward_fused_serial(
         mid,
         d.weight,
-        shape,
+        (shape, skip..skip + rows_out),
         &Epilogue::new(d.bias, d.act),
         depthwise,
         &mut scratch.planes,
     );
     let p = &block.project;
-    let skip = band.o0 - first_in / st;
     let out_first = band.b * s.c_out * ho * wo + band.o0 * wo;
     let epilogue = block.projection_epilogue();
     let io = TileIo {
-        x: depthwise[skip * wo..].as_ptr(),
-        x_rs: rows_mid * wo,
+        x: depthwise.as_ptr(),
+        x_rs: rows_out * wo,
         y: y.at(out_first),
         y_rs: ho * wo,
         offset: out_first,
         channel: 0,
         epilogue: &epilogue,
     };
-    let width_out = (band.o1 - band.o0) * wo;
-    // SAFETY: the band's depthwise rows hold `skip + o1 - o0` rows of `wo` per channel; the
+    let width_out = rows_out * wo;
+    // SAFETY: the band's depthwise rows hold `o1 - o0` rows of `wo` per channel; the
     // output rows are this band's alone (caller's contract); the residual has y's layout.
     unsafe { gemm_tile(p.weights, (s.c_out, s.c_mid), 0, 0..s.c_out, width_out, &io) };
 }

@@ -116,14 +116,15 @@ impl PlaneScratch {
 }
 
 /// [`forward_fused`] on the calling thread, for callers that split the work themselves
-/// (the banded inverted-residual block, [`crate::block`]).
+/// (the banded inverted-residual block, [`crate::block`]), of output rows `rows` of every
+/// plane only (`y` holds `rows.len()` rows per plane; the epilogue has no residual).
 ///
 /// The input planes lie `x_stride` floats apart (`h * w` for a tensor; a band of rows cut
 /// from each plane of an image is read in place, with the image's plane size).
 pub(crate) fn forward_fused_serial(
     (x, x_stride): (&[f32], usize),
     weight: &[f32],
-    s: DwShape,
+    (s, rows): (DwShape, std::ops::Range<usize>),
     epilogue: &Epilogue,
     y: &mut [f32],
     planes: &mut PlaneScratch,
@@ -136,8 +137,20 @@ pub(crate) fn forward_fused_serial(
         "dw::forward: x length"
     );
     assert_eq!(weight.len(), s.c * 9, "dw::forward: weight length");
-    assert_eq!(y.len(), s.n * s.c * g.ho * g.wo, "dw::forward: y length");
-    epilogue.check(s.c, y.len());
+    assert!(
+        rows.start <= rows.end && rows.end <= g.ho,
+        "dw::forward: rows"
+    );
+    assert_eq!(
+        y.len(),
+        planes_in * rows.len() * g.wo,
+        "dw::forward: y length"
+    );
+    assert!(
+        epilogue.residual.is_none(),
+        "dw::forward: rows with a residual"
+    );
+    epilogue.check(s.c, planes_in * g.ho * g.wo);
     // SAFETY: as in `forward_fused`.
     let y = unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) };
     let job = ForwardJob {
@@ -147,6 +160,7 @@ pub(crate) fn forward_fused_serial(
         epilogue: Some(epilogue),
         x_stride,
         direct: direct::enabled(),
+        rows,
     };
     forward_task(isa(), g, x, y, &job, scratch);
 }
@@ -1053,6 +1067,7 @@ fn forward_into(
                 epilogue,
                 x_stride: pin,
                 direct,
+                rows: 0..g.ho,
             };
             let mut planes = FORWARD_PLANES.take();
             let (_, scr) = planes.get(s.h, s.w, s.stride);
@@ -1078,25 +1093,29 @@ struct ForwardJob<'a> {
     x_stride: usize,
     /// Whether the AVX-512 instance takes the in-place kernels ([`direct`]).
     direct: bool,
+    /// The output rows of each plane computed (and stored, one after the other, in `y`).
+    rows: std::ops::Range<usize>,
 }
 
-/// One output plane from its padded input plane `pad`: row by row straight into `yp` when
-/// rows are wide, else flat into `tmp` and copied out.
+/// Output rows `rows` of one plane from its padded input plane `pad`: row by row straight
+/// into `yp` when rows are wide, else flat into `tmp` (every row) and copied out.
 #[inline(always)]
 fn forward_plane<S: Simd, const FIN: bool>(
-    g: &Geom,
+    (g, rows): (&Geom, &std::ops::Range<usize>),
     pad: &[f32],
     wt: &[f32; 9],
     fin: Finish,
     tmp: &mut [f32],
     yp: &mut [MaybeUninit<f32>],
 ) {
+    // The taps of output row r start r * row floats into `pad` (both layouts).
+    let from = rows.start * g.row;
     if g.wo >= DIRECT_COLS {
-        conv_rows::<S, 9, FIN>(pad, &g.offs, wt, fin, g.row, yp, g.wo);
+        conv_rows::<S, 9, FIN>(&pad[from..], &g.offs, wt, fin, g.row, yp, g.wo);
     } else {
         let out = &mut tmp[..g.out_r];
         conv::<S, 9, FIN>(pad, &g.offs, wt, fin, out);
-        g.copy_rows::<S>(out, yp, g.wo);
+        g.copy_rows::<S>(&out[from..], yp, g.wo);
     }
 }
 
@@ -1110,7 +1129,7 @@ fn forward_task_body<S: Simd>(
     job: &ForwardJob<'_>,
     scr: &mut Scratch,
 ) {
-    let (pin, pout) = (g.h * g.w, g.ho * g.wo);
+    let (pin, pout) = (g.h * g.w, job.rows.len() * g.wo);
     let direct = S::AVX512 && job.direct;
     for (k, yp) in y.chunks_exact_mut(pout).enumerate() {
         let xp = &x[k * job.x_stride..][..pin];
@@ -1120,7 +1139,7 @@ fn forward_task_body<S: Simd>(
         if direct {
             #[cfg(target_arch = "x86_64")]
             {
-                let (st, hw) = (g.stride, (g.h, g.w));
+                let (st, hw) = ((g.stride, job.rows.clone()), (g.h, g.w));
                 let (xp, yp) = (xp.as_ptr(), yp.as_mut_ptr().cast::<f32>());
                 // SAFETY: `direct` holds only in the AVX-512 instance; the plane holds h * w
                 // readable floats and `yp` ho * wo writable ones.
@@ -1134,8 +1153,13 @@ fn forward_task_body<S: Simd>(
         } else {
             g.fill_input::<S>(xp, &mut scr.pad);
             match finish {
-                Some(fin) => forward_plane::<S, true>(g, &scr.pad, wt, fin, &mut scr.tmp, yp),
-                None => forward_plane::<S, false>(g, &scr.pad, wt, Finish::NONE, &mut scr.tmp, yp),
+                Some(fin) => {
+                    forward_plane::<S, true>((g, &job.rows), &scr.pad, wt, fin, &mut scr.tmp, yp)
+                }
+                None => {
+                    let (gr, tmp) = ((g, &job.rows), &mut scr.tmp);
+                    forward_plane::<S, false>(gr, &scr.pad, wt, Finish::NONE, tmp, yp)
+                }
             }
         }
         if let (Some(epilogue), None) = (job.epilogue, finish) {
@@ -1485,6 +1509,54 @@ mod tests {
                     forward_into(isa(), &x, &wt, shape, view, (Some(&epilogue), direct));
                     check_dense(&y, &want)
                         .unwrap_or_else(|e| panic!("{h}x{w} stride {s} direct {direct}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Output rows cut from the planes (what a band of an inverted-residual block asks
+    /// for), by every instruction set, through both kernels, against the whole planes.
+    #[test]
+    fn row_ranges_are_the_rows_of_the_whole_plane() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x2A);
+        for (h, w, s) in [(9, 7, 1), (9, 7, 2), (12, 20, 1), (13, 33, 2), (5, 16, 1)] {
+            let (c, (ho, wo)) = (3, (out_size(h, s), out_size(w, s)));
+            let x = rand_vec(&mut rng, c * h * w);
+            let wt = rand_vec(&mut rng, c * 9);
+            let bias = rand_vec(&mut rng, c);
+            let whole: Vec<f64> = ref_forward(&x, &wt, 1, c, h, w, s)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v + f64::from(bias[i / (ho * wo)])).clamp(0.0, 6.0))
+                .collect();
+            let epilogue = Epilogue::new(&bias, crate::bn::Act::Relu6);
+            let g = Geom::new(h, w, s);
+            for rows in [0..ho, 1..ho, 0..ho - 1, 2..3] {
+                let want: Vec<f64> = (0..c)
+                    .flat_map(|ch| {
+                        whole[(ch * ho + rows.start) * wo..(ch * ho + rows.end) * wo].to_vec()
+                    })
+                    .collect();
+                for (isa, direct) in available_isas()
+                    .into_iter()
+                    .flat_map(|i| [(i, true), (i, false)])
+                {
+                    let job = ForwardJob {
+                        weight: &wt,
+                        c,
+                        p0: 0,
+                        epilogue: Some(&epilogue),
+                        x_stride: h * w,
+                        direct,
+                        rows: rows.clone(),
+                    };
+                    let mut y = vec![MaybeUninit::new(f32::NAN); want.len()];
+                    forward_task(isa, &g, &x, &mut y, &job, &mut Scratch::new(&g, false));
+                    // SAFETY: initialised above (and overwritten by the kernel).
+                    let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                    check_dense(&y, &want).unwrap_or_else(|e| {
+                        panic!("{h}x{w} stride {s} rows {rows:?} {isa:?} direct {direct}: {e}")
+                    });
                 }
             }
         }

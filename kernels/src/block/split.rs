@@ -178,7 +178,7 @@ unsafe fn run_share(
     dw::forward_fused_serial(
         (expanded, plane),
         &d.weight[mid.start * 9..mid.end * 9],
-        shape,
+        (shape, 0..ho),
         &Epilogue::new(&d.bias[mid.clone()], d.act),
         depthwise,
         &mut scratch.planes,

@@ -5,13 +5,14 @@
 //! the three input rows under the current output row, so each input row is loaded once for
 //! the three output rows it feeds:
 //!
-//! - stride 1 ([`rows`]): an input row is three masked loads, at columns `c - 1`, `c` and
+//! - stride 1 ([`stride1`]): an input row is three masked loads, at columns `c - 1`, `c` and
 //!   `c + 1` (the masks zero the padding beyond the row's ends);
 //! - stride 2 ([`stride2`]): an input row is two vectors split by permutes into its even
 //!   columns, its odd columns and the odd columns one lane later (the left taps).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Finish, LANES};
@@ -28,16 +29,16 @@ pub(super) fn enabled() -> bool {
     !OFF.load(Ordering::Relaxed)
 }
 
-/// One output plane at `stride` (1 or 2) of the `h x w` input plane `x`, zero padding of 1,
-/// into `y` (row-major); `FIN` applies `fin` (bias and clamp).
+/// Output rows `rows` of one plane at `stride` (1 or 2) of the `h x w` input plane `x`, zero
+/// padding of 1, into `y` (those rows, row-major); `FIN` applies `fin` (bias and clamp).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` as many writable floats
-/// as the output plane has.
+/// The CPU has AVX-512F; `x` holds `h * w` readable floats, `rows` lie inside the output
+/// plane and `y` holds their `rows.len() * wo` writable floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn plane<const FIN: bool>(
-    stride: usize,
+    (stride, rows): (usize, Range<usize>),
     hw: (usize, usize),
     x: *const f32,
     wt: &[f32; 9],
@@ -47,8 +48,8 @@ pub(super) unsafe fn plane<const FIN: bool>(
     // SAFETY: the caller's contract.
     unsafe {
         match stride {
-            1 => rows::<FIN>(hw, x, wt, fin, y),
-            _ => stride2::<FIN>(hw, x, wt, fin, y),
+            1 => stride1::<FIN>(hw, rows, x, (wt, fin), y),
+            _ => stride2::<FIN>(hw, rows, x, (wt, fin), y),
         }
     }
 }
@@ -125,12 +126,12 @@ impl Split {
 #[target_feature(enable = "avx512f")]
 unsafe fn stride2<const FIN: bool>(
     (h, w): (usize, usize),
+    rows: Range<usize>,
     x: *const f32,
-    wt: &[f32; 9],
-    fin: Finish,
+    (wt, fin): (&[f32; 9], Finish),
     y: *mut f32,
 ) {
-    let (ho, wo) = (super::out_size(h, 2), super::out_size(w, 2));
+    let wo = super::out_size(w, 2);
     let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
     let start = _mm512_set1_ps(if FIN { fin.bias } else { 0.0 });
     let (lo, hi) = (_mm512_set1_ps(fin.lo), _mm512_set1_ps(fin.hi));
@@ -147,8 +148,12 @@ unsafe fn stride2<const FIN: bool>(
     for c0 in (0..wo).step_by(LANES) {
         let store = low_lanes(wo - c0);
         // Input row 2r - 1 of output row r: the previous output row's last row.
-        let mut above = Split::zero();
-        for r in 0..ho {
+        let mut above = if rows.start > 0 {
+            row_split(2 * rows.start - 1, c0)
+        } else {
+            Split::zero()
+        };
+        for r in rows.clone() {
             let middle = row_split(2 * r, c0);
             let below = if 2 * r + 1 < h {
                 row_split(2 * r + 1, c0)
@@ -167,7 +172,7 @@ unsafe fn stride2<const FIN: bool>(
                 acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
             }
             // SAFETY: outputs c0 .. c0 + min(wo - c0, 16) of row r.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * wo + c0), store, acc) };
+            unsafe { _mm512_mask_storeu_ps(y.add((r - rows.start) * wo + c0), store, acc) };
             above = below;
         }
     }
@@ -200,11 +205,11 @@ unsafe fn taps_of_row(row: *const f32, w: usize, c0: usize) -> Split {
 /// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` as many writable ones.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn rows<const FIN: bool>(
+unsafe fn stride1<const FIN: bool>(
     (h, w): (usize, usize),
+    rows: Range<usize>,
     x: *const f32,
-    wt: &[f32; 9],
-    fin: Finish,
+    (wt, fin): (&[f32; 9], Finish),
     y: *mut f32,
 ) {
     let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
@@ -214,9 +219,13 @@ unsafe fn rows<const FIN: bool>(
     let row_taps = |r: usize, c0: usize| unsafe { taps_of_row(x.add(r * w), w, c0) };
     for c0 in (0..w).step_by(LANES) {
         let store = low_lanes(w - c0);
-        let mut above = Split::zero();
-        let mut middle = row_taps(0, c0);
-        for r in 0..h {
+        let mut above = if rows.start > 0 {
+            row_taps(rows.start - 1, c0)
+        } else {
+            Split::zero()
+        };
+        let mut middle = row_taps(rows.start, c0);
+        for r in rows.clone() {
             let below = if r + 1 < h {
                 row_taps(r + 1, c0)
             } else {
@@ -234,7 +243,7 @@ unsafe fn rows<const FIN: bool>(
                 acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
             }
             // SAFETY: outputs c0 .. c0 + min(w - c0, 16) of row r.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * w + c0), store, acc) };
+            unsafe { _mm512_mask_storeu_ps(y.add((r - rows.start) * w + c0), store, acc) };
             above = middle;
             middle = below;
         }
