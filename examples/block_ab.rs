@@ -29,6 +29,7 @@ struct Setting {
     narrow_tiles: bool,
     split: bool,
     direct_dw: bool,
+    prefetch: bool,
 }
 
 impl Setting {
@@ -39,6 +40,7 @@ impl Setting {
             narrow_tiles: true,
             split: true,
             direct_dw: true,
+            prefetch: true,
         };
         Ok(match text {
             "off" => Setting {
@@ -58,6 +60,10 @@ impl Setting {
                 direct_dw: false,
                 ..on
             },
+            "prefetch-off" => Setting {
+                prefetch: false,
+                ..on
+            },
             _ => Setting {
                 min_expanded_bytes: text
                     .parse()
@@ -72,6 +78,7 @@ impl Setting {
         fused::set_narrow_tiles(self.narrow_tiles);
         block::set_split_enabled(self.split);
         dw::set_direct_enabled(self.direct_dw);
+        micro::set_prefetch_enabled(self.prefetch);
         set_min_expanded_bytes(self.min_expanded_bytes);
     }
 }
