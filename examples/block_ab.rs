@@ -30,6 +30,7 @@ struct Setting {
     split: bool,
     direct_dw: bool,
     prefetch: bool,
+    per_image: bool,
 }
 
 impl Setting {
@@ -41,6 +42,7 @@ impl Setting {
             split: true,
             direct_dw: true,
             prefetch: true,
+            per_image: true,
         };
         Ok(match text {
             "off" => Setting {
@@ -64,6 +66,10 @@ impl Setting {
                 prefetch: false,
                 ..on
             },
+            "per-image-off" => Setting {
+                per_image: false,
+                ..on
+            },
             _ => Setting {
                 min_expanded_bytes: text
                     .parse()
@@ -79,6 +85,7 @@ impl Setting {
         block::set_split_enabled(self.split);
         dw::set_direct_enabled(self.direct_dw);
         micro::set_prefetch_enabled(self.prefetch);
+        block::set_per_image_enabled(self.per_image);
         set_min_expanded_bytes(self.min_expanded_bytes);
     }
 }

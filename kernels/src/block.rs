@@ -23,7 +23,10 @@ use crate::fused::{ConvWeights, Epilogue, gemm_tile};
 use crate::micro::TileIo;
 
 mod split;
-pub use split::{inverted_residual_split, set_split_enabled, split_parts};
+pub use split::{
+    inverted_residual_per_image, inverted_residual_split, per_image, set_per_image_enabled,
+    set_split_enabled, split_parts,
+};
 
 /// A 1x1 convolution (one group) of the block, with its folded bias and its activation.
 #[derive(Clone, Copy, Debug)]
@@ -481,6 +484,9 @@ mod tests {
             inverted_residual_split(&x, s, &block, parts, &mut got);
             close(&got, &format!("split in {parts}"));
         }
+        let mut got = vec![f32::NAN; want.len()];
+        inverted_residual_per_image(&x, s, &block, &mut got);
+        close(&got, "per image");
     }
 
     #[test]

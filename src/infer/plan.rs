@@ -697,6 +697,8 @@ fn run_block(
         None
     } else if let Some(parts) = block::split_parts(&s) {
         Some(Layout::Shares(parts))
+    } else if block::per_image(&s) {
+        Some(Layout::Images)
     } else {
         block::band_rows(&s).map(Layout::Bands)
     };
@@ -732,15 +734,18 @@ fn run_block(
     match layout {
         Layout::Bands(rows) => block::inverted_residual(x, s, &layers, rows, y),
         Layout::Shares(parts) => block::inverted_residual_split(x, s, &layers, parts, y),
+        Layout::Images => block::inverted_residual_per_image(x, s, &layers, y),
     }
     Ok(out_shape)
 }
 
 /// How a block runs as one step: in shares of its expanded channels, one per thread (one
-/// image, expanded tensor up to 1 MiB), or in bands of output rows (large maps).
+/// image, expanded tensor up to 1 MiB), one image per thread (a batch, the same tensors), or
+/// in bands of output rows (large maps).
 enum Layout {
     Bands(usize),
     Shares(usize),
+    Images,
 }
 
 /// Runs one step, writing its output slots.
