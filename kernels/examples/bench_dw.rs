@@ -1,8 +1,9 @@
 //! Microbenchmark of the depthwise 3x3 kernels on the MobileNetV2/ShuffleNet shapes.
 //!
 //! `cargo run --release -p dermclass-kernels --example bench_dw` (set `RAYON_NUM_THREADS`
-//! to pin the thread count). Prints the median milliseconds of forward, of the inference
-//! forward with its epilogue (bias and ReLU6, into a kept buffer) and of backward (both
+//! to pin the thread count; it runs on a pool thread, as the plan does). Prints the median milliseconds of forward, of the inference
+//! forward with its epilogue (bias and ReLU6, into a kept buffer), of the same through the
+//! padded-plane kernels (the AVX-512 in-place ones off) and of backward (both
 //! gradients) per shape. Optional arguments: indices of the shapes to run. `BATCH=1`
 //! runs every shape at that batch size instead (inference).
 
@@ -15,6 +16,15 @@ mod common;
 use common::median_ms;
 
 fn main() {
+    // On one of the pool's threads, as the plan and the training step run: from outside,
+    // each call would hand its work over and sleep (tens of microseconds on small shapes).
+    rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("a thread pool")
+        .install(run);
+}
+
+fn run() {
     let shapes = [
         (16, 32, 112, 112, 1),
         (16, 96, 112, 112, 2),
@@ -33,10 +43,10 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:>4} {:>4} {:>4} {:>4} {:>2} | {:>9} {:>9} {:>9} {:>9}",
-        "n", "c", "h", "w", "s", "fwd ms", "fused ms", "bwd ms", "f+b ms"
+        "{:>4} {:>4} {:>4} {:>4} {:>2} | {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "n", "c", "h", "w", "s", "fwd ms", "fused ms", "padded ms", "bwd ms", "f+b ms"
     );
-    let (mut tf, mut tfused, mut tb) = (0.0, 0.0, 0.0);
+    let (mut tf, mut tfused, mut tpadded, mut tb) = (0.0, 0.0, 0.0, 0.0);
     // Optional arguments: indices (0-based) of the shapes to run.
     let only: Vec<usize> = std::env::args()
         .skip(1)
@@ -75,23 +85,29 @@ fn main() {
         let bias = data(c, 4);
         let epilogue = Epilogue::new(&bias, Act::Relu6);
         let mut y = vec![0.0; n * c * ho * wo];
-        let fused = median_ms(3, reps, || {
+        let mut fused_forward = || {
             dw::forward_fused(black_box(&x), &wt, shape, &epilogue, &mut y);
             black_box(&y);
-        });
+        };
+        let fused = median_ms(3, reps, &mut fused_forward);
+        // The same through the padded-plane kernels (the in-place ones off).
+        dw::set_direct_enabled(false);
+        let padded = median_ms(3, reps, &mut fused_forward);
+        dw::set_direct_enabled(true);
         let b = median_ms(3, reps, || {
             black_box(dw::backward(black_box(&x), &wt, &dy, shape, true, true));
         });
         tf += f;
         tfused += fused;
+        tpadded += padded;
         tb += b;
         println!(
-            "{n:>4} {c:>4} {h:>4} {w:>4} {s:>2} | {f:>9.3} {fused:>9.3} {b:>9.3} {:>9.3}",
+            "{n:>4} {c:>4} {h:>4} {w:>4} {s:>2} | {f:>9.3} {fused:>9.3} {padded:>9.3} {b:>9.3} {:>9.3}",
             f + b
         );
     }
     println!(
-        "{:>22} | {tf:>9.3} {tfused:>9.3} {tb:>9.3} {:>9.3}",
+        "{:>22} | {tf:>9.3} {tfused:>9.3} {tpadded:>9.3} {tb:>9.3} {:>9.3}",
         "total",
         tf + tb
     );
