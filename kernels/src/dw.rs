@@ -165,6 +165,37 @@ pub(crate) fn forward_fused_serial(
     forward_task(isa(), g, x, y, &job, scratch);
 }
 
+/// 3x3 stride-2 pooling with padding 1 of the `[planes, h, w]` tensor `x` into `y`
+/// ([`crate::pool::pool2d`]'s semantics) through the in-place kernels, or `false` (nothing
+/// done) where they do not run: no AVX-512, or turned off.
+pub(crate) fn pool_3x3_s2(x: &[f32], (h, w): (usize, usize), max: bool, y: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 && direct::enabled() {
+        let (pin, pout) = (h * w, out_size(h, 2) * out_size(w, 2));
+        assert_eq!(x.len() % pin, 0, "pool: input length");
+        assert_eq!(y.len(), x.len() / pin * pout, "pool: output length");
+        let per_task = (TASK_OUTPUTS / pin).max(1);
+        y.par_chunks_mut(per_task * pout)
+            .zip(x.par_chunks(per_task * pin))
+            .for_each(|(yc, xc)| {
+                for (yp, xp) in yc.chunks_exact_mut(pout).zip(xc.chunks_exact(pin)) {
+                    // SAFETY: AVX-512 is present; each plane holds h * w inputs and ho * wo
+                    // outputs (asserted).
+                    unsafe {
+                        if max {
+                            direct::pool_3x3_s2::<true>((h, w), xp.as_ptr(), yp.as_mut_ptr());
+                        } else {
+                            direct::pool_3x3_s2::<false>((h, w), xp.as_ptr(), yp.as_mut_ptr());
+                        }
+                    }
+                }
+            });
+        return true;
+    }
+    let _ = (x, h, w, max, y);
+    false
+}
+
 /// Gradients of [`forward`] given `dy` [n, c, ho, wo]: (dx [n, c, h, w] when `need_input`,
 /// d_weight [c, 1, 3, 3] when `need_weight`). Work not asked for is not done.
 pub fn backward(

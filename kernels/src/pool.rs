@@ -1,6 +1,7 @@
 //! Pooling over NCHW planes: the 3x3 stride-2 windows of the ShuffleNet and ResNet stems and
-//! ShuffleNet v1's shortcuts as separable passes, any other window directly, and the
-//! gradients for training.
+//! ShuffleNet v1's shortcuts through the depthwise convolution's in-place stride-2 kernel
+//! (AVX-512) or as separable passes, any other window directly, and the gradients for
+//! training.
 
 use rayon::prelude::*;
 
@@ -48,15 +49,10 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
     assert_eq!(y.len(), s.planes * ho * wo, "pool: output length");
     let area = (s.kernel * s.kernel) as f32;
     if s.kernel == 3 && s.stride == 2 && s.pad == 1 {
-        y.par_chunks_mut(ho * wo)
-            .zip(x.par_chunks(s.h * s.w))
-            .for_each_init(PoolRows::default, |rows, (out, src)| {
-                if max {
-                    rows.pool_3x3_s2::<true>(src, s.h, s.w, out);
-                } else {
-                    rows.pool_3x3_s2::<false>(src, s.h, s.w, out);
-                }
-            });
+        // The depthwise convolution's in-place stride-2 kernel where it runs (AVX-512).
+        if !crate::dw::pool_3x3_s2(x, (s.h, s.w), max, y) {
+            separable_3x3_s2(x, s, max, y);
+        }
         return;
     }
     y.par_chunks_mut(ho * wo)
@@ -80,6 +76,20 @@ pub fn pool2d(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
                     }
                     out[oh * wo + ow] = if max { acc } else { acc / area };
                 }
+            }
+        });
+}
+
+/// [`pool2d`]'s 3x3 stride-2 windows (padding 1) as separable passes, row by row.
+fn separable_3x3_s2(x: &[f32], s: PoolShape, max: bool, y: &mut [f32]) {
+    let (ho, wo) = s.out_hw();
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(s.h * s.w))
+        .for_each_init(PoolRows::default, |rows, (out, src)| {
+            if max {
+                rows.pool_3x3_s2::<true>(src, s.h, s.w, out);
+            } else {
+                rows.pool_3x3_s2::<false>(src, s.h, s.w, out);
             }
         });
 }
@@ -244,6 +254,17 @@ mod tests {
             let (mut max, mut mean) = (vec![f32::NAN; 3 * ho * wo], vec![f32::NAN; 3 * ho * wo]);
             pool2d(&x, s, true, &mut max);
             pool2d(&x, s, false, &mut mean);
+            // The separable passes (where the in-place kernel does not run) give the same.
+            let (mut max2, mut mean2) = (vec![f32::NAN; 3 * ho * wo], vec![f32::NAN; 3 * ho * wo]);
+            separable_3x3_s2(&x, s, true, &mut max2);
+            separable_3x3_s2(&x, s, false, &mut mean2);
+            assert_eq!(max, max2, "max {h}x{w}: the two kernels");
+            for (a, b) in mean.iter().zip(&mean2) {
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "mean {h}x{w}: the two kernels, {a} against {b}"
+                );
+            }
             for p in 0..3 {
                 for oh in 0..ho {
                     for ow in 0..wo {

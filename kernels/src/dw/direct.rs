@@ -73,15 +73,18 @@ struct Split {
 #[cfg(target_arch = "x86_64")]
 impl Split {
     /// Columns `2 c0 - 1 ..` of `row` (`w` floats), the chunk of outputs from `c0`; `before`
-    /// is the input column `2 c0 - 1` (0 at the left edge, where it is padding).
+    /// is the input column `2 c0 - 1` (`pad` at the left edge), and columns past the row's
+    /// end are `pad` too (0 for a convolution, -inf for a max pool).
     #[target_feature(enable = "avx512f")]
-    unsafe fn of(row: *const f32, w: usize, c0: usize, before: f32) -> Split {
+    unsafe fn of(row: *const f32, w: usize, c0: usize, (before, pad): (f32, f32)) -> Split {
         let first = 2 * c0;
+        let fill = _mm512_set1_ps(pad);
         // SAFETY: the masks keep columns below w, which the caller's row holds.
         let (a, b) = unsafe {
             (
-                _mm512_maskz_loadu_ps(low_lanes(w.saturating_sub(first)), row.add(first)),
-                _mm512_maskz_loadu_ps(
+                _mm512_mask_loadu_ps(fill, low_lanes(w.saturating_sub(first)), row.add(first)),
+                _mm512_mask_loadu_ps(
+                    fill,
                     low_lanes(w.saturating_sub(first + LANES)),
                     row.wrapping_add(first + LANES),
                 ),
@@ -107,11 +110,17 @@ impl Split {
     /// A row outside the plane (padding).
     #[target_feature(enable = "avx512f")]
     fn zero() -> Split {
-        let z = _mm512_setzero_ps();
+        Split::filled(0.0)
+    }
+
+    /// A row of padding `pad`.
+    #[target_feature(enable = "avx512f")]
+    fn filled(pad: f32) -> Split {
+        let v = _mm512_set1_ps(pad);
         Split {
-            left: z,
-            centre: z,
-            right: z,
+            left: v,
+            centre: v,
+            right: v,
         }
     }
 }
@@ -143,7 +152,7 @@ unsafe fn stride2<const FIN: bool>(
         } else {
             unsafe { *row.add(2 * c0 - 1) }
         };
-        unsafe { Split::of(row, w, c0, before) }
+        unsafe { Split::of(row, w, c0, (before, 0.0)) }
     };
     for c0 in (0..wo).step_by(LANES) {
         let store = low_lanes(wo - c0);
@@ -246,6 +255,65 @@ unsafe fn stride1<const FIN: bool>(
             unsafe { _mm512_mask_storeu_ps(y.add((r - rows.start) * w + c0), store, acc) };
             above = middle;
             middle = below;
+        }
+    }
+}
+
+/// 3x3 stride-2 pooling with padding 1 of one `h x w` plane into `y` (`ho x wo`): the
+/// maximum (`MAX`; the padding never wins) or the mean with the padding counted as zeros
+/// (always over nine), the rows split as [`stride2`]'s are.
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` holds `h * w` readable floats and `y` `ho * wo` writable ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pool_3x3_s2<const MAX: bool>(
+    (h, w): (usize, usize),
+    x: *const f32,
+    y: *mut f32,
+) {
+    let (ho, wo) = (super::out_size(h, 2), super::out_size(w, 2));
+    let pad = if MAX { f32::NEG_INFINITY } else { 0.0 };
+    let nine = _mm512_set1_ps(9.0);
+    let row_split = |r: usize, c0: usize| {
+        // SAFETY (whole closure): row r < h of the plane holds w floats.
+        let row = unsafe { x.add(r * w) };
+        let before = if c0 == 0 {
+            pad
+        } else {
+            unsafe { *row.add(2 * c0 - 1) }
+        };
+        unsafe { Split::of(row, w, c0, (before, pad)) }
+    };
+    let join = |a: __m512, b: __m512| {
+        if MAX {
+            _mm512_max_ps(a, b)
+        } else {
+            _mm512_add_ps(a, b)
+        }
+    };
+    for c0 in (0..wo).step_by(LANES) {
+        let store = low_lanes(wo - c0);
+        let mut above = Split::filled(pad);
+        for r in 0..ho {
+            let middle = row_split(2 * r, c0);
+            let below = if 2 * r + 1 < h {
+                row_split(2 * r + 1, c0)
+            } else {
+                Split::filled(pad)
+            };
+            let mut acc = middle.centre;
+            for s in [above, middle, below] {
+                acc = join(acc, join(s.left, s.right));
+            }
+            acc = join(acc, above.centre);
+            acc = join(acc, below.centre);
+            if !MAX {
+                acc = _mm512_div_ps(acc, nine);
+            }
+            // SAFETY: outputs c0 .. c0 + min(wo - c0, 16) of row r.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * wo + c0), store, acc) };
+            above = below;
         }
     }
 }
