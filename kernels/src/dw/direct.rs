@@ -125,6 +125,64 @@ impl Split {
     }
 }
 
+/// A plane's nine weights and its epilogue as vectors.
+#[cfg(target_arch = "x86_64")]
+struct Taps {
+    weights: [__m512; 9],
+    start: __m512,
+    lo: __m512,
+    hi: __m512,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Taps {
+    /// The accumulator starts at the bias when `FIN`, else at 0.
+    #[target_feature(enable = "avx512f")]
+    fn new<const FIN: bool>(wt: &[f32; 9], fin: Finish) -> Taps {
+        Taps {
+            weights: std::array::from_fn(|t| _mm512_set1_ps(wt[t])),
+            start: _mm512_set1_ps(if FIN { fin.bias } else { 0.0 }),
+            lo: _mm512_set1_ps(fin.lo),
+            hi: _mm512_set1_ps(fin.hi),
+        }
+    }
+
+    /// The outputs over the three input rows' taps (above, middle, below), clamped when
+    /// `FIN` (two partial sums halve the chain of dependent FMAs).
+    #[target_feature(enable = "avx512f")]
+    fn apply<const FIN: bool>(&self, rows: [Split; 3]) -> __m512 {
+        let w = &self.weights;
+        let (mut a, mut b) = (self.start, _mm512_setzero_ps());
+        for (kh, s) in rows.iter().enumerate() {
+            a = _mm512_fmadd_ps(w[kh * 3], s.left, a);
+            b = _mm512_fmadd_ps(w[kh * 3 + 1], s.centre, b);
+            a = _mm512_fmadd_ps(w[kh * 3 + 2], s.right, a);
+        }
+        let acc = _mm512_add_ps(a, b);
+        if FIN {
+            _mm512_min_ps(_mm512_max_ps(acc, self.lo), self.hi)
+        } else {
+            acc
+        }
+    }
+}
+
+/// Row `r` of the `w`-wide plane `x` split for the stride-2 chunk of outputs from `c0`,
+/// `pad` outside the row.
+///
+/// # Safety
+/// The CPU has AVX-512F; row `r` of `x` holds `w` readable floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_row(x: *const f32, w: usize, (r, c0): (usize, usize), pad: f32) -> Split {
+    // SAFETY: the caller's contract; column 2 c0 - 1 < w when c0 > 0 is an output column.
+    unsafe {
+        let row = x.add(r * w);
+        let before = if c0 == 0 { pad } else { *row.add(2 * c0 - 1) };
+        Split::of(row, w, c0, (before, pad))
+    }
+}
+
 /// One output plane of a stride-2 convolution over the `h x w` input plane `x` (zero
 /// padding of 1), into `y` (`ho x wo`, row-major); `FIN` applies `fin`.
 ///
@@ -141,19 +199,9 @@ unsafe fn stride2<const FIN: bool>(
     y: *mut f32,
 ) {
     let wo = super::out_size(w, 2);
-    let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
-    let start = _mm512_set1_ps(if FIN { fin.bias } else { 0.0 });
-    let (lo, hi) = (_mm512_set1_ps(fin.lo), _mm512_set1_ps(fin.hi));
-    let row_split = |r: usize, c0: usize| {
-        // SAFETY (whole closure): row r < h of the plane holds w floats.
-        let row = unsafe { x.add(r * w) };
-        let before = if c0 == 0 {
-            0.0
-        } else {
-            unsafe { *row.add(2 * c0 - 1) }
-        };
-        unsafe { Split::of(row, w, c0, (before, 0.0)) }
-    };
+    let taps = Taps::new::<FIN>(wt, fin);
+    // SAFETY (the closure's calls): rows below h of the plane.
+    let row_split = |r: usize, c0: usize| unsafe { split_row(x, w, (r, c0), 0.0) };
     for c0 in (0..wo).step_by(LANES) {
         let store = low_lanes(wo - c0);
         // Input row 2r - 1 of output row r: the previous output row's last row.
@@ -169,17 +217,7 @@ unsafe fn stride2<const FIN: bool>(
             } else {
                 Split::zero()
             };
-            let mut a = start;
-            let mut b = _mm512_setzero_ps();
-            for (kh, s) in [above, middle, below].iter().enumerate() {
-                a = _mm512_fmadd_ps(wv[kh * 3], s.left, a);
-                b = _mm512_fmadd_ps(wv[kh * 3 + 1], s.centre, b);
-                a = _mm512_fmadd_ps(wv[kh * 3 + 2], s.right, a);
-            }
-            let mut acc = _mm512_add_ps(a, b);
-            if FIN {
-                acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
-            }
+            let acc = taps.apply::<FIN>([above, middle, below]);
             // SAFETY: outputs c0 .. c0 + min(wo - c0, 16) of row r.
             unsafe { _mm512_mask_storeu_ps(y.add((r - rows.start) * wo + c0), store, acc) };
             above = below;
@@ -221,10 +259,8 @@ unsafe fn stride1<const FIN: bool>(
     (wt, fin): (&[f32; 9], Finish),
     y: *mut f32,
 ) {
-    let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
-    let start = _mm512_set1_ps(if FIN { fin.bias } else { 0.0 });
-    let (lo, hi) = (_mm512_set1_ps(fin.lo), _mm512_set1_ps(fin.hi));
-    // SAFETY (both closures' calls): row r < h holds w floats.
+    let taps = Taps::new::<FIN>(wt, fin);
+    // SAFETY (the closure's calls): row r < h holds w floats.
     let row_taps = |r: usize, c0: usize| unsafe { taps_of_row(x.add(r * w), w, c0) };
     for c0 in (0..w).step_by(LANES) {
         let store = low_lanes(w - c0);
@@ -240,17 +276,7 @@ unsafe fn stride1<const FIN: bool>(
             } else {
                 Split::zero()
             };
-            let mut a = start;
-            let mut b = _mm512_setzero_ps();
-            for (kh, s) in [above, middle, below].iter().enumerate() {
-                a = _mm512_fmadd_ps(wv[kh * 3], s.left, a);
-                b = _mm512_fmadd_ps(wv[kh * 3 + 1], s.centre, b);
-                a = _mm512_fmadd_ps(wv[kh * 3 + 2], s.right, a);
-            }
-            let mut acc = _mm512_add_ps(a, b);
-            if FIN {
-                acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
-            }
+            let acc = taps.apply::<FIN>([above, middle, below]);
             // SAFETY: outputs c0 .. c0 + min(w - c0, 16) of row r.
             unsafe { _mm512_mask_storeu_ps(y.add((r - rows.start) * w + c0), store, acc) };
             above = middle;
@@ -275,16 +301,8 @@ pub(crate) unsafe fn pool_3x3_s2<const MAX: bool>(
     let (ho, wo) = (super::out_size(h, 2), super::out_size(w, 2));
     let pad = if MAX { f32::NEG_INFINITY } else { 0.0 };
     let nine = _mm512_set1_ps(9.0);
-    let row_split = |r: usize, c0: usize| {
-        // SAFETY (whole closure): row r < h of the plane holds w floats.
-        let row = unsafe { x.add(r * w) };
-        let before = if c0 == 0 {
-            pad
-        } else {
-            unsafe { *row.add(2 * c0 - 1) }
-        };
-        unsafe { Split::of(row, w, c0, (before, pad)) }
-    };
+    // SAFETY (the closure's calls): rows below h of the plane.
+    let row_split = |r: usize, c0: usize| unsafe { split_row(x, w, (r, c0), pad) };
     let join = |a: __m512, b: __m512| {
         if MAX {
             _mm512_max_ps(a, b)
