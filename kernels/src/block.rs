@@ -291,7 +291,7 @@ unsafe fn run_band(
             };
             let width_new = (end_in - from) * s.w;
             // SAFETY: c_in input rows of `width_new` pixels from row `from` of each plane;
-            // `expanded` holds c_mid rows of `chan >= width_in` floats.
+            // `expanded` holds c_mid rows of `chan` floats, at least the band's rows_in * w.
             unsafe { gemm_tile(e.weights, (s.c_mid, s.c_in), 0, 0..s.c_mid, width_new, &io) };
             *kept = Some(Kept {
                 first: first_in,
