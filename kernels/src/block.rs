@@ -24,8 +24,8 @@ use crate::micro::TileIo;
 
 mod split;
 pub use split::{
-    inverted_residual_per_image, inverted_residual_split, per_image, set_per_image_enabled,
-    set_split_enabled, split_parts,
+    depthwise_pointwise_split, inverted_residual_per_image, inverted_residual_split, output_parts,
+    per_image, set_per_image_enabled, set_split_enabled, split_parts,
 };
 
 /// A 1x1 convolution (one group) of the block, with its folded bias and its activation.
@@ -487,6 +487,13 @@ mod tests {
         let mut got = vec![f32::NAN; want.len()];
         inverted_residual_per_image(&x, s, &block, &mut got);
         close(&got, "per image");
+        if !expand && s.n == 1 {
+            for parts in [2, 3] {
+                let mut got = vec![f32::NAN; want.len()];
+                depthwise_pointwise_split(&x, s, &block, parts, &mut got);
+                close(&got, &format!("outputs split in {parts}"));
+            }
+        }
     }
 
     #[test]

@@ -697,6 +697,8 @@ fn run_block(
         None
     } else if let Some(parts) = block::split_parts(&s) {
         Some(Layout::Shares(parts))
+    } else if let Some(parts) = block::output_parts(&s).filter(|_| expand.is_none()) {
+        Some(Layout::Outputs(parts))
     } else if block::per_image(&s) {
         Some(Layout::Images)
     } else {
@@ -735,16 +737,19 @@ fn run_block(
         Layout::Bands(rows) => block::inverted_residual(x, s, &layers, rows, y),
         Layout::Shares(parts) => block::inverted_residual_split(x, s, &layers, parts, y),
         Layout::Images => block::inverted_residual_per_image(x, s, &layers, y),
+        Layout::Outputs(parts) => block::depthwise_pointwise_split(x, s, &layers, parts, y),
     }
     Ok(out_shape)
 }
 
 /// How a block runs as one step: in shares of its expanded channels, one per thread (one
-/// image, expanded tensor up to 1 MiB), one image per thread (a batch, the same tensors), or
-/// in bands of output rows (large maps).
+/// image, expanded tensor up to 1 MiB), in shares of its output channels (the same, without
+/// expansion), one image per thread (a batch, the same tensors), or in bands of output rows
+/// (large maps).
 enum Layout {
     Bands(usize),
     Shares(usize),
+    Outputs(usize),
     Images,
 }
 

@@ -119,6 +119,85 @@ pub fn inverted_residual_split(
     PARTIALS.set(partials);
 }
 
+/// How many shares of its output channels a block without expansion (MobileNetV1's
+/// depthwise-pointwise pairs) of shape `s` is worth splitting one image into, or `None`:
+/// each thread runs the whole depthwise convolution (1-2% of such a block's work, where the
+/// projection sums over 256-1024 channels) and projects its share of the output channels,
+/// one parallel step instead of two. Its output is as large as its input, so partial sums
+/// ([`split_parts`]) would cost as much as they save.
+pub fn output_parts(s: &BlockShape) -> Option<usize> {
+    let parts = rayon::current_num_threads().min(s.c_out / ALIGN);
+    let fits = s.c_mid * s.h * s.w * 4 <= MAX_EXPANDED_BYTES;
+    let on = ENABLED.load(Ordering::Relaxed);
+    (on && s.n == 1 && s.c_mid == s.c_in && parts >= 2 && fits).then_some(parts)
+}
+
+/// Runs `block` (without expansion) on `x` into `y` in `parts` shares of the output
+/// channels ([`output_parts`]), each share's thread running the depthwise convolution of the
+/// whole image into its own buffer.
+pub fn depthwise_pointwise_split(
+    x: &[f32],
+    s: BlockShape,
+    block: &Block,
+    parts: usize,
+    y: &mut [f32],
+) {
+    check(x, &s, block, y);
+    assert!(
+        block.expand.is_none(),
+        "split outputs: a block without expansion"
+    );
+    let (plane, (ho, wo)) = (s.h * s.w, s.out_hw());
+    let y_ptr = SendPtr(y.as_mut_ptr());
+    (0..parts).into_par_iter().for_each(|i| {
+        let rows = share(s.c_out, parts, i);
+        let mut scratch = scratch_of_this_thread();
+        let d = &block.depthwise;
+        let depthwise = grown(&mut scratch.depthwise, s.n * s.c_mid * ho * wo);
+        let shape = DwShape {
+            n: s.n,
+            c: s.c_mid,
+            h: s.h,
+            w: s.w,
+            stride: s.stride,
+        };
+        dw::forward_fused_serial(
+            (x, plane),
+            d.weight,
+            (shape, 0..ho),
+            &Epilogue::new(d.bias, d.act),
+            depthwise,
+            &mut scratch.planes,
+        );
+        let epilogue = block.projection_epilogue();
+        let first = rows.start * ho * wo;
+        let io = TileIo {
+            x: depthwise.as_ptr(),
+            x_rs: ho * wo,
+            y: y_ptr.at(first),
+            y_rs: ho * wo,
+            offset: first,
+            channel: rows.start,
+            epilogue: &epilogue,
+        };
+        let p = &block.project;
+        // SAFETY: share i writes only its output channels' planes of `y` (checked); the
+        // depthwise buffer holds the c_mid input rows of the projection.
+        unsafe {
+            gemm_tile_k(
+                p.weights,
+                (s.c_out, s.c_mid),
+                0,
+                rows,
+                0..s.c_mid,
+                ho * wo,
+                &io,
+            )
+        };
+        super::SCRATCH.set(Some(scratch));
+    });
+}
+
 /// Whether a block of shape `s` runs one image per thread ([`inverted_residual_per_image`]):
 /// images enough for every thread, and an expanded tensor (per image) that stays in a
 /// thread's cache, as for [`split_parts`].
