@@ -668,9 +668,8 @@ fn pointwise(op: &ConvOp) -> Pointwise<'_> {
     }
 }
 
-/// Runs an inverted-residual block on `x` (`shape`) into `out`: for one image whose
-/// expanded tensor is small, in shares of its expanded channels; banded where that tensor
-/// is large; else its layers one after the other through `scratch`.
+/// Runs an inverted-residual block on `x` (`shape`) into `out` as one step in the
+/// [`Layout`] its shape calls for, else its layers one after the other through `scratch`.
 fn run_block(
     block: &BlockOp,
     x: &[f32],

@@ -7,6 +7,7 @@
 //! caller then adds the partial sums and applies the projection's epilogue. One parallel
 //! step, equal shares, and the expanded tensor of each share never leaves its thread.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -99,7 +100,7 @@ pub fn inverted_residual_split(
                     x,
                     &s,
                     block,
-                    (b, share(s.c_mid, parts, i), false),
+                    (b, Part::Sum(share(s.c_mid, parts, i))),
                     &mut scratch,
                     sum.at(b * out_len),
                 )
@@ -147,53 +148,16 @@ pub fn depthwise_pointwise_split(
         block.expand.is_none(),
         "split outputs: a block without expansion"
     );
-    let (plane, (ho, wo)) = (s.h * s.w, s.out_hw());
+    let (ho, wo) = s.out_hw();
     let y_ptr = SendPtr(y.as_mut_ptr());
     (0..parts).into_par_iter().for_each(|i| {
-        let rows = share(s.c_out, parts, i);
         let mut scratch = scratch_of_this_thread();
-        let d = &block.depthwise;
-        let depthwise = grown(&mut scratch.depthwise, s.n * s.c_mid * ho * wo);
-        let shape = DwShape {
-            n: s.n,
-            c: s.c_mid,
-            h: s.h,
-            w: s.w,
-            stride: s.stride,
-        };
-        dw::forward_fused_serial(
-            (x, plane),
-            d.weight,
-            (shape, 0..ho),
-            &Epilogue::new(d.bias, d.act),
-            depthwise,
-            &mut scratch.planes,
-        );
-        let epilogue = block.projection_epilogue();
-        let first = rows.start * ho * wo;
-        let io = TileIo {
-            x: depthwise.as_ptr(),
-            x_rs: ho * wo,
-            y: y_ptr.at(first),
-            y_rs: ho * wo,
-            offset: first,
-            channel: rows.start,
-            epilogue: &epilogue,
-        };
-        let p = &block.project;
-        // SAFETY: share i writes only its output channels' planes of `y` (checked); the
-        // depthwise buffer holds the c_mid input rows of the projection.
-        unsafe {
-            gemm_tile_k(
-                p.weights,
-                (s.c_out, s.c_mid),
-                0,
-                rows,
-                0..s.c_mid,
-                ho * wo,
-                &io,
-            )
-        };
+        for b in 0..s.n {
+            let part = Part::Outputs(share(s.c_out, parts, i));
+            let out = y_ptr.at(b * s.c_out * ho * wo);
+            // SAFETY: share i writes only its output channels' planes of `y` (checked).
+            unsafe { run_share(x, &s, block, (b, part), &mut scratch, out) };
+        }
         super::SCRATCH.set(Some(scratch));
     });
 }
@@ -227,7 +191,14 @@ pub fn inverted_residual_per_image(x: &[f32], s: BlockShape, block: &Block, y: &
         // SAFETY: job b writes only image b's output, inside `y` (checked).
         unsafe {
             let out = y_ptr.at(b * out_len);
-            run_share(x, &s, block, (b, 0..s.c_mid, true), &mut scratch, out);
+            run_share(
+                x,
+                &s,
+                block,
+                (b, Part::Outputs(0..s.c_out)),
+                &mut scratch,
+                out,
+            );
         }
         super::SCRATCH.set(Some(scratch));
     });
@@ -238,26 +209,43 @@ thread_local! {
     static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Expands, convolves and projects the expanded channels `mid` of image `b` into `out`
-/// (`c_out` planes of the output): a partial sum, the projection's bias and activation not
-/// yet applied, or with `whole` (all the channels) the block's output, the projection's
-/// epilogue applied (`out` is then image `b`'s output in `y`, where the residual is read).
+/// What one call of [`run_share`] computes.
+enum Part {
+    /// The partial sum of these expanded channels over every output channel, the
+    /// projection's bias and activation not yet applied.
+    Sum(Range<usize>),
+    /// These output channels of the block, over every expanded channel, with the
+    /// projection's epilogue.
+    Outputs(Range<usize>),
+}
+
+/// Expands, convolves and projects image `b` (`part` says which channels) into `out`:
+/// `c_out` planes of partial sums ([`Part::Sum`]), or image `b`'s output in `y`, of which
+/// it writes the planes of its output channels ([`Part::Outputs`], the residual read at the
+/// same place).
 ///
 /// # Safety
-/// No other thread may touch `out`'s `c_out * ho * wo` values; `x` and the block are
-/// checked.
+/// No other thread may touch the planes of `out` that the call writes; `out` holds `c_out`
+/// planes of `ho * wo`; `x` and the block are checked.
 unsafe fn run_share(
     x: &[f32],
     s: &BlockShape,
     block: &Block,
-    (b, mid, whole): (usize, std::ops::Range<usize>, bool),
+    (b, part): (usize, Part),
     scratch: &mut Scratch,
     out: *mut f32,
 ) {
     let (plane, (ho, wo)) = (s.h * s.w, s.out_hw());
+    let (mid, outputs) = match &part {
+        Part::Sum(mid) => (mid.clone(), 0..s.c_out),
+        Part::Outputs(outputs) => (0..s.c_mid, outputs.clone()),
+    };
     if mid.is_empty() {
         // SAFETY: `out` holds c_out planes of ho * wo (the caller's contract).
         unsafe { std::ptr::write_bytes(out, 0, s.c_out * ho * wo) };
+        return;
+    }
+    if outputs.is_empty() {
         return;
     }
     let image = &x[b * s.c_in * plane..][..s.c_in * plane];
@@ -299,36 +287,32 @@ unsafe fn run_share(
         depthwise,
         &mut scratch.planes,
     );
-    let epilogue = if whole {
-        block.projection_epilogue()
-    } else {
-        let zeros = grown(&mut scratch.zeros, s.c_out);
-        zeros.fill(0.0);
-        Epilogue::new(zeros, Act::Identity)
+    let first = outputs.start * ho * wo;
+    let epilogue = match part {
+        Part::Outputs(_) => block.projection_epilogue(),
+        Part::Sum(_) => {
+            let zeros = grown(&mut scratch.zeros, s.c_out);
+            zeros.fill(0.0);
+            Epilogue::new(zeros, Act::Identity)
+        }
     };
     let io = TileIo {
         x: depthwise.as_ptr(),
         x_rs: ho * wo,
-        y: out,
+        // SAFETY: plane `outputs.start` of `out` (the caller's contract).
+        y: unsafe { out.add(first) },
         y_rs: ho * wo,
-        offset: if whole { b * s.c_out * ho * wo } else { 0 },
-        channel: 0,
+        offset: match part {
+            Part::Outputs(_) => b * s.c_out * ho * wo + first,
+            Part::Sum(_) => 0,
+        },
+        channel: outputs.start,
         epilogue: &epilogue,
     };
     let p = &block.project;
-    // SAFETY: the share's depthwise planes are the projection's input rows `mid`; `out`
-    // holds c_out planes of ho * wo (the caller's contract).
-    unsafe {
-        gemm_tile_k(
-            p.weights,
-            (s.c_out, s.c_mid),
-            0,
-            0..s.c_out,
-            mid,
-            ho * wo,
-            &io,
-        )
-    };
+    // SAFETY: the depthwise planes are the projection's input rows `mid`; `out` holds the
+    // planes of `outputs` (the caller's contract).
+    unsafe { gemm_tile_k(p.weights, (s.c_out, s.c_mid), 0, outputs, mid, ho * wo, &io) };
 }
 
 #[cfg(test)]
