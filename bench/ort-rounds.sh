@@ -24,30 +24,19 @@ target/release/examples/bench_onnx "$onnx" "$arch" 224 > /dev/null
 ort() { bench/.venv/bin/python bench/ort_peer.py "$onnx"; }
 echo "$(date -u +%FT%TZ) $arch on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $threads threads"
 before=$(ort)
-for round in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
     ours=$(target/release/dermclass bench --arch "$arch" --inference --steps 50 --json)
     after=$(ort)
-    echo "$round $before $ours $after" >> "$log"
+    echo "[$before, $ours, $after]" >> "$log"
     before=$after
 done
-# One JSON object per field: pull the two inference rates out of each.
+# One JSON array per round: ONNX Runtime before, dermclass, ONNX Runtime after.
 bench/.venv/bin/python - "$log" << 'PY'
 import json, statistics, sys
-rows = []
-for line in open(sys.argv[1]):
-    round_, rest = line.split(" ", 1)
-    dec = json.JSONDecoder()
-    objs, i = [], 0
-    while i < len(rest):
-        if rest[i].isspace():
-            i += 1
-            continue
-        obj, i = dec.raw_decode(rest, i)
-        objs.append(obj)
-    rows.append((int(round_), *objs))
+rows = [json.loads(line) for line in open(sys.argv[1])]
 print("round | ORT b1 before/after | dermclass b1 | ratio b1 | ORT b16 before/after | dermclass b16 | ratio b16")
 ratios = {1: [], 16: []}
-for r, before, ours, after in rows:
+for r, (before, ours, after) in enumerate(rows, 1):
     cells = [str(r)]
     for b in (1, 16):
         key = f"infer_224_b{b}"
