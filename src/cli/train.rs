@@ -190,6 +190,10 @@ pub struct TrainArgs {
     /// Hue jitter in turns (0 = off), e.g. 0.02.
     #[arg(long)]
     pub hue: Option<f32>,
+    /// Augment each training image from a copy this many times the input size (1 = from
+    /// the input size; 1.5 lets crops keep the image's detail).
+    #[arg(long)]
+    pub source_scale: Option<f32>,
 }
 
 /// Parses `MIN,MAX`.
@@ -305,7 +309,16 @@ impl TrainArgs {
         augment.vertical_flip |= self.vflip;
         augment.horizontal_flip &= !self.no_hflip;
         override_fields!(
-            self, augment, rotation, zoom, shift, brightness, contrast, saturation, hue
+            self,
+            augment,
+            rotation,
+            zoom,
+            shift,
+            brightness,
+            contrast,
+            saturation,
+            hue,
+            source_scale
         );
         augment.dihedral |= self.dihedral;
         if self.crop_scale.is_some() {

@@ -393,17 +393,37 @@ fn split_coord(u: f64) -> (i64, f32) {
     (i, f as f32)
 }
 
-/// Warps an interleaved RGB8 `w x h` source with `p` and calls `emit(pixel_index, [r,g,b])`
-/// for every output pixel (values in 0..=255, not rounded). Output has the same size.
+/// The map `m` (from output pixels of a `w x h` image to source pixels of the same size)
+/// for a source of `sw x sh` pixels holding the same picture: pixel centres line up, so
+/// `u' = (u + 1/2) * sw / w - 1/2` along x and likewise along y.
+fn to_source(m: [f64; 6], (w, h): (usize, usize), (sw, sh): (usize, usize)) -> [f64; 6] {
+    let kx = sw as f64 / w as f64;
+    let ky = sh as f64 / h as f64;
+    [
+        m[0] * kx,
+        m[1] * kx,
+        (m[2] + 0.5) * kx - 0.5,
+        m[3] * ky,
+        m[4] * ky,
+        (m[5] + 0.5) * ky - 0.5,
+    ]
+}
+
+/// Warps an interleaved RGB8 source of `source` = (width, height) pixels with `p` into an
+/// output of `out` = (width, height) pixels, calling `emit(pixel_index, [r,g,b])` for every
+/// output pixel (values in 0..=255, not rounded). The geometry is that of `p` on an image of
+/// the output's size; a larger source holds the same picture in more pixels, so crops and
+/// zooms keep its detail (as torchvision's random-resized crop, which crops the original).
 #[inline]
 pub fn warp_with<F: FnMut(usize, [f32; 3])>(
     src: &[u8],
-    w: usize,
-    h: usize,
+    source: (usize, usize),
+    out: (usize, usize),
     p: &AugmentParams,
     mut emit: F,
 ) {
-    assert_eq!(src.len(), w * h * 3);
+    let ((sw, sh), (w, h)) = (source, out);
+    assert_eq!(src.len(), sw * sh * 3);
     let affine = p.colour_affine();
     let colour = |v: [f32; 3]| -> [f32; 3] {
         let Some((a, b)) = &affine else {
@@ -413,19 +433,19 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
             |r: usize| (a[r][0] * v[0] + a[r][1] * v[1] + a[r][2] * v[2] + b[r]).clamp(0.0, 255.0);
         [f(0), f(1), f(2)]
     };
-    if p.is_geometric_identity() {
+    if p.is_geometric_identity() && source == out {
         for (i, px) in src.chunks_exact(3).enumerate() {
             emit(i, colour([px[0] as f32, px[1] as f32, px[2] as f32]));
         }
         return;
     }
-    let m = p.matrix(w, h);
-    let (wi, hi) = (w as i64, h as i64);
+    let m = to_source(p.matrix(w, h), out, source);
+    let (wi, hi) = (sw as i64, sh as i64);
+    let grid = Grid { sw, w, h };
     match p.fill_mode {
         FillMode::Nearest => warp_mapped(
             src,
-            w,
-            h,
+            grid,
             &m,
             |x| x.clamp(0, wi - 1) as usize,
             |y| y.clamp(0, hi - 1) as usize,
@@ -433,8 +453,7 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
         ),
         FillMode::Reflect => warp_mapped(
             src,
-            w,
-            h,
+            grid,
             &m,
             |x| reflect(x, wi) as usize,
             |y| reflect(y, hi) as usize,
@@ -446,7 +465,7 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
                 if x < 0 || y < 0 || x >= wi || y >= hi {
                     return [cv, cv, cv];
                 }
-                let o = (y as usize * w + x as usize) * 3;
+                let o = (y as usize * sw + x as usize) * 3;
                 [src[o] as f32, src[o + 1] as f32, src[o + 2] as f32]
             };
             let mut i = 0;
@@ -477,11 +496,19 @@ pub fn warp_with<F: FnMut(usize, [f32; 3])>(
     }
 }
 
+/// The source's row length and the output's size, for [`warp_mapped`].
+#[derive(Clone, Copy)]
+struct Grid {
+    sw: usize,
+    w: usize,
+    h: usize,
+}
+
 /// The bilinear warp loop for fill modes that map any coordinate to a valid index
 /// (`mx`, `my`: nearest = clamp, reflect = mirror). Branch-free per pixel; a zero fraction
 /// gives the exact source value.
 #[inline(always)]
-fn warp_mapped<MX, MY, F>(src: &[u8], w: usize, h: usize, m: &[f64; 6], mx: MX, my: MY, mut emit: F)
+fn warp_mapped<MX, MY, F>(src: &[u8], grid: Grid, m: &[f64; 6], mx: MX, my: MY, mut emit: F)
 where
     MX: Fn(i64) -> usize,
     MY: Fn(i64) -> usize,
@@ -493,6 +520,7 @@ where
     const INV: f32 = 1.0 / 4_294_967_296.0;
     let fx = |v: f64| -> i64 { (v.clamp(-1e8, 1e8) * ONE).round() as i64 };
     let (dx, dy) = (fx(m[0]), fx(m[3]));
+    let Grid { sw, w, h } = grid;
     let mut i = 0;
     for y in 0..h {
         let yf = y as f64;
@@ -503,7 +531,7 @@ where
             let ax = (sx & 0xffff_ffff) as f32 * INV;
             let ay = (sy & 0xffff_ffff) as f32 * INV;
             let (xa, xb) = (mx(x0), mx(x0 + 1));
-            let (ya, yb) = (my(y0) * w, my(y0 + 1) * w);
+            let (ya, yb) = (my(y0) * sw, my(y0 + 1) * sw);
             let (o00, o10) = ((ya + xa) * 3, (ya + xb) * 3);
             let (o01, o11) = ((yb + xa) * 3, (yb + xb) * 3);
             let mut v = [0f32; 3];
@@ -528,7 +556,7 @@ where
 pub fn augment_image(img: &RgbImage, p: &AugmentParams) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0u8; w * h * 3];
-    warp_with(img.as_raw(), w, h, p, |i, v| {
+    warp_with(img.as_raw(), (w, h), (w, h), p, |i, v| {
         for c in 0..3 {
             out[i * 3 + c] = v[c].round().clamp(0.0, 255.0) as u8;
         }
@@ -572,5 +600,84 @@ mod tests {
         };
         let m = p.matrix(10, 8);
         assert_eq!((m[2], m[5]), (5.0, -2.0));
+    }
+
+    /// Warps `src` (`source` pixels) to `out` pixels with `p`, as f32 RGB.
+    fn warp(
+        src: &[u8],
+        source: (usize, usize),
+        out: (usize, usize),
+        p: &AugmentParams,
+    ) -> Vec<f32> {
+        let mut v = vec![0f32; out.0 * out.1 * 3];
+        warp_with(src, source, out, p, |i, px| {
+            v[i * 3..i * 3 + 3].copy_from_slice(&px)
+        });
+        v
+    }
+
+    #[test]
+    fn a_larger_copy_of_the_same_picture_gives_the_same_views() {
+        // Each pixel repeated 2x2: the same picture in twice the pixels. Pixel centres line
+        // up, so every dihedral view drawn from the large copy equals the one drawn from
+        // the small image (a map off by half a source pixel would blend neighbours).
+        let (w, h) = (6usize, 6usize);
+        let small: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let mut large = vec![0u8; 4 * small.len()];
+        for y in 0..2 * h {
+            for x in 0..2 * w {
+                let (o, i) = ((y * 2 * w + x) * 3, ((y / 2) * w + x / 2) * 3);
+                large[o..o + 3].copy_from_slice(&small[i..i + 3]);
+            }
+        }
+        for quarter in [0.0, 90.0] {
+            for (flip_h, flip_v) in [(false, false), (true, false), (false, true), (true, true)] {
+                let p = AugmentParams {
+                    flip_h,
+                    flip_v,
+                    rotation_deg: quarter,
+                    ..AugmentParams::identity()
+                };
+                let a = warp(&small, (w, h), (w, h), &p);
+                let b = warp(&large, (2 * w, 2 * h), (w, h), &p);
+                assert_eq!(a, b, "view {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_crop_from_a_larger_source_samples_the_picture_where_the_map_says() {
+        // The picture f(x, y) = 5x + 3y + 10 in output-pixel coordinates, stored at 1.5x:
+        // source pixel i holds f at (i + 1/2) / 1.5 - 1/2. A crop inside the image then
+        // reads f exactly at the matrix's location, up to the u8 rounding of the source.
+        let (w, h) = (20usize, 20usize);
+        let (sw, sh) = (30usize, 30usize);
+        let f = |x: f64, y: f64| 5.0 * x + 3.0 * y + 10.0;
+        let to_out = |i: usize| (i as f64 + 0.5) / 1.5 - 0.5;
+        let mut src = vec![0u8; sw * sh * 3];
+        for y in 0..sh {
+            for x in 0..sw {
+                let v = f(to_out(x), to_out(y)).round() as u8;
+                src[(y * sw + x) * 3..(y * sw + x) * 3 + 3].fill(v);
+            }
+        }
+        let p = AugmentParams {
+            zoom_x: 0.5,
+            zoom_y: 0.6,
+            shift_x: 0.1,
+            shift_y: -0.15,
+            flip_h: true,
+            ..AugmentParams::identity()
+        };
+        let m = p.matrix(w, h);
+        let out = warp(&src, (sw, sh), (w, h), &p);
+        for y in 0..h {
+            for x in 0..w {
+                let (xf, yf) = (x as f64, y as f64);
+                let want = f(m[0] * xf + m[1] * yf + m[2], m[3] * xf + m[4] * yf + m[5]);
+                let got = out[(y * w + x) * 3] as f64;
+                assert!((got - want).abs() <= 0.51, "({x}, {y}): {got} vs {want}");
+            }
+        }
     }
 }

@@ -113,6 +113,10 @@ pub struct LoaderConfig {
     /// Shades-of-Gray colour constancy with this norm, computed on each resized image
     /// before augmentation (`None` = off).
     pub shades_of_gray: Option<f32>,
+    /// Each image is resized (and cached) at this multiple of the output size, and the
+    /// augmentation renders the output from it, so a crop keeps the detail of the image
+    /// instead of enlarging an already reduced one (1 = the output size).
+    pub source_scale: f32,
 }
 
 impl Default for LoaderConfig {
@@ -130,6 +134,7 @@ impl Default for LoaderConfig {
             drop_last: false,
             seed: 1,
             shades_of_gray: None,
+            source_scale: 1.0,
         }
     }
 }
@@ -149,9 +154,20 @@ impl LoaderConfig {
 }
 
 impl LoaderConfig {
-    /// Colour constancy, `params`' augmentation and normalisation of one resized
-    /// `width x height` RGB8 image, written as CHW into `out` (`3 * width * height`).
-    fn render(&self, pixels: &[u8], mut params: AugmentParams, out: &mut [f32]) {
+    /// Size (width, height) each image is resized to before augmentation renders it.
+    pub fn source_size(&self) -> (usize, usize) {
+        let scaled = |n: usize| ((n as f32 * self.source_scale).round() as usize).max(n);
+        (scaled(self.width), scaled(self.height))
+    }
+
+    /// Colour constancy, `params`' augmentation and normalisation of one RGB8 image resized
+    /// to `source` (width, height), written as CHW into `out` (`3 * width * height`).
+    fn render(
+        &self,
+        (pixels, source): (&[u8], (usize, usize)),
+        mut params: AugmentParams,
+        out: &mut [f32],
+    ) {
         let plane = self.width * self.height;
         let (scale, offset) = self.normalization.affine();
         if let Some(p) = self.shades_of_gray {
@@ -159,7 +175,8 @@ impl LoaderConfig {
         }
         let (r, rest) = out.split_at_mut(plane);
         let (g, bl) = rest.split_at_mut(plane);
-        warp_with(pixels, self.width, self.height, &params, |i, v| {
+        let size = (self.width, self.height);
+        warp_with(pixels, source, size, &params, |i, v| {
             r[i] = v[0] * scale[0] + offset[0];
             g[i] = v[1] * scale[1] + offset[1];
             bl[i] = v[2] * scale[2] + offset[2];
@@ -172,7 +189,12 @@ impl LoaderConfig {
     pub fn image_input(&self, img: &RgbImage) -> Vec<f32> {
         let resized = resize_rgb(img, self.width as u32, self.height as u32);
         let mut out = vec![0f32; 3 * self.width * self.height];
-        self.render(resized.as_raw(), AugmentParams::identity(), &mut out);
+        let size = (self.width, self.height);
+        self.render(
+            (resized.as_raw(), size),
+            AugmentParams::identity(),
+            &mut out,
+        );
         out
     }
 }
@@ -233,10 +255,9 @@ impl Loader {
         } else {
             cfg.workers
         };
+        let (sw, sh) = cfg.source_size();
         let cache = match &cfg.cache_dir {
-            Some(dir) => Some(PreprocessedCache::open_or_build(
-                dir, &samples, cfg.width, cfg.height,
-            )?),
+            Some(dir) => Some(PreprocessedCache::open_or_build(dir, &samples, sw, sh)?),
             None => None,
         };
         let n_classes = samples.iter().map(|s| s.label + 1).max().unwrap_or(0);
@@ -381,6 +402,7 @@ fn build_batch(
 ) -> Result<Batch, DataError> {
     let cfg = &inner.cfg;
     let (w, h) = (cfg.width, cfg.height);
+    let (sw, sh) = cfg.source_size();
     let start = b * cfg.batch_size;
     let end = (start + cfg.batch_size).min(order.len());
     let n = end.saturating_sub(start);
@@ -395,15 +417,15 @@ fn build_batch(
             Some(c) => c.image(idx),
             None => {
                 let img = load_image_rgb(&s.path)?;
-                scratch.resize(plane * 3, 0);
-                resize_rgb_into(&img, w as u32, h as u32, scratch);
+                scratch.resize(sw * sh * 3, 0);
+                resize_rgb_into(&img, sw as u32, sh as u32, scratch);
                 scratch
             }
         };
         let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, epoch, pos));
         let params = cfg.augment.sample(&mut rng);
         let out = &mut images[k * 3 * plane..(k + 1) * 3 * plane];
-        cfg.render(pixels, params, out);
+        cfg.render((pixels, (sw, sh)), params, out);
         labels.push(s.label);
         ids.push(s.id.clone());
     }

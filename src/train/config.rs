@@ -94,6 +94,10 @@ pub struct AugmentSettings {
     pub saturation: f32,
     /// Hue jitter: rotation drawn from `[-h, h]` turns (torchvision's `hue`; 0 = off).
     pub hue: f32,
+    /// Training images are resized to this multiple of the input size and augmented from
+    /// there, so a crop keeps their detail (1 = augment the image at the input size, as
+    /// Keras does).
+    pub source_scale: f32,
 }
 
 impl Default for AugmentSettings {
@@ -112,6 +116,7 @@ impl Default for AugmentSettings {
             crop_ratio: [0.75, 4.0 / 3.0],
             saturation: 0.0,
             hue: 0.0,
+            source_scale: 1.0,
         }
     }
 }
@@ -143,6 +148,12 @@ impl AugmentSettings {
         }
         if !(0.0..=0.5).contains(&self.hue) {
             bail!("augment.hue must be in [0, 0.5] turns, got {}", self.hue);
+        }
+        if !(1.0..=4.0).contains(&self.source_scale) {
+            bail!(
+                "augment.source_scale must be in [1, 4] (a multiple of the input size), got {}",
+                self.source_scale
+            );
         }
         Ok(())
     }
@@ -499,6 +510,12 @@ mod tests {
             assert!(config.validate().is_err(), "{config:?}");
         }
         assert!(TrainConfig::default().validate().is_ok());
+        for (scale, ok) in [(0.5, false), (1.0, true), (1.5, true), (4.5, false)] {
+            let mut config = TrainConfig::default();
+            config.augment.source_scale = scale;
+            let result = config.validate();
+            assert_eq!(result.is_ok(), ok, "source_scale {scale}: {result:?}");
+        }
     }
 
     #[test]

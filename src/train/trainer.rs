@@ -133,6 +133,11 @@ fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
         cache_dir: config.cache.clone(),
         seed: config.seed,
         shades_of_gray: config.shades_of_gray,
+        source_scale: if config.augment.enabled {
+            config.augment.source_scale
+        } else {
+            1.0
+        },
     }
 }
 

@@ -125,6 +125,37 @@ fn cache_gives_the_same_batches_and_is_reused() {
 }
 
 #[test]
+fn a_larger_source_is_cached_at_its_size_and_renders_the_same_picture() {
+    let (d, ds) = synth(2);
+    let cache_dir = d.path().join("cache");
+    let plain = LoaderConfig {
+        augment: AugmentConfig::none(),
+        shuffle: false,
+        ..cfg(2)
+    };
+    let large = LoaderConfig {
+        source_scale: 2.0,
+        cache_dir: Some(cache_dir.clone()),
+        ..plain.clone()
+    };
+    assert_eq!(large.source_size(), (48, 32));
+    let a = collect(&Loader::new(ds.samples.clone(), plain).unwrap(), 0);
+    let b = collect(&Loader::new(ds.samples.clone(), large).unwrap(), 0);
+    // The cache holds the images at twice the size; the batches keep the output size.
+    let path = PreprocessedCache::path_for(&cache_dir, &ds.samples, 48, 32);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 64 + 14 * 48 * 32 * 3);
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!((a.shape, &a.ids), (b.shape, &b.ids));
+        // Resampled twice instead of once: close, not equal.
+        let diff = a.images.iter().zip(&b.images).map(|(x, y)| (x - y).abs());
+        let mean = diff.sum::<f32>() / a.images.len() as f32;
+        assert!(mean < 0.03, "mean difference {mean}");
+        assert_ne!(a.images, b.images);
+    }
+}
+
+#[test]
 fn cache_validation_rejects_bad_files_and_loader_rebuilds() {
     let (d, ds) = synth(1);
     let dir = d.path().join("cache");
