@@ -3,10 +3,14 @@
 # of the recipe with one part removed or swapped, and of the earlier baseline, for several
 # seeds, on the lesion-grouped 30% validation split of the real data. Prints the validation
 # balanced accuracy of each run's LAST epoch (no best-epoch picking), mean and spread over
-# seeds. Runs that finished are kept and not redone, so the script resumes.
+# seeds. Runs that finished are kept and not redone, so the script resumes; seeds go in the
+# outer loop, so an interrupted ablation has every variant at its first seeds.
+# The post-hoc parts need no training of their own: "no-adjust" (tau 0) and "tta8" (the 8
+# dihedral views) score each recipe run's last checkpoint again with `dermclass evaluate`.
 # Usage: bench/ablation.sh [data root] [out dir]
-#   EPOCHS (default 8), SIZE (default 96), SEEDS (default "1 2"), VARIANTS (default all),
-#   NICE (default 0: the niceness of the runs).
+#   EPOCHS (default 8), SIZE (default 96), SEEDS (default "1 2"), VARIANTS (default: all
+#   but v1-aug and noskip), NICE (default 0: the niceness of the runs).
+# The variants remove or swap one part of the recipe, except source-1.5, which adds one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/isic2018-task3-200x150}
@@ -14,7 +18,7 @@ out=${2:-results/ablation}
 epochs=${EPOCHS:-8}
 size=${SIZE:-96}
 seeds=${SEEDS:-1 2}
-variants=${VARIANTS:-recipe baseline no-adjust no-ema keras-aug no-sog cosine la-loss uniform-sampler v1-aug noskip}
+variants=${VARIANTS:-recipe baseline no-adjust tta8 no-ema keras-aug no-sog cosine la-loss uniform-sampler source-1.5}
 cargo build --release --quiet
 bin=target/release/dermclass
 mkdir -p "$out"
@@ -25,7 +29,7 @@ mkdir -p "$out/configs"
 variant_config() {
     local file="$out/configs/$1.toml"
     case $1 in
-        recipe | no-adjust | cosine | la-loss | uniform-sampler | v1-aug | noskip) cp "$recipe" "$file" ;;
+        recipe | cosine | la-loss | uniform-sampler | v1-aug | noskip | source-1.5) cp "$recipe" "$file" ;;
         no-ema) grep -v '^ema' "$recipe" > "$file" ;;
         no-sog) grep -v '^shades_of_gray' "$recipe" > "$file" ;;
         # The Keras study's augmentation (flip, rotation 30, zoom 0.3, shift 0.3) + vflip.
@@ -42,7 +46,6 @@ variant_config() {
 }
 flags() {
     case $1 in
-        no-adjust) echo --tau 0 ;;
         cosine) echo --schedule cosine --warmup-epochs 1 ;;
         la-loss) echo --loss logit-adjusted ;;
         # What recipe v2 changed from v1, one at a time: the sampler, and v1's augmentation
@@ -52,11 +55,28 @@ flags() {
         # MobileNetV2 without its identity shortcuts, as dermclass built it until 2026-11-30
         # (recipes v1 and v2 were trained that way).
         noskip) echo --arch mobilenet_v2:1.0:noskip ;;
+        # Added to the recipe: augmentation renders each image from a copy 1.5x the input
+        # size, so crops keep detail instead of enlarging the reduced image.
+        source-1.5) echo --source-scale 1.5 ;;
     esac
 }
 
-for variant in $variants; do
-    for seed in $seeds; do
+# "no-adjust" and "tta8" re-score a recipe run; their value is read from this file.
+scored() { echo "$out/recipe-s$2/$1.json"; }
+score_again() {
+    local file
+    file=$(scored "$1" "$2")
+    [ -f "$file" ] && return
+    local run="$out/recipe-s$2" flags
+    case $1 in no-adjust) flags="--tau 0" ;; tta8) flags="--tta 8" ;; esac
+    # shellcheck disable=SC2086
+    "$bin" evaluate --model "$run/last.ckpt" --data "$data" --split-file "$run/split.csv" \
+        $flags --json > "$file.part" && mv "$file.part" "$file"
+}
+
+for seed in $seeds; do
+    for variant in $variants; do
+        case $variant in no-adjust | tta8) continue ;; esac
         run="$out/$variant-s$seed"
         if [ -f "$run/report.md" ]; then continue; fi
         resume=""
@@ -68,13 +88,22 @@ for variant in $variants; do
             --epochs "$epochs" --input "$size" --seed "$seed" --cache "$out/cache-$size" \
             $extra $resume > "$run.log" 2>&1 || { echo "$variant seed $seed failed: see $run.log"; exit 1; }
     done
+    for variant in $variants; do
+        case $variant in no-adjust | tta8) score_again "$variant" "$seed" ;; esac
+    done
 done
 
+last_bacc() {
+    case $1 in
+        no-adjust | tta8) python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["balanced_accuracy"])' "$(scored "$1" "$2")" ;;
+        *) tail -n 1 "$out/$1-s$2/metrics.csv" | cut -d, -f5 ;;
+    esac
+}
 printf '| variant | validation BACC, last epoch, per seed | mean | spread (max - min) |\n|---|---|---|---|\n'
 for variant in $variants; do
     values=""
     for seed in $seeds; do
-        v=$(tail -n 1 "$out/$variant-s$seed/metrics.csv" | cut -d, -f5)
+        v=$(last_bacc "$variant" "$seed")
         values="$values $v"
     done
     echo "$values" | awk -v name="$variant" '{
