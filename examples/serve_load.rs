@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use dermclass::data::Dataset;
 use dermclass::data::image_io::{load_image_rgb, resize_rgb};
 use dermclass::serve::{Engine, ServeConfig, Server};
-use dermclass::train::checkpoint;
+use dermclass::train::{SHIPPED_MODEL_NAME, checkpoint, shipped_model_file};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T> {
     match args.get(i) {
@@ -66,10 +66,9 @@ fn main() -> Result<()> {
     let workers: usize = arg(&args, 3, 2)?;
     let images_out = args.get(4).map(PathBuf::from);
     let images = Arc::new(jpegs(&root, images_out.as_deref())?);
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isic2018-mobilenet_v2.ckpt");
-    let ckpt = checkpoint::load(&model).context("the shipped model")?;
+    let ckpt = checkpoint::load(&shipped_model_file()).context("the shipped model")?;
     let engine = Engine::start(
-        "isic2018-mobilenet_v2",
+        SHIPPED_MODEL_NAME,
         ckpt,
         workers,
         burn::prelude::Device::flex(),

@@ -431,17 +431,12 @@ pub fn load_model(model: Option<&Path>) -> Result<(PathBuf, Checkpoint)> {
     Ok((path, checkpoint))
 }
 
-/// File name of the model that ships with dermclass, in `models/`.
-pub const SHIPPED_MODEL: &str = "isic2018-mobilenet_v2.ckpt";
-
 /// The shipped model: `$DERMCLASS_MODEL` when set, else `models/` of this checkout.
 pub fn shipped_model() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("DERMCLASS_MODEL") {
         return Ok(PathBuf::from(path));
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(SHIPPED_MODEL);
+    let path = dermclass::train::shipped_model_file();
     if !path.is_file() {
         bail!(
             "the shipped model {} is missing; pass --model RUN_OR_CKPT or set DERMCLASS_MODEL",

@@ -19,3 +19,15 @@ pub use checkpoint::{Checkpoint, RunState};
 pub use config::TrainConfig;
 pub use events::{Event, Observer};
 pub use trainer::{RunPaths, RunSummary, SessionOptions, train};
+
+use std::path::PathBuf;
+
+/// Name of the trained model that ships with dermclass, as `serve` and `predict` call it.
+pub const SHIPPED_MODEL_NAME: &str = "isic2018-mobilenet_v2";
+
+/// The shipped model's file in this checkout (`models/<name>.ckpt`); it may be absent.
+pub fn shipped_model_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{SHIPPED_MODEL_NAME}.ckpt"))
+}

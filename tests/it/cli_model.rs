@@ -1,6 +1,7 @@
 //! The `models`, `summary` and `export` commands, run as a user would.
 
 use crate::helpers::{dermclass_cmd, dermclass_ok};
+use dermclass::train::{SHIPPED_MODEL_NAME, checkpoint, shipped_model_file};
 
 fn dermclass(args: &[&str]) -> std::process::Output {
     dermclass_cmd().args(args).output().expect("run dermclass")
@@ -85,14 +86,17 @@ fn export_writes_the_shipped_model_as_onnx_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nested").join("model.onnx");
     let stdout = dermclass_ok(["export", "--out", out.to_str().unwrap()]);
-    assert!(stdout.contains("isic2018-mobilenet_v2.ckpt"), "{stdout}");
+    let file = format!("{SHIPPED_MODEL_NAME}.ckpt");
+    assert!(stdout.contains(&file), "{stdout}");
     assert!(stdout.contains("opset 17"), "{stdout}");
-    let bytes = std::fs::read(&out).unwrap();
-    // The shipped MobileNetV2 holds 2.2M weights: about 9 MB at fp32.
+    let bytes = std::fs::read(&out).unwrap().len() as f64;
+    // Four bytes a weight at fp32, batch norm folded away, plus the graph: within 10%.
+    let state = checkpoint::load(&shipped_model_file()).unwrap().state;
+    let (w, h) = (state.config.width, state.config.height);
+    let weights = 4.0 * state.model_spec().unwrap().cost(h, w).unwrap().params() as f64;
     assert!(
-        (8_000_000..10_000_000).contains(&bytes.len()),
-        "{}",
-        bytes.len()
+        (bytes / weights - 1.0).abs() < 0.1,
+        "{bytes} bytes for {weights} at fp32"
     );
 }
 

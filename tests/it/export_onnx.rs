@@ -209,8 +209,8 @@ fn softmax(row: &[f32]) -> Vec<f32> {
 #[test]
 fn the_shipped_model_exports_and_tract_reproduces_its_predictions() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let path = root.join("models").join("isic2018-mobilenet_v2.ckpt");
-    let checkpoint = checkpoint::load(&path).expect("the shipped model loads");
+    let checkpoint =
+        checkpoint::load(&dermclass::train::shipped_model_file()).expect("the shipped model loads");
     let device = Device::default();
     let model = checkpoint.model(&device).unwrap();
     let info = ExportInfo::for_checkpoint(&checkpoint);

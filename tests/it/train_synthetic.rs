@@ -441,8 +441,10 @@ fn predict_without_a_model_uses_the_shipped_one_and_says_so() {
             .arg(&csv_path),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let file = format!("{}.ckpt", dermclass::train::SHIPPED_MODEL_NAME);
+    let shipped = checkpoint::load(&dermclass::train::shipped_model_file()).unwrap();
     assert!(
-        stdout.contains("isic2018-mobilenet_v2.ckpt") && stdout.contains("mobilenet_v2:1.0"),
+        stdout.contains(&file) && stdout.contains(&shipped.state.arch),
         "{stdout}"
     );
     let text = std::fs::read_to_string(&csv_path).unwrap();
