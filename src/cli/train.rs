@@ -835,29 +835,24 @@ pub struct StripArgs {
     /// --fit-temperature` fitted on a validation run of the same recipe.
     #[arg(long)]
     pub temperature_from: Option<PathBuf>,
+    /// Store this temperature instead (as `evaluate --fit-temperature` printed it), for when
+    /// the validation run's checkpoint is gone but its fitted value is on record.
+    #[arg(
+        long,
+        conflicts_with = "temperature_from",
+        allow_negative_numbers = true
+    )]
+    pub temperature: Option<f64>,
 }
 
 /// Runs `dermclass strip`.
 pub fn run_strip(args: StripArgs) -> Result<()> {
     let source = resolve_checkpoint(&args.model)?;
     let mut stripped = checkpoint::load(&source)?.weights_only();
-    if let Some(from) = &args.temperature_from {
-        let other = checkpoint::load(&resolve_checkpoint(from)?)?;
-        if other.state.classes != stripped.state.classes || other.state.arch != stripped.state.arch
-        {
-            bail!(
-                "--temperature-from {}: its model ({}, classes {:?}) is not this one's ({}, {:?})",
-                from.display(),
-                other.state.arch,
-                other.state.classes,
-                stripped.state.arch,
-                stripped.state.classes
-            );
-        }
-        let temperature = other.state.adjustment.temperature;
+    if let Some((temperature, origin)) = carried_temperature(&args, &stripped)? {
         let k = stripped.state.classes.len();
         stripped.state.adjustment = stripped.state.adjustment.with_temperature(temperature, k);
-        println!("temperature {temperature:.4} taken from {}", from.display());
+        println!("temperature {temperature:.4} {origin}");
     }
     stripped.save(&args.out)?;
     let size = |p: &Path| {
@@ -873,6 +868,36 @@ pub fn run_strip(args: StripArgs) -> Result<()> {
         size(&source)
     );
     Ok(())
+}
+
+/// The temperature `strip` stores instead of the model's own (from `--temperature` or
+/// `--temperature-from`), with where it came from.
+fn carried_temperature(args: &StripArgs, stripped: &Checkpoint) -> Result<Option<(f64, String)>> {
+    if let Some(temperature) = args.temperature {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            bail!("--temperature {temperature}: a temperature must be a positive number");
+        }
+        return Ok(Some((temperature, "as given".into())));
+    }
+    let Some(from) = &args.temperature_from else {
+        return Ok(None);
+    };
+    let other = checkpoint::load(&resolve_checkpoint(from)?)?;
+    if other.state.classes != stripped.state.classes || other.state.arch != stripped.state.arch {
+        bail!(
+            "--temperature-from {}: its model ({}, classes {:?}) is not this one's ({}, {:?})",
+            from.display(),
+            other.state.arch,
+            other.state.classes,
+            stripped.state.arch,
+            stripped.state.classes
+        );
+    }
+    let temperature = other.state.adjustment.temperature;
+    Ok(Some((
+        temperature,
+        format!("taken from {}", from.display()),
+    )))
 }
 
 /// Arguments of `dermclass demo`.

@@ -398,6 +398,29 @@ fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
     let out = strip_with_temperature(&validated_path);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not this one's"));
+
+    // Or a temperature on record, given as a number; a meaningless one is refused.
+    let strip_with = |value: &str| {
+        dermclass_cmd()
+            .args(["strip", "--model"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&shipped)
+            .args(["--temperature", value])
+            .output()
+            .unwrap()
+    };
+    let stdout = stdout_of_success("strip", &strip_with("1.25"));
+    assert!(stdout.contains("temperature 1.2500 as given"), "{stdout}");
+    let given = checkpoint::load(&shipped).unwrap().state.adjustment;
+    assert_eq!(given.temperature, 1.25);
+    assert_eq!(given.prior, best.state.adjustment.prior);
+    for bad in ["0", "-1", "nan"] {
+        let out = strip_with(bad);
+        assert!(!out.status.success(), "--temperature {bad} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("must be a positive number"), "{err}");
+    }
 }
 
 #[test]
