@@ -11,6 +11,8 @@
 #   EPOCHS (default 8), SIZE (default 96), SEEDS (default "1 2"), VARIANTS (default: all
 #   but v1-aug and noskip), NICE (default 0: the niceness of the runs).
 # The variants remove or swap one part of the recipe, except source-1.5, which adds one.
+# results/ablation was measured with recipe v3 (results/ablation/configs/recipe.toml:
+# mobilenet_v2:1.0, no source scale); run into a new OUT to ablate the current recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/isic2018-task3-200x150}
