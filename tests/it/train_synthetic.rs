@@ -372,17 +372,18 @@ fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
     let validated_path = dir.path().join("validated.ckpt");
     validated.save(&validated_path).unwrap();
     let shipped = dir.path().join("shipped.ckpt");
-    let strip_with_temperature = |from: &Path| {
+    let strip = |temperature: &[&std::ffi::OsStr]| {
         dermclass_cmd()
             .args(["strip", "--model"])
             .arg(&run)
             .arg("--out")
             .arg(&shipped)
-            .arg("--temperature-from")
-            .arg(from)
+            .args(temperature)
             .output()
             .unwrap()
     };
+    let strip_with_temperature =
+        |from: &Path| strip(&["--temperature-from".as_ref(), from.as_ref()]);
     let stdout = stdout_of_success("strip", &strip_with_temperature(&validated_path));
     assert!(stdout.contains("temperature 1.5000 taken from"), "{stdout}");
     let shipped_ck = checkpoint::load(&shipped).unwrap();
@@ -400,16 +401,7 @@ fn a_final_fit_trains_on_every_image_and_keeps_the_last_model() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not this one's"));
 
     // Or a temperature on record, given as a number; a meaningless one is refused.
-    let strip_with = |value: &str| {
-        dermclass_cmd()
-            .args(["strip", "--model"])
-            .arg(&run)
-            .arg("--out")
-            .arg(&shipped)
-            .args(["--temperature", value])
-            .output()
-            .unwrap()
-    };
+    let strip_with = |value: &str| strip(&["--temperature".as_ref(), value.as_ref()]);
     let stdout = stdout_of_success("strip", &strip_with("1.25"));
     assert!(stdout.contains("temperature 1.2500 as given"), "{stdout}");
     let given = checkpoint::load(&shipped).unwrap().state.adjustment;
