@@ -23,16 +23,17 @@ bin=${BIN:-target/release/dermclass}
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin dermclass; fi
 mkdir -p "$out"
 
-# Trains into $1 with the other arguments, resuming a run that has a checkpoint and no report.
+# Trains into $1 with the other arguments; a run that has a checkpoint and no report resumes
+# with the settings it stored.
 train_run() {
     local run=$1
     shift
     [ -f "$run/report.md" ] && return
-    local resume=()
-    if [ -f "$run/last.ckpt" ]; then resume=(--resume); fi
+    local settings=(--config "$config" --seed "$seed" "$@")
+    if [ -f "$run/last.ckpt" ]; then settings=(--resume); fi
     echo "train $run ($(date -u +%FT%TZ))"
-    "$bin" train --config "$config" --data "$data" --out "$run" --seed "$seed" \
-        --cache "$cache" --budget-minutes 240 "${resume[@]}" "$@" > "$run.log" 2>&1 ||
+    "$bin" train --data "$data" --out "$run" --cache "$cache" --budget-minutes 240 \
+        "${settings[@]}" >> "$run.log" 2>&1 ||
         { echo "training $run failed: see $run.log" >&2; exit 1; }
 }
 
