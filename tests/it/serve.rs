@@ -106,7 +106,8 @@ fn every_endpoint_answers_and_the_answers_agree() {
     );
     let (status, meta) = call(&server, &format!("/v2/models/{MODEL}"), "", None);
     assert_eq!(status, 200, "{meta}");
-    let side = input_side();
+    let ckpt = shipped_checkpoint();
+    let side = ckpt.state.config.width;
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 3, side, side]));
     assert_eq!(meta["dermclass"]["classes"].as_array().unwrap().len(), 7);
     // Within the accuracy issue's bound for the shipped model (3.5M), and not a toy.
@@ -158,7 +159,6 @@ fn every_endpoint_answers_and_the_answers_agree() {
     assert_eq!((status, &mel["explained_class"]), (200, &json!("MEL")));
 
     // The protocol's tensor route gives the same probabilities for the preprocessed image.
-    let ckpt = shipped_checkpoint();
     let input = dermclass::train::trainer::eval_loader_config(&ckpt.state.config)
         .image_input(&image::load_from_memory(&image).unwrap().into_rgb8());
     let body = json!({
