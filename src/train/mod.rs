@@ -23,7 +23,7 @@ pub use trainer::{RunPaths, RunSummary, SessionOptions, train};
 use std::path::PathBuf;
 
 /// Name of the trained model that ships with dermclass, as `serve` and `predict` call it.
-pub const SHIPPED_MODEL_NAME: &str = "isic2018-mobilenet_v2";
+pub const SHIPPED_MODEL_NAME: &str = "isic2018-shufflenet_v1";
 
 /// The shipped model's file in this checkout (`models/<name>.ckpt`); it may be absent.
 pub fn shipped_model_file() -> PathBuf {

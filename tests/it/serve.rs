@@ -190,8 +190,12 @@ fn every_endpoint_answers_and_the_answers_agree() {
 
 #[test]
 fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
+    // Room for a tensor body of one image at the model's input side (about 4 bytes a value
+    // as JSON), and no more.
+    let side = input_side();
+    let body_limit = 8 * 3 * side * side;
     let config = ServeConfig {
-        body_limit: 256 * 1024,
+        body_limit,
         ..ServeConfig::default()
     };
     let server = start(config, 1);
@@ -202,7 +206,6 @@ fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
             "name": "image", "shape": shape, "datatype": datatype, "data": vec![0.0; n]}]}))
         .unwrap()
     };
-    let side = input_side();
     let wrong_shape = format!("expected [N, 3, {side}, {side}]");
     let too_few = format!("needs {}", 3 * side * side);
     let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
@@ -238,7 +241,7 @@ fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
         (
             "a body over the limit",
             "/predict".into(),
-            vec![0xFF; 300 * 1024],
+            vec![0xFF; body_limit + 1024],
             413,
             "limit",
         ),
