@@ -23,7 +23,7 @@ use dermclass::train::adjust::LogitAdjustment;
 use dermclass::train::config::{
     LossKind, Normalization, OptimizerKind, Sampler, ScheduleKind, TrainConfig, WeightingKind,
 };
-use dermclass::train::evaluate::{Tta, predict_loader};
+use dermclass::train::evaluate::{Predictions, Tta, predict_loader};
 use dermclass::train::trainer::eval_loader_config;
 use dermclass::train::{Checkpoint, RunPaths, SessionOptions, checkpoint, train};
 
@@ -449,9 +449,11 @@ pub fn shipped_model() -> Result<PathBuf> {
 /// Arguments of `dermclass evaluate`.
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    /// A run folder or a checkpoint file.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A run folder or a checkpoint file. Given more than once, the models score as an
+    /// ensemble: the mean of their probabilities, each under its own input size and
+    /// decision rule.
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
     /// Data root with labels.
     #[arg(long)]
     pub data: PathBuf,
@@ -515,14 +517,16 @@ fn decision_rule(checkpoint: &Checkpoint, tau: Option<f64>) -> LogitAdjustment {
 
 /// Runs `dermclass evaluate`.
 pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
-    if args.fit_temperature && (args.tau.is_some() || args.trained_weights || args.sweep_tau) {
-        bail!(
-            "--fit-temperature fits the stored model under its stored rule; drop --tau, \
-             --trained-weights and --sweep-tau"
-        );
-    }
-    let model_path = resolve_checkpoint(&args.model)?;
-    let checkpoint = checkpoint::load(&model_path)?;
+    check_evaluate_args(&args)?;
+    let model_paths = args
+        .model
+        .iter()
+        .map(|m| resolve_checkpoint(m))
+        .collect::<Result<Vec<_>>>()?;
+    let checkpoints = model_paths
+        .iter()
+        .map(|p| checkpoint::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let options = data::OpenOptions {
         skip_bad: args.skip_bad,
         isic_subset: args.subset.clone(),
@@ -531,27 +535,19 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     let dataset = Dataset::open_with(&args.data, &options)?;
     let mut skipped_at_open: Vec<BadInput> =
         dataset.skipped.iter().map(BadInput::from_skipped).collect();
-    if dataset.classes != checkpoint.state.classes {
-        bail!(
-            "the data's classes {:?} differ from the model's {:?}",
-            dataset.classes,
-            checkpoint.state.classes
-        );
+    for (path, checkpoint) in model_paths.iter().zip(&checkpoints) {
+        if dataset.classes != checkpoint.state.classes {
+            bail!(
+                "the data's classes {:?} differ from the classes {:?} of the model {}",
+                dataset.classes,
+                checkpoint.state.classes,
+                path.display()
+            );
+        }
     }
     let samples: Vec<Sample> = match &args.split_file {
         Some(file) => {
-            let keep: std::collections::HashSet<String> = read_split_rows(file)?
-                .into_iter()
-                .filter(|(_, split)| *split == args.split)
-                .map(|(image, _)| image)
-                .collect();
-            if keep.is_empty() {
-                bail!(
-                    "{} lists no image with split `{}`",
-                    file.display(),
-                    args.split
-                );
-            }
+            let keep = split_side(file, &args.split)?;
             skipped_at_open.retain(|b| keep.contains(&b.image));
             dataset
                 .samples
@@ -561,44 +557,22 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
         }
         None => dataset.samples,
     };
-    refuse_training_images(&model_path, &samples, &args)?;
+    say_what_is_scored(&samples, &args);
+    for path in &model_paths {
+        refuse_training_images(path, &samples, &args)?;
+    }
     let (samples, skipped) = screen_or_skip(samples, skipped_at_open, args.skip_bad)?;
     let device = parse_device(&args.device)?;
-    let model = if args.trained_weights {
-        if checkpoint.train_model.is_empty() {
-            bail!("this checkpoint has no separate trained weights (no EMA, or weights only)");
+    let predictions = match (model_paths.as_slice(), checkpoints.as_slice()) {
+        ([path], [checkpoint]) => {
+            match one_model_predictions(&args, path, checkpoint, samples, &device)? {
+                Some(predictions) => predictions,
+                None => return Ok(outcome_of(&skipped)),
+            }
         }
-        checkpoint.train_model(&device)?
-    } else {
-        checkpoint.model(&device)?
+        _ => ensemble_predictions(&args, &checkpoints, samples, &device)?,
     };
-    let loader = eval_loader(&checkpoint, samples)?;
-    let classes = &checkpoint.state.classes;
-    let rule = decision_rule(&checkpoint, args.tau);
-    if args.sweep_tau {
-        let raw = predict_loader(
-            &model,
-            &loader,
-            &device,
-            args.tta,
-            &LogitAdjustment::default(),
-        )?;
-        println!("tau   balanced_accuracy   accuracy");
-        for step in 0..=8 {
-            let tau = step as f64 * 0.25;
-            let mut probs = raw.probs.clone();
-            rule.with_tau(tau).apply(&mut probs);
-            let m = Metrics::compute(&raw.labels, &probs, classes)?;
-            println!("{tau:<5.2} {:<19.4} {:.4}", m.balanced_accuracy, m.accuracy);
-        }
-        return Ok(outcome_of(&skipped));
-    }
-    let rule = if args.fit_temperature {
-        fit_and_store_temperature(&model_path, &model, &loader, &device, &rule)?
-    } else {
-        rule
-    };
-    let predictions = predict_loader(&model, &loader, &device, args.tta, &rule)?;
+    let classes = &checkpoints[0].state.classes;
     let metrics = Metrics::compute(&predictions.labels, &predictions.probs, classes)?;
     let calibration = CalibrationReport::compute(&predictions.labels, &predictions.probs, classes);
     if args.json {
@@ -614,11 +588,126 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     Ok(outcome_of(&skipped))
 }
 
-/// Scoring a model on the images it trained on overstates it: when the checkpoint sits in
-/// a run folder with a `split.csv`, refuse samples from its training side unless
-/// `--allow-train-images`, and say which images are scored either way.
-fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs) -> Result<()> {
-    let split = model.with_file_name("split.csv");
+/// Refuses combinations of `evaluate` options before any work starts.
+fn check_evaluate_args(args: &EvaluateArgs) -> Result<()> {
+    if args.fit_temperature && (args.tau.is_some() || args.trained_weights || args.sweep_tau) {
+        bail!(
+            "--fit-temperature fits the stored model under its stored rule; drop --tau, \
+             --trained-weights and --sweep-tau"
+        );
+    }
+    if args.model.len() > 1 && (args.fit_temperature || args.sweep_tau || args.trained_weights) {
+        bail!(
+            "--fit-temperature, --sweep-tau and --trained-weights work on one model; \
+             {} were given with --model",
+            args.model.len()
+        );
+    }
+    Ok(())
+}
+
+/// The ids of the images on the `side` of a split file.
+fn split_side(file: &Path, side: &str) -> Result<std::collections::HashSet<String>> {
+    let keep: std::collections::HashSet<String> = read_split_rows(file)?
+        .into_iter()
+        .filter(|(_, split)| split == side)
+        .map(|(image, _)| image)
+        .collect();
+    if keep.is_empty() {
+        bail!("{} lists no image with split `{side}`", file.display());
+    }
+    Ok(keep)
+}
+
+/// One model's predictions under its stored rule (or `--tau`, `--fit-temperature`). With
+/// `--sweep-tau` it prints the sweep instead and returns nothing.
+fn one_model_predictions(
+    args: &EvaluateArgs,
+    path: &Path,
+    checkpoint: &Checkpoint,
+    samples: Vec<Sample>,
+    device: &burn::prelude::Device,
+) -> Result<Option<Predictions>> {
+    let model = if args.trained_weights {
+        if checkpoint.train_model.is_empty() {
+            bail!("this checkpoint has no separate trained weights (no EMA, or weights only)");
+        }
+        checkpoint.train_model(device)?
+    } else {
+        checkpoint.model(device)?
+    };
+    let loader = eval_loader(checkpoint, samples)?;
+    let rule = decision_rule(checkpoint, args.tau);
+    if args.sweep_tau {
+        print_tau_sweep(
+            &model,
+            &loader,
+            device,
+            args.tta,
+            &rule,
+            &checkpoint.state.classes,
+        )?;
+        return Ok(None);
+    }
+    let rule = if args.fit_temperature {
+        fit_and_store_temperature(path, &model, &loader, device, &rule)?
+    } else {
+        rule
+    };
+    Ok(Some(predict_loader(
+        &model, &loader, device, args.tta, &rule,
+    )?))
+}
+
+/// Prints balanced accuracy and accuracy for tau from 0 to 2 in steps of 0.25.
+fn print_tau_sweep(
+    model: &Classifier,
+    loader: &Loader,
+    device: &burn::prelude::Device,
+    tta: Tta,
+    rule: &LogitAdjustment,
+    classes: &[String],
+) -> Result<()> {
+    let raw = predict_loader(model, loader, device, tta, &LogitAdjustment::default())?;
+    println!("tau   balanced_accuracy   accuracy");
+    for step in 0..=8 {
+        let tau = step as f64 * 0.25;
+        let mut probs = raw.probs.clone();
+        rule.with_tau(tau).apply(&mut probs);
+        let m = Metrics::compute(&raw.labels, &probs, classes)?;
+        println!("{tau:<5.2} {:<19.4} {:.4}", m.balanced_accuracy, m.accuracy);
+    }
+    Ok(())
+}
+
+/// The mean of several models' probabilities, each model with its own preprocessing,
+/// input size and decision rule (`--tau` overrides every model's strength).
+fn ensemble_predictions(
+    args: &EvaluateArgs,
+    checkpoints: &[Checkpoint],
+    samples: Vec<Sample>,
+    device: &burn::prelude::Device,
+) -> Result<Predictions> {
+    let names: Vec<String> = args.model.iter().map(|m| m.display().to_string()).collect();
+    eprintln!(
+        "an ensemble of {} models: {}",
+        names.len(),
+        names.join(", ")
+    );
+    let members = checkpoints
+        .iter()
+        .map(|checkpoint| {
+            let model = checkpoint.model(device)?;
+            let loader = eval_loader(checkpoint, samples.clone())?;
+            let rule = decision_rule(checkpoint, args.tau);
+            predict_loader(&model, &loader, device, args.tta, &rule)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Predictions::mean(members)
+}
+
+/// Says on stderr which images are scored and how many.
+fn say_what_is_scored(samples: &[Sample], args: &EvaluateArgs) {
     let scored = match &args.split_file {
         Some(file) => format!("the `{}` side of {}", args.split, file.display()),
         None => match &args.subset {
@@ -627,6 +716,13 @@ fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs)
         },
     };
     eprintln!("scoring {} images: {scored}", samples.len());
+}
+
+/// Scoring a model on the images it trained on overstates it: when the checkpoint sits in
+/// a run folder with a `split.csv`, refuse samples from its training side unless
+/// `--allow-train-images`.
+fn refuse_training_images(model: &Path, samples: &[Sample], args: &EvaluateArgs) -> Result<()> {
+    let split = model.with_file_name("split.csv");
     if args.allow_train_images || !split.is_file() {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! Running a trained model over images: class probabilities for evaluation and prediction.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
@@ -87,6 +87,7 @@ pub fn batch_probabilities(
 }
 
 /// Labels, ids and probabilities of every image a loader yields for epoch 0.
+#[derive(Debug)]
 pub struct Predictions {
     /// Image ids in loader order.
     pub ids: Vec<String>,
@@ -107,6 +108,36 @@ impl Predictions {
             .map(|(i, &label)| -(self.probs[i * k + label].max(1e-12) as f64).ln())
             .sum();
         total / self.labels.len().max(1) as f64
+    }
+
+    /// An ensemble's predictions: the mean of its members' probabilities, each already
+    /// under its own decision rule. The members must have scored the same images in the
+    /// same order.
+    pub fn mean(members: Vec<Predictions>) -> Result<Predictions> {
+        let mut members = members.into_iter();
+        let Some(mut sum) = members.next() else {
+            bail!("an ensemble needs at least one member");
+        };
+        let mut count = 1usize;
+        for member in members {
+            count += 1;
+            if member.ids != sum.ids || member.probs.len() != sum.probs.len() {
+                bail!(
+                    "ensemble member {count} scored other images or classes than the first \
+                     ({} images, {} values against {} and {})",
+                    member.ids.len(),
+                    member.probs.len(),
+                    sum.ids.len(),
+                    sum.probs.len()
+                );
+            }
+            for (total, p) in sum.probs.iter_mut().zip(&member.probs) {
+                *total += p;
+            }
+        }
+        let scale = 1.0 / count as f32;
+        sum.probs.iter_mut().for_each(|p| *p *= scale);
+        Ok(sum)
     }
 }
 
@@ -145,6 +176,38 @@ mod tests {
             ids: vec!["x".into()],
             shape: [1, 3, n, n],
         }
+    }
+
+    fn predictions(ids: &[&str], probs: &[f32]) -> Predictions {
+        Predictions {
+            ids: ids.iter().map(|i| i.to_string()).collect(),
+            labels: vec![0; ids.len()],
+            probs: probs.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_ensemble_averages_its_members_and_refuses_mismatched_images() {
+        let a = predictions(&["x", "y"], &[0.8, 0.2, 0.4, 0.6]);
+        let b = predictions(&["x", "y"], &[0.2, 0.8, 0.0, 1.0]);
+        let mean = Predictions::mean(vec![a, b]).unwrap();
+        let want = [0.5, 0.5, 0.2, 0.8];
+        assert!(
+            mean.probs
+                .iter()
+                .zip(want)
+                .all(|(p, w)| (p - w).abs() < 1e-6)
+        );
+        assert_eq!(mean.ids, ["x", "y"]);
+        let same = predictions(&["x"], &[0.3, 0.7]);
+        let alone = Predictions::mean(vec![same]).unwrap();
+        assert_eq!(alone.probs, [0.3, 0.7]);
+        let swapped = Predictions::mean(vec![
+            predictions(&["x", "y"], &[0.5; 4]),
+            predictions(&["y", "x"], &[0.5; 4]),
+        ]);
+        assert!(swapped.unwrap_err().to_string().contains("member 2"));
+        assert!(Predictions::mean(Vec::new()).is_err());
     }
 
     #[test]

@@ -324,6 +324,47 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     let big = std::fs::metadata(run.join("best.ckpt")).unwrap().len();
     let little = std::fs::metadata(&small).unwrap().len();
     assert!(little * 2 < big, "{little} vs {big}");
+
+    // An ensemble (the mean of its members' probabilities) of the model and its own copy
+    // scores as the model alone.
+    let small_arg = small.to_str().unwrap();
+    let pair: serde_json::Value =
+        serde_json::from_str(&evaluate(&["--json", "--model", small_arg])).unwrap();
+    assert_eq!(pair, average);
+    // With a copy that sounds less sure (temperature 5), the mean is less sure than the
+    // model alone: its calibration line moves.
+    let unsure = dir.path().join("unsure.ckpt");
+    dermclass_ok([
+        os("strip").as_os_str(),
+        os("--model").as_os_str(),
+        run.as_os_str(),
+        os("--temperature").as_os_str(),
+        os("5").as_os_str(),
+        os("--out").as_os_str(),
+        unsure.as_os_str(),
+    ]);
+    let calibration = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("calibration"))
+            .map(String::from)
+    };
+    let alone = calibration(evaluate(&[])).unwrap();
+    let mixed = calibration(evaluate(&["--model", unsure.to_str().unwrap()])).unwrap();
+    assert_ne!(alone, mixed);
+    let refused = dermclass_cmd()
+        .args(["evaluate", "--sweep-tau", "--model"])
+        .arg(&run)
+        .args(["--model", small_arg, "--model", small_arg])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("work on one model; 3 were given"),
+        "{stderr}"
+    );
     let images = data.join("ISIC2018_Task3_Training_Input");
     let predict = |model: &Path, out: &Path| {
         let stdout = dermclass_ok([
