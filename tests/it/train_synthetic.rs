@@ -313,14 +313,16 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     assert!(average["balanced_accuracy"].is_number() && trained["balanced_accuracy"].is_number());
 
     // A weights-only copy is smaller and predicts the same.
-    let small = dir.path().join("small.ckpt");
-    dermclass_ok([
-        os("strip").as_os_str(),
-        os("--model").as_os_str(),
-        run.as_os_str(),
-        os("--out").as_os_str(),
-        small.as_os_str(),
-    ]);
+    let strip_copy = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args: Vec<std::ffi::OsString> = vec![os("strip"), os("--model")];
+        args.extend([run.clone().into(), os("--out"), out.clone().into()]);
+        args.extend(extra.iter().map(|e| os(e)));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+        dermclass_ok(&refs);
+        out
+    };
+    let small = strip_copy("small.ckpt", &[]);
     let big = std::fs::metadata(run.join("best.ckpt")).unwrap().len();
     let little = std::fs::metadata(&small).unwrap().len();
     assert!(little * 2 < big, "{little} vs {big}");
@@ -333,16 +335,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     assert_eq!(pair, average);
     // With a copy that sounds less sure (temperature 5), the mean is less sure than the
     // model alone: its calibration line moves.
-    let unsure = dir.path().join("unsure.ckpt");
-    dermclass_ok([
-        os("strip").as_os_str(),
-        os("--model").as_os_str(),
-        run.as_os_str(),
-        os("--temperature").as_os_str(),
-        os("5").as_os_str(),
-        os("--out").as_os_str(),
-        unsure.as_os_str(),
-    ]);
+    let unsure = strip_copy("unsure.ckpt", &["--temperature", "5"]);
     let calibration = |text: String| {
         text.lines()
             .find(|l| l.starts_with("calibration"))
