@@ -190,8 +190,8 @@ fn every_endpoint_answers_and_the_answers_agree() {
 
 #[test]
 fn each_bad_request_gets_a_4xx_with_a_json_error_and_the_server_answers_on() {
-    // Room for a tensor body of one image at the model's input side (about 4 bytes a value
-    // as JSON), and no more.
+    // A small limit with room for the tensor body of one image at the model's input side
+    // (about 4 bytes a value as JSON) twice over.
     let side = input_side();
     let body_limit = 8 * 3 * side * side;
     let config = ServeConfig {
