@@ -192,6 +192,7 @@ mod tests {
         let b = predictions(&["x", "y"], &[0.2, 0.8, 0.0, 1.0]);
         let mean = Predictions::mean(vec![a, b]).unwrap();
         let want = [0.5, 0.5, 0.2, 0.8];
+        assert_eq!(mean.probs.len(), want.len());
         assert!(
             mean.probs
                 .iter()
