@@ -17,7 +17,7 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     let plain = tiny_config(&data, 2);
     check_resume(&plain, &dir.path().join("plain"));
     // With the weights' moving average and the accuracy recipe's other parts: the
-    // average, its warm-up position and the decision rule are restored too.
+    // average, its warm-up position, the decision rule and the batch mixing are restored too.
     let mut recipe = tiny_config(&data, 2);
     recipe.ema = Some(0.9);
     recipe.loss = LossKind::LogitAdjusted;
@@ -26,6 +26,9 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     recipe.shades_of_gray = Some(6.0);
     recipe.augment.crop_scale = Some([0.5, 1.0]);
     recipe.augment.saturation = 0.2;
+    // Both batch mixings, so that each kind and the choice between them are replayed.
+    recipe.augment.mixup = 0.2;
+    recipe.augment.cutmix = 1.0;
     check_resume(&recipe, &dir.path().join("recipe"));
 }
 

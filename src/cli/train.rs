@@ -194,6 +194,16 @@ pub struct TrainArgs {
     /// the input size; 1.5 lets crops keep the image's detail).
     #[arg(long)]
     pub source_scale: Option<f32>,
+    /// Mixup: blend training images in pairs, Beta concentration (0 = off), e.g. 0.2.
+    #[arg(long)]
+    pub mixup: Option<f32>,
+    /// CutMix: paste a rectangle of one training image into another, Beta concentration
+    /// (0 = off), e.g. 1.0. With --mixup too, each batch takes one of them.
+    #[arg(long)]
+    pub cutmix: Option<f32>,
+    /// The chance that a batch is mixed when --mixup or --cutmix is on.
+    #[arg(long)]
+    pub mix_prob: Option<f32>,
 }
 
 /// Parses `MIN,MAX`.
@@ -318,7 +328,10 @@ impl TrainArgs {
             contrast,
             saturation,
             hue,
-            source_scale
+            source_scale,
+            mixup,
+            cutmix,
+            mix_prob
         );
         augment.dihedral |= self.dihedral;
         if self.crop_scale.is_some() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::mix::BatchMix;
 use crate::data::{AugmentConfig, ClassWeighting, FillMode};
 /// The data module's own types serve as settings (one type per thing).
 pub use crate::data::{Normalization, Sampler};
@@ -98,6 +99,15 @@ pub struct AugmentSettings {
     /// there, so a crop keeps their detail (1 = augment the image at the input size, as
     /// Keras does).
     pub source_scale: f32,
+    /// Mixup's Beta concentration: training images are blended in pairs and their targets
+    /// mixed alike (0 = off; 0.2-1.0 is usual).
+    pub mixup: f32,
+    /// CutMix's Beta concentration: a rectangle of one training image is pasted into another
+    /// and the targets mixed by area (0 = off; 1.0 is usual). With mixup on too, each batch
+    /// takes one of the two with even odds.
+    pub cutmix: f32,
+    /// The chance that a training batch is mixed when mixup or cutmix is on.
+    pub mix_prob: f32,
 }
 
 impl Default for AugmentSettings {
@@ -117,6 +127,9 @@ impl Default for AugmentSettings {
             saturation: 0.0,
             hue: 0.0,
             source_scale: 1.0,
+            mixup: 0.0,
+            cutmix: 0.0,
+            mix_prob: 1.0,
         }
     }
 }
@@ -155,7 +168,25 @@ impl AugmentSettings {
                 self.source_scale
             );
         }
+        for (name, alpha) in [("mixup", self.mixup), ("cutmix", self.cutmix)] {
+            if !(alpha.is_finite() && alpha >= 0.0) {
+                bail!("augment.{name} must be a Beta concentration >= 0 (0 = off), got {alpha}");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.mix_prob) {
+            bail!("augment.mix_prob must be in [0, 1], got {}", self.mix_prob);
+        }
         Ok(())
+    }
+
+    /// The batch mixing the trainer applies, if any.
+    pub fn batch_mix(&self) -> Option<BatchMix> {
+        let on = self.enabled && (self.mixup > 0.0 || self.cutmix > 0.0) && self.mix_prob > 0.0;
+        on.then_some(BatchMix {
+            mixup_alpha: self.mixup,
+            cutmix_alpha: self.cutmix,
+            prob: self.mix_prob,
+        })
     }
 
     /// The loader's augmentation ranges.
@@ -515,6 +546,26 @@ mod tests {
             config.augment.source_scale = scale;
             let result = config.validate();
             assert_eq!(result.is_ok(), ok, "source_scale {scale}: {result:?}");
+        }
+        let mut mixing = TrainConfig::default();
+        assert_eq!(mixing.augment.batch_mix(), None);
+        mixing.augment.cutmix = 1.0;
+        assert!(mixing.validate().is_ok());
+        assert_eq!(
+            mixing.augment.batch_mix().map(|m| m.cutmix_alpha),
+            Some(1.0)
+        );
+        mixing.augment.enabled = false;
+        assert_eq!(
+            mixing.augment.batch_mix(),
+            None,
+            "no augmentation, no mixing"
+        );
+        for (mixup, prob) in [(-0.2, 1.0), (f32::NAN, 1.0), (0.2, 1.5)] {
+            let mut config = TrainConfig::default();
+            (config.augment.mixup, config.augment.mix_prob) = (mixup, prob);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("augment.mix"), "{err}");
         }
     }
 

@@ -1,7 +1,10 @@
-//! Cross-entropy with optional class weights and label smoothing.
+//! Cross-entropy with optional class weights, label smoothing and mixed (mixup, cutmix)
+//! targets.
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+
+use super::mix::MixedLabel;
 
 /// Mean cross-entropy of `logits` (`[n, k]`) against `labels`.
 ///
@@ -14,21 +17,35 @@ pub fn cross_entropy(
     class_weights: Option<&[f32]>,
     label_smoothing: f64,
 ) -> Tensor<1> {
+    let targets: Vec<MixedLabel> = labels.iter().map(|&l| MixedLabel::pure(l)).collect();
+    mixed_cross_entropy(logits, &targets, class_weights, label_smoothing)
+}
+
+/// Cross-entropy against mixed targets (mixup, cutmix): `lam` of class `a` and `1 - lam`
+/// of class `b`, smoothed as in [`cross_entropy`]. A sample's class weight is mixed the
+/// same way.
+pub fn mixed_cross_entropy(
+    logits: Tensor<2>,
+    targets: &[MixedLabel],
+    class_weights: Option<&[f32]>,
+    label_smoothing: f64,
+) -> Tensor<1> {
     let [n, k] = logits.dims();
     let device = logits.device();
     let eps = label_smoothing as f32;
-    let mut targets = vec![eps / k as f32; n * k];
+    let mut target_probs = vec![eps / k as f32; n * k];
     let mut sample_weights = vec![1.0f32; n];
-    for (i, &label) in labels.iter().enumerate() {
-        targets[i * k + label] += 1.0 - eps;
+    for (i, t) in targets.iter().enumerate() {
+        target_probs[i * k + t.a] += (1.0 - eps) * t.lam;
+        target_probs[i * k + t.b] += (1.0 - eps) * (1.0 - t.lam);
         if let Some(weights) = class_weights {
-            sample_weights[i] = weights[label];
+            sample_weights[i] = t.lam * weights[t.a] + (1.0 - t.lam) * weights[t.b];
         }
     }
     let total_weight: f32 = sample_weights.iter().sum();
-    let targets = Tensor::<2>::from_data(TensorData::new(targets, [n, k]), &device);
+    let target_probs = Tensor::<2>::from_data(TensorData::new(target_probs, [n, k]), &device);
     let sample_weights = Tensor::<2>::from_data(TensorData::new(sample_weights, [n, 1]), &device);
-    let per_sample = (log_softmax(logits, 1) * targets).sum_dim(1).neg();
+    let per_sample = (log_softmax(logits, 1) * target_probs).sum_dim(1).neg();
     (per_sample * sample_weights)
         .sum()
         .div_scalar(total_weight)
@@ -40,7 +57,7 @@ pub fn cross_entropy(
 /// so the raw logits come out tuned for balanced error.
 pub fn logit_adjusted_cross_entropy(
     logits: Tensor<2>,
-    labels: &[usize],
+    targets: &[MixedLabel],
     class_weights: Option<&[f32]>,
     label_smoothing: f64,
     prior: &[f64],
@@ -54,7 +71,7 @@ pub fn logit_adjusted_cross_entropy(
         .collect();
     let offsets = Tensor::<1>::from_data(TensorData::new(offsets, [k]), &logits.device());
     let shifted = logits + offsets.reshape([1, k]);
-    cross_entropy(shifted, labels, class_weights, label_smoothing)
+    mixed_cross_entropy(shifted, targets, class_weights, label_smoothing)
 }
 
 #[cfg(test)]
@@ -98,7 +115,7 @@ mod tests {
         let prior = [0.75, 0.25];
         let la = value(logit_adjusted_cross_entropy(
             logits.clone(),
-            &[1, 0],
+            &[MixedLabel::pure(1), MixedLabel::pure(0)],
             None,
             0.0,
             &prior,
@@ -115,12 +132,54 @@ mod tests {
         let plain = value(cross_entropy(first.clone(), &[1], None, 0.0));
         let rare = value(logit_adjusted_cross_entropy(
             first,
-            &[1],
+            &[MixedLabel::pure(1)],
             None,
             0.0,
             &prior,
             1.0,
         ));
         assert!(rare > plain + 0.5, "{rare} vs {plain}");
+    }
+
+    #[test]
+    fn mixed_targets_weigh_the_two_labels_losses() {
+        let device = Device::default();
+        let logits = Tensor::<2>::from_data([[1.0f32, -0.5, 0.25]], &device);
+        let loss_of = |label| value(cross_entropy(logits.clone(), &[label], None, 0.0));
+        let mixed = MixedLabel {
+            a: 0,
+            b: 2,
+            lam: 0.3,
+        };
+        let got = value(mixed_cross_entropy(logits.clone(), &[mixed], None, 0.0));
+        let expected = 0.3 * loss_of(0) + 0.7 * loss_of(2);
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        // A pure target is plain cross-entropy; class weights mix like the labels.
+        let pure = value(mixed_cross_entropy(
+            logits.clone(),
+            &[MixedLabel::pure(1)],
+            None,
+            0.1,
+        ));
+        assert!((pure - value(cross_entropy(logits.clone(), &[1], None, 0.1))).abs() < 1e-6);
+        let other = MixedLabel {
+            a: 1,
+            b: 1,
+            lam: 1.0,
+        };
+        let weights = [2.0f32, 1.0, 4.0];
+        let two = Tensor::<2>::from_data([[1.0f32, -0.5, 0.25], [1.0, -0.5, 0.25]], &device);
+        let weighted = value(mixed_cross_entropy(
+            two,
+            &[mixed, other],
+            Some(&weights),
+            0.0,
+        ));
+        let w_mixed = 0.3 * 2.0 + 0.7 * 4.0;
+        let expected = (w_mixed * expected + 1.0 * loss_of(1)) / (w_mixed + 1.0);
+        assert!(
+            (weighted - expected).abs() < 1e-5,
+            "{weighted} vs {expected}"
+        );
     }
 }

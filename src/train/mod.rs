@@ -10,6 +10,7 @@ pub mod events;
 pub mod fused_adam;
 pub mod lock;
 pub mod loss;
+pub mod mix;
 pub mod schedule;
 pub mod speed;
 pub mod trainer;

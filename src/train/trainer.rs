@@ -11,6 +11,8 @@ use burn::optim::{
     GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use super::adjust::{LogitAdjustment, effective_prior};
 use super::checkpoint::{self, RunState};
@@ -19,12 +21,14 @@ use super::ema::Ema;
 use super::evaluate::{Tta, predict_loader};
 use super::events::{Event, Observer};
 use super::fused_adam::{FusedAdam, FusedAdamW};
-use super::loss::{cross_entropy, logit_adjusted_cross_entropy};
+use super::loss::{logit_adjusted_cross_entropy, mixed_cross_entropy};
+use super::mix::{BatchMix, MixedLabel};
 use super::schedule::LrSchedule;
 use crate::calibration::CalibrationReport;
+use crate::data::loader::image_seed;
 use crate::data::{
-    Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights, read_fold_csv,
-    read_split_csv, split_train_val, write_split_csv,
+    Batch, Dataset, Loader, LoaderConfig, Sample, Split, check_images, class_weights,
+    read_fold_csv, read_split_csv, split_train_val, write_split_csv,
 };
 use crate::device::parse_device;
 use crate::metrics::Metrics;
@@ -291,15 +295,15 @@ struct EpochTraining {
 fn batch_loss(
     config: &TrainConfig,
     logits: Tensor<2>,
-    labels: &[usize],
+    targets: &[MixedLabel],
     weights: Option<&[f32]>,
     prior: &[f64],
 ) -> Tensor<1> {
     match config.loss {
-        LossKind::Ce => cross_entropy(logits, labels, weights, config.label_smoothing),
+        LossKind::Ce => mixed_cross_entropy(logits, targets, weights, config.label_smoothing),
         LossKind::LogitAdjusted => logit_adjusted_cross_entropy(
             logits,
-            labels,
+            targets,
             weights,
             config.label_smoothing,
             prior,
@@ -307,6 +311,28 @@ fn batch_loss(
         ),
     }
 }
+
+/// The batch's targets, after mixing its images when the run mixes (from a random stream
+/// fixed by the seed and the step, so a resumed run mixes as the uninterrupted one would).
+fn batch_targets(
+    config: &TrainConfig,
+    mix: Option<BatchMix>,
+    batch: &mut Batch,
+    epoch: usize,
+    step: usize,
+) -> Vec<MixedLabel> {
+    match mix {
+        Some(mix) => {
+            let seed = image_seed(config.seed ^ MIX_STREAM, epoch, step);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            mix.apply(&mut batch.images, batch.shape, &batch.labels, &mut rng)
+        }
+        None => batch.labels.iter().map(|&l| MixedLabel::pure(l)).collect(),
+    }
+}
+
+/// Separates the mixing stream's seeds from the loader's.
+const MIX_STREAM: u64 = 0x6d69_7875_7063_7574;
 
 /// Runs one epoch of optimisation steps.
 #[allow(clippy::too_many_arguments)]
@@ -334,12 +360,14 @@ fn train_one_epoch(
         warmup: true,
     });
     let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, config.lr);
+    let mix = config.augment.batch_mix();
     for batch in data.train.epoch(epoch) {
-        let batch = batch?;
+        let mut batch = batch?;
         lr = schedule.lr(state.steps_done);
+        let targets = batch_targets(config, mix, &mut batch, epoch, state.steps_done);
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
         let logits = learner.model.forward(x);
-        let loss = batch_loss(config, logits, &batch.labels, weights, prior);
+        let loss = batch_loss(config, logits, &targets, weights, prior);
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             bail!(

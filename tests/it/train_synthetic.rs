@@ -695,3 +695,36 @@ fn train_fold_k_validates_on_that_fold_of_a_fold_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--split"));
     assert!(!dir.path().join("never").exists());
 }
+
+#[test]
+fn mixup_and_cutmix_flags_are_stored_and_change_what_trains() {
+    let (dir, data) = synth_set(3, 40, 30, 3);
+    let train_loss_with = |name: &str, extra: &[&str]| -> (f64, TrainConfig) {
+        let run = dir.path().join(name);
+        let mut args = TINY_CNN_FLAGS.to_vec();
+        args.extend(extra);
+        assert_success(&train_output(&data, &run, &args));
+        let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        let epoch_one = metrics.lines().nth(1).unwrap();
+        let loss = epoch_one.split(',').nth(1).unwrap().parse().unwrap();
+        let config = TrainConfig::from_toml_file(&run.join("config.toml")).unwrap();
+        (loss, config)
+    };
+    let (plain, plain_config) = train_loss_with("plain", &[]);
+    assert_eq!(plain_config.augment.batch_mix(), None);
+    let (mixed, config) = train_loss_with(
+        "mixed",
+        &["--mixup", "0.4", "--cutmix", "1.0", "--mix-prob", "0.9"],
+    );
+    let augment = &config.augment;
+    assert_eq!(
+        (augment.mixup, augment.cutmix, augment.mix_prob),
+        (0.4, 1.0, 0.9)
+    );
+    // Same seed, data order and initialisation: only the mixed images and targets differ.
+    assert_ne!(plain, mixed, "mixing left the training loss unchanged");
+    let out = train_output(&data, &dir.path().join("bad"), &["--cutmix=-1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("augment.cutmix"), "{err}");
+}
