@@ -63,6 +63,44 @@ pub enum WeightingKind {
     Effective,
 }
 
+/// Writes an `f32` setting as its shortest decimal (`zoom = 0.3`, not the `f64` widening
+/// `0.30000001192092896`), so a run's `config.toml` reads as it was written; reading it
+/// back gives the same `f32`.
+fn shortest_decimal<T: ShortestDecimal, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    value.widened().serialize(serializer)
+}
+
+/// `f32` settings widened to the `f64` that prints like the `f32` does.
+trait ShortestDecimal {
+    type Wide: Serialize;
+    fn widened(&self) -> Self::Wide;
+}
+
+impl ShortestDecimal for f32 {
+    type Wide = f64;
+    fn widened(&self) -> f64 {
+        // `Display` gives the shortest decimal that reads back as this f32.
+        self.to_string().parse().unwrap_or(*self as f64)
+    }
+}
+
+impl ShortestDecimal for [f32; 2] {
+    type Wide = [f64; 2];
+    fn widened(&self) -> [f64; 2] {
+        self.map(|v| v.widened())
+    }
+}
+
+impl<T: ShortestDecimal> ShortestDecimal for Option<T> {
+    type Wide = Option<T::Wide>;
+    fn widened(&self) -> Self::Wide {
+        self.as_ref().map(ShortestDecimal::widened)
+    }
+}
+
 /// Augmentation settings (Keras `ImageDataGenerator` names, the Keras study's values by default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,39 +112,52 @@ pub struct AugmentSettings {
     /// Random vertical flips (dermoscopy has no up or down).
     pub vertical_flip: bool,
     /// Rotation range in degrees.
+    #[serde(serialize_with = "shortest_decimal")]
     pub rotation: f32,
     /// Zoom range: factors in `[1 - zoom, 1 + zoom]`.
+    #[serde(serialize_with = "shortest_decimal")]
     pub zoom: f32,
     /// Width and height shift, fraction of the size.
+    #[serde(serialize_with = "shortest_decimal")]
     pub shift: f32,
     /// Brightness jitter (0 = off).
+    #[serde(serialize_with = "shortest_decimal")]
     pub brightness: f32,
     /// Contrast jitter (0 = off).
+    #[serde(serialize_with = "shortest_decimal")]
     pub contrast: f32,
     /// All 8 dihedral views: random horizontal and vertical flips and quarter turns
     /// (dermoscopy has no up or down). Needs a square input.
     pub dihedral: bool,
     /// Random-resized crop: area fraction range `[min, max]` of the crop (replaces `zoom`
     /// and `shift` when set), e.g. `[0.35, 1.0]`.
+    #[serde(serialize_with = "shortest_decimal")]
     pub crop_scale: Option<[f32; 2]>,
     /// Random-resized crop: aspect-ratio range of the crop.
+    #[serde(serialize_with = "shortest_decimal")]
     pub crop_ratio: [f32; 2],
     /// Saturation jitter: factor drawn from `[1 - s, 1 + s]` (0 = off).
+    #[serde(serialize_with = "shortest_decimal")]
     pub saturation: f32,
     /// Hue jitter: rotation drawn from `[-h, h]` turns (torchvision's `hue`; 0 = off).
+    #[serde(serialize_with = "shortest_decimal")]
     pub hue: f32,
     /// Training images are resized to this multiple of the input size and augmented from
     /// there, so a crop keeps their detail (1 = augment the image at the input size, as
     /// Keras does).
+    #[serde(serialize_with = "shortest_decimal")]
     pub source_scale: f32,
     /// Mixup's Beta concentration: training images are blended in pairs and their targets
     /// mixed alike (0 = off; 0.2-1.0 is usual).
+    #[serde(serialize_with = "shortest_decimal")]
     pub mixup: f32,
     /// CutMix's Beta concentration: a rectangle of one training image is pasted into another
     /// and the targets mixed by area (0 = off; 1.0 is usual). With mixup on too, each batch
     /// takes one of the two with even odds.
+    #[serde(serialize_with = "shortest_decimal")]
     pub cutmix: f32,
     /// The chance that a training batch is mixed when mixup or cutmix is on.
+    #[serde(serialize_with = "shortest_decimal")]
     pub mix_prob: f32,
 }
 
@@ -264,6 +315,7 @@ pub struct TrainConfig {
     pub no_decay_norm_bias: Option<bool>,
     /// Shades-of-Gray colour constancy with this Minkowski norm (e.g. 6), applied to every
     /// image in training, evaluation and prediction alike.
+    #[serde(serialize_with = "shortest_decimal")]
     pub shades_of_gray: Option<f32>,
     /// Class weights in the loss.
     pub class_weights: WeightingKind,
@@ -507,9 +559,17 @@ mod tests {
             ..TrainConfig::default()
         };
         config.augment.vertical_flip = true;
+        config.augment.crop_scale = Some([0.35, 1.0]);
+        config.augment.mixup = 0.2;
+        config.shades_of_gray = Some(6.0);
         let text = config.to_toml().unwrap();
         let back: TrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
+        // Single-precision settings read as written, not as their f64 widening.
+        for line in ["zoom = 0.3", "mixup = 0.2", "shades_of_gray = 6.0", "0.35,"] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("0000000"), "{text}");
     }
 
     #[test]
