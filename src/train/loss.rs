@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use super::mix::MixedLabel;
+use super::mix::{MixedLabel, unmixed};
 
 /// Mean cross-entropy of `logits` (`[n, k]`) against `labels`.
 ///
@@ -17,8 +17,7 @@ pub fn cross_entropy(
     class_weights: Option<&[f32]>,
     label_smoothing: f64,
 ) -> Tensor<1> {
-    let targets: Vec<MixedLabel> = labels.iter().map(|&l| MixedLabel::pure(l)).collect();
-    mixed_cross_entropy(logits, &targets, class_weights, label_smoothing)
+    mixed_cross_entropy(logits, &unmixed(labels), class_weights, label_smoothing)
 }
 
 /// Cross-entropy against mixed targets (mixup, cutmix): `lam` of class `a` and `1 - lam`

@@ -28,6 +28,11 @@ impl MixedLabel {
     }
 }
 
+/// The targets of a batch that was not mixed.
+pub fn unmixed(labels: &[usize]) -> Vec<MixedLabel> {
+    labels.iter().map(|&l| MixedLabel::pure(l)).collect()
+}
+
 /// Batch mixing settings: Beta concentrations (0 turns a kind off) and the chance that a
 /// batch is mixed at all.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,16 +58,15 @@ impl BatchMix {
         labels: &[usize],
         rng: &mut impl Rng,
     ) -> Vec<MixedLabel> {
-        let pure = || labels.iter().map(|&l| MixedLabel::pure(l)).collect();
         let kind = match (self.mixup_alpha > 0.0, self.cutmix_alpha > 0.0) {
-            (false, false) => return pure(),
+            (false, false) => return unmixed(labels),
             (true, false) => Kind::Mixup,
             (false, true) => Kind::Cutmix,
             (true, true) if rng.random::<bool>() => Kind::Cutmix,
             (true, true) => Kind::Mixup,
         };
         if rng.random::<f32>() >= self.prob {
-            return pure();
+            return unmixed(labels);
         }
         let lam = match kind {
             Kind::Mixup => {
@@ -192,6 +196,14 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    fn mixing(mixup_alpha: f32, cutmix_alpha: f32, prob: f32) -> BatchMix {
+        BatchMix {
+            mixup_alpha,
+            cutmix_alpha,
+            prob,
+        }
+    }
+
     /// A batch of `n` constant images: image `i` holds `i` everywhere.
     fn constant_batch(n: usize, side: usize) -> (Vec<f32>, [usize; 4]) {
         let shape = [n, 3, side, side];
@@ -223,11 +235,7 @@ mod tests {
     fn mixup_blends_each_image_with_its_partner_by_the_label_weight() {
         let (mut images, shape) = constant_batch(4, 5);
         let labels = [0, 1, 2, 3];
-        let mix = BatchMix {
-            mixup_alpha: 1.0,
-            cutmix_alpha: 0.0,
-            prob: 1.0,
-        };
+        let mix = mixing(1.0, 0.0, 1.0);
         let targets = mix.apply(
             &mut images,
             shape,
@@ -254,11 +262,7 @@ mod tests {
         let per_image = 3 * side * side;
         for seed in 0..20 {
             let (mut images, shape) = constant_batch(3, side);
-            let mix = BatchMix {
-                mixup_alpha: 0.0,
-                cutmix_alpha: 1.0,
-                prob: 1.0,
-            };
+            let mix = mixing(0.0, 1.0, 1.0);
             let targets = mix.apply(
                 &mut images,
                 shape,
@@ -281,16 +285,8 @@ mod tests {
     fn no_mixing_when_off_or_not_drawn() {
         let (mut images, shape) = constant_batch(2, 4);
         let before = images.clone();
-        let off = BatchMix {
-            mixup_alpha: 0.0,
-            cutmix_alpha: 0.0,
-            prob: 1.0,
-        };
-        let never = BatchMix {
-            mixup_alpha: 1.0,
-            cutmix_alpha: 1.0,
-            prob: 0.0,
-        };
+        let off = mixing(0.0, 0.0, 1.0);
+        let never = mixing(1.0, 1.0, 0.0);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         for mix in [off, never] {
             let targets = mix.apply(&mut images, shape, &[1, 0], &mut rng);
@@ -301,11 +297,7 @@ mod tests {
 
     #[test]
     fn both_kinds_on_take_each_about_half_the_time() {
-        let mix = BatchMix {
-            mixup_alpha: 1.0,
-            cutmix_alpha: 1.0,
-            prob: 1.0,
-        };
+        let mix = mixing(1.0, 1.0, 1.0);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         let mut blended = 0;
         for _ in 0..400 {

@@ -22,7 +22,7 @@ use super::evaluate::{Tta, predict_loader};
 use super::events::{Event, Observer};
 use super::fused_adam::{FusedAdam, FusedAdamW};
 use super::loss::{logit_adjusted_cross_entropy, mixed_cross_entropy};
-use super::mix::{BatchMix, MixedLabel};
+use super::mix::{BatchMix, MixedLabel, unmixed};
 use super::schedule::LrSchedule;
 use crate::calibration::CalibrationReport;
 use crate::data::loader::image_seed;
@@ -327,7 +327,7 @@ fn batch_targets(
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             mix.apply(&mut batch.images, batch.shape, &batch.labels, &mut rng)
         }
-        None => batch.labels.iter().map(|&l| MixedLabel::pure(l)).collect(),
+        None => unmixed(&batch.labels),
     }
 }
 
