@@ -43,6 +43,8 @@ pub struct RunReport<'a> {
     pub ema: Option<f64>,
     /// Shades-of-Gray exponent, if any.
     pub shades_of_gray: Option<f32>,
+    /// Batch mixing (mixup, CutMix) in words, or `off`.
+    pub mixing: String,
     /// Strength of the stored decision rule.
     pub rule_tau: f64,
     /// Prior of the stored decision rule.
@@ -83,12 +85,13 @@ pub fn render(r: &RunReport) -> String {
         r.madds as f64 / 1e6
     );
     text += &format!(
-        "- loss {}, tau {}, EMA {}, Shades-of-Gray {}; decision rule: tau {} x log(prior {})\n",
+        "- loss {}, tau {}, EMA {}, Shades-of-Gray {}, batch mixing {}; decision rule: tau {} x log(prior {})\n",
         r.loss,
         r.tau,
         r.ema.map_or("off".into(), |d| d.to_string()),
         r.shades_of_gray
             .map_or("off".into(), |p| format!("p = {p}")),
+        r.mixing,
         r.rule_tau,
         format_prior(r.prior)
     );
@@ -183,6 +186,7 @@ mod tests {
             tau: 1.0,
             ema: Some(0.999),
             shades_of_gray: None,
+            mixing: "mixup 0.2 / CutMix 1 (a batch mixed with probability 1)".into(),
             rule_tau: 1.0,
             prior: &[0.75, 0.25],
             seconds: 3725.0,
@@ -202,6 +206,10 @@ mod tests {
         assert!(text.contains("3 epochs run of 4, batch 8, Adamw lr 0.002 (Onecycle schedule)"));
         assert!(text.contains("1.50M"), "{text}");
         assert!(text.contains("prior [0.750, 0.250]"), "{text}");
+        assert!(
+            text.contains("EMA 0.999, Shades-of-Gray off, batch mixing mixup 0.2"),
+            "{text}"
+        );
         assert!(
             text.contains("Best epoch 2 on the validation split (3 images)"),
             "{text}"

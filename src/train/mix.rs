@@ -42,6 +42,16 @@ pub struct BatchMix {
     pub prob: f32,
 }
 
+impl std::fmt::Display for BatchMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mixup {} / CutMix {} (a batch mixed with probability {})",
+            self.mixup_alpha, self.cutmix_alpha, self.prob
+        )
+    }
+}
+
 /// Which mixing a batch got.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -288,6 +298,10 @@ mod tests {
         let off = mixing(0.0, 0.0, 1.0);
         let never = mixing(1.0, 1.0, 0.0);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
+        assert_eq!(
+            never.to_string(),
+            "mixup 1 / CutMix 1 (a batch mixed with probability 0)"
+        );
         for mix in [off, never] {
             let targets = mix.apply(&mut images, shape, &[1, 0], &mut rng);
             assert_eq!(targets, vec![MixedLabel::pure(1), MixedLabel::pure(0)]);

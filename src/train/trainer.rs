@@ -763,6 +763,10 @@ pub fn render_report(summary: &RunSummary) -> String {
         tau: c.tau,
         ema: c.ema,
         shades_of_gray: c.shades_of_gray,
+        mixing: c
+            .augment
+            .batch_mix()
+            .map_or("off".into(), |m| m.to_string()),
         rule_tau: state.adjustment.tau,
         prior: &state.adjustment.prior,
         seconds: state.seconds,
