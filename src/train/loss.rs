@@ -161,16 +161,11 @@ mod tests {
             0.1,
         ));
         assert!((pure - value(cross_entropy(logits.clone(), &[1], None, 0.1))).abs() < 1e-6);
-        let other = MixedLabel {
-            a: 1,
-            b: 1,
-            lam: 1.0,
-        };
         let weights = [2.0f32, 1.0, 4.0];
         let two = Tensor::<2>::from_data([[1.0f32, -0.5, 0.25], [1.0, -0.5, 0.25]], &device);
         let weighted = value(mixed_cross_entropy(
             two,
-            &[mixed, other],
+            &[mixed, MixedLabel::pure(1)],
             Some(&weights),
             0.0,
         ));

@@ -102,15 +102,24 @@ impl BatchMix {
     }
 }
 
-/// `lam * x_i + (1 - lam) * x_{n-1-i}` for every image `i`.
+/// Images `i` and `n - 1 - i` of the batch, for `i < n / 2`, both writable.
+fn partners(images: &mut [f32], per_image: usize, i: usize) -> (&mut [f32], &mut [f32]) {
+    let n = images.len() / per_image;
+    let (front, back) = images.split_at_mut((n - 1 - i) * per_image);
+    (
+        &mut front[i * per_image..(i + 1) * per_image],
+        &mut back[..per_image],
+    )
+}
+
+/// `lam * x_i + (1 - lam) * x_{n-1-i}` for every image `i`, pair by pair in place (the
+/// middle image of an odd batch is its own partner and stays).
 fn blend_with_reversed(images: &mut [f32], shape: [usize; 4], lam: f32) {
-    let n = shape[0];
     let per_image = shape[1] * shape[2] * shape[3];
-    let original = images.to_vec();
-    for (i, image) in images.chunks_exact_mut(per_image).enumerate() {
-        let partner = &original[(n - 1 - i) * per_image..(n - i) * per_image];
-        for (value, other) in image.iter_mut().zip(partner) {
-            *value = lam * *value + (1.0 - lam) * other;
+    for i in 0..shape[0] / 2 {
+        let (x, y) = partners(images, per_image, i);
+        for (a, b) in x.iter_mut().zip(y.iter_mut()) {
+            (*a, *b) = (lam * *a + (1.0 - lam) * *b, lam * *b + (1.0 - lam) * *a);
         }
     }
 }
@@ -147,19 +156,18 @@ fn cut_rectangle(height: usize, width: usize, lam: f64, rng: &mut impl Rng) -> R
     }
 }
 
-/// Copies `rect` of image `n - 1 - i` into image `i`, every channel, for every image.
+/// Copies `rect` of image `n - 1 - i` into image `i`, every channel, for every image: a
+/// swap of the two images' boxes, pair by pair.
 fn paste_from_reversed(images: &mut [f32], shape: [usize; 4], rect: Rect) {
     let [n, channels, height, width] = shape;
     let plane = height * width;
-    let original = images.to_vec();
-    for i in 0..n {
-        let partner = n - 1 - i;
+    for i in 0..n / 2 {
+        let (x, y) = partners(images, channels * plane, i);
         for c in 0..channels {
-            for y in rect.y0..rect.y1 {
-                let row = |image: usize| (image * channels + c) * plane + y * width;
-                let (to, from) = (row(i), row(partner));
-                images[to + rect.x0..to + rect.x1]
-                    .copy_from_slice(&original[from + rect.x0..from + rect.x1]);
+            for row in rect.y0..rect.y1 {
+                let start = c * plane + row * width;
+                let span = start + rect.x0..start + rect.x1;
+                x[span.clone()].swap_with_slice(&mut y[span]);
             }
         }
     }
