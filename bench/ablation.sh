@@ -20,7 +20,7 @@ out=${2:-results/ablation}
 epochs=${EPOCHS:-8}
 size=${SIZE:-96}
 seeds=${SEEDS:-1 2}
-variants=${VARIANTS:-recipe baseline no-adjust tta8 no-ema keras-aug no-sog cosine la-loss uniform-sampler source-1.5}
+variants=${VARIANTS:-recipe baseline no-adjust tta8 no-ema keras-aug no-sog no-mix cosine la-loss uniform-sampler source-1.5}
 cargo build --release --quiet
 bin=target/release/dermclass
 mkdir -p "$out"
@@ -31,10 +31,11 @@ mkdir -p "$out/configs"
 variant_config() {
     local file="$out/configs/$1.toml"
     case $1 in
-        recipe | cosine | la-loss | uniform-sampler | v1-aug | noskip | source-1.5) cp "$recipe" "$file" ;;
+        recipe | cosine | la-loss | uniform-sampler | v1-aug | noskip | source-1.5 | no-mix) cp "$recipe" "$file" ;;
         no-ema) grep -v '^ema' "$recipe" > "$file" ;;
         no-sog) grep -v '^shades_of_gray' "$recipe" > "$file" ;;
-        # The Keras study's augmentation (flip, rotation 30, zoom 0.3, shift 0.3) + vflip.
+        # The Keras study's augmentation (flip, rotation 30, zoom 0.3, shift 0.3) + vflip, no
+        # batch mixing.
         keras-aug) sed '/^\[augment\]/,$d' "$recipe" > "$file"
             printf '[augment]\nvertical_flip = true\n' >> "$file" ;;
         # The earlier reference recipe (README before the recipe): Adam 2e-3 cosine,
@@ -50,6 +51,9 @@ flags() {
     case $1 in
         cosine) echo --schedule cosine --warmup-epochs 1 ;;
         la-loss) echo --loss logit-adjusted ;;
+        # Mixup and CutMix off (recipe v5 added them; they pay off over long schedules, so
+        # short ablation runs understate them).
+        no-mix) echo --mixup 0 --cutmix 0 ;;
         # What recipe v2 changed from v1, one at a time: the sampler, and v1's augmentation
         # (free rotation 30 and crops down to 35% of the area).
         uniform-sampler) echo --sampler uniform ;;

@@ -276,6 +276,7 @@ fn the_accuracy_recipe_trains_from_its_file_and_its_model_is_used_as_stored() {
     assert!(config.augment.dihedral);
     assert_eq!(config.sampler, dermclass::data::Sampler::Sqrt);
     assert_eq!(config.augment.crop_scale, Some([0.5, 1.0]));
+    assert_eq!((config.augment.mixup, config.augment.cutmix), (0.2, 1.0));
     assert_eq!(
         (
             config.arch.as_str(),
