@@ -16,7 +16,7 @@ use dermclass::data::{
 };
 use dermclass::device::parse_device;
 use dermclass::metrics::Metrics;
-use dermclass::model::Classifier;
+use dermclass::model::{Classifier, ModelSpec};
 use dermclass::report::plots::plot_reliability;
 use dermclass::report::submission::write_submission;
 use dermclass::train::adjust::LogitAdjustment;
@@ -483,6 +483,11 @@ pub struct EvaluateArgs {
     /// Test-time augmentation: 1 (none), 2 (+ mirror), 8 (all dihedral views).
     #[arg(long, value_enum, default_value = "1")]
     pub tta: Tta,
+    /// Score at this input size (224 or WxH) instead of the one each model trained at.
+    /// Random-resized crops show lesions larger in training than a whole image does at the
+    /// same size, so a somewhat larger test size can match them (Touvron et al., FixRes).
+    #[arg(long)]
+    pub input: Option<InputSize>,
     /// Logit adjustment strength (default: the model's own).
     #[arg(long)]
     pub tau: Option<f64>,
@@ -536,10 +541,16 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
         .iter()
         .map(|m| resolve_checkpoint(m))
         .collect::<Result<Vec<_>>>()?;
-    let checkpoints = model_paths
+    let mut checkpoints = model_paths
         .iter()
         .map(|p| checkpoint::load(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(input) = args.input {
+        for (path, checkpoint) in model_paths.iter().zip(&mut checkpoints) {
+            set_input_size(checkpoint, input)
+                .with_context(|| format!("--input {input} for the model {}", path.display()))?;
+        }
+    }
     let options = data::OpenOptions {
         skip_bad: args.skip_bad,
         isic_subset: args.subset.clone(),
@@ -601,12 +612,24 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<Outcome> {
     Ok(outcome_of(&skipped))
 }
 
+/// Makes `checkpoint` preprocess and score images at `input`, once its network is known to
+/// accept that size.
+fn set_input_size(checkpoint: &mut Checkpoint, input: InputSize) -> Result<()> {
+    let classes = checkpoint.state.classes.len();
+    let config = &mut checkpoint.state.config;
+    ModelSpec::parse(&config.arch, classes)?.cost(input.height, input.width)?;
+    (config.width, config.height) = (input.width, input.height);
+    Ok(())
+}
+
 /// Refuses combinations of `evaluate` options before any work starts.
 fn check_evaluate_args(args: &EvaluateArgs) -> Result<()> {
-    if args.fit_temperature && (args.tau.is_some() || args.trained_weights || args.sweep_tau) {
+    if args.fit_temperature
+        && (args.tau.is_some() || args.trained_weights || args.sweep_tau || args.input.is_some())
+    {
         bail!(
-            "--fit-temperature fits the stored model under its stored rule; drop --tau, \
-             --trained-weights and --sweep-tau"
+            "--fit-temperature fits the stored model under its stored rule and input size; \
+             drop --tau, --trained-weights, --sweep-tau and --input"
         );
     }
     if args.model.len() > 1 && (args.fit_temperature || args.sweep_tau || args.trained_weights) {
@@ -728,7 +751,11 @@ fn say_what_is_scored(samples: &[Sample], args: &EvaluateArgs) {
             None => format!("every labelled image of {}", args.data.display()),
         },
     };
-    eprintln!("scoring {} images: {scored}", samples.len());
+    let size = match args.input {
+        Some(input) => format!(" at input {input}"),
+        None => String::new(),
+    };
+    eprintln!("scoring {} images{size}: {scored}", samples.len());
 }
 
 /// Scoring a model on the images it trained on overstates it: when the checkpoint sits in

@@ -729,3 +729,39 @@ fn mixup_and_cutmix_flags_are_stored_and_change_what_trains() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("augment.cutmix"), "{err}");
 }
+
+#[test]
+fn evaluate_scores_at_another_input_size_when_asked_and_refuses_one_the_network_cannot_take() {
+    let (dir, data) = synth_set(4, 40, 30, 5);
+    let run = dir.path().join("run");
+    train(&tiny_config(&data, 1), &run, &quiet()).unwrap();
+    let evaluate = |extra: &[&str]| {
+        dermclass_cmd()
+            .args(["evaluate", "--json", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(&data)
+            .arg("--split-file")
+            .arg(run.join("split.csv"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The size it trained at scores as without the flag; another size scores differently.
+    let stored = evaluate(&[]);
+    let same = evaluate(&["--input", "32"]);
+    let larger = evaluate(&["--input", "48x40"]);
+    let [stored, same, larger] = [stored, same, larger].map(|o| stdout_of_success("evaluate", &o));
+    assert_eq!(same, stored);
+    assert_ne!(larger, stored);
+    // Too small for the network: refused before any image is read, naming size and model.
+    let refused = evaluate(&["--input", "16"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--input 16x16 for the model"), "{err}");
+    assert!(err.contains("input too small"), "{err}");
+    // A fitted temperature belongs to the stored size.
+    let refused = evaluate(&["--input", "48", "--fit-temperature"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--input"));
+}
