@@ -22,6 +22,18 @@ fn train_output(data: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `dermclass evaluate --json` of `run` on the validation side of its own split of `data`.
+fn evaluate_json(run: &Path, data: &Path) -> std::process::Command {
+    let mut cmd = dermclass_cmd();
+    cmd.args(["evaluate", "--json", "--model"])
+        .arg(run)
+        .arg("--data")
+        .arg(data)
+        .arg("--split-file")
+        .arg(run.join("split.csv"));
+    cmd
+}
+
 #[test]
 fn the_demo_settings_learn_clearly_better_than_chance() {
     // 7 balanced classes: chance balanced accuracy is 1/7 = 0.143. The validation split
@@ -113,15 +125,7 @@ fn the_cli_trains_evaluates_and_predicts_in_the_submission_format() {
         assert!(config.contains(expected), "{expected} not in\n{config}");
     }
 
-    let out = output_ok(
-        dermclass_cmd()
-            .args(["evaluate", "--json", "--model"])
-            .arg(&run)
-            .arg("--data")
-            .arg(&data)
-            .arg("--split-file")
-            .arg(run.join("split.csv")),
-    );
+    let out = output_ok(&mut evaluate_json(&run, &data));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bacc = json["balanced_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&bacc));
@@ -735,18 +739,7 @@ fn evaluate_scores_at_another_input_size_when_asked_and_refuses_one_the_network_
     let (dir, data) = synth_set(4, 40, 30, 5);
     let run = dir.path().join("run");
     train(&tiny_config(&data, 1), &run, &quiet()).unwrap();
-    let evaluate = |extra: &[&str]| {
-        dermclass_cmd()
-            .args(["evaluate", "--json", "--model"])
-            .arg(&run)
-            .arg("--data")
-            .arg(&data)
-            .arg("--split-file")
-            .arg(run.join("split.csv"))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let evaluate = |extra: &[&str]| evaluate_json(&run, &data).args(extra).output().unwrap();
     // The size it trained at scores as without the flag; another size scores differently.
     let stored = evaluate(&[]);
     let same = evaluate(&["--input", "32"]);
