@@ -27,3 +27,4 @@ pub mod micro;
 pub mod pool;
 pub mod pw;
 pub mod residual;
+pub mod winograd;
