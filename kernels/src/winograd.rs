@@ -9,6 +9,8 @@
 //! The input gradient of such a convolution is the same convolution of the output gradient
 //! with each filter turned half a turn and the channel axes swapped, so it runs the same code.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -25,12 +27,32 @@ const V_BUDGET: usize = 1 << 20;
 /// GEMM columns (blocks) a chunk aims for.
 const MIN_BLOCKS: usize = 256;
 
+/// Maps of at least this many pixels per image take this kernel: on smaller ones the 16
+/// transformed filters per pair of channels cost about what the multiplications save
+/// (`bench_winograd` at batch 32: 0.8-1.0x the dense kernel at 4x4, 1.3-2x from 8x8).
+const MIN_PIXELS: usize = 64;
+
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
 /// Whether this kernel computes `s`: a 3x3 convolution at stride 1 with padding 1.
 pub fn applies(s: &DenseShape) -> bool {
     s.kernel == 3 && s.stride == 1 && s.pad == 1
 }
 
-/// `G g Gᵀ` of one 3x3 filter `g` (row-major), with G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]].
+/// Whether `s` should run here rather than through im2col: it [`applies`], its maps have at
+/// least [`MIN_PIXELS`] pixels, and the kernel is not turned off.
+pub fn pays(s: &DenseShape) -> bool {
+    applies(s) && s.h * s.w >= MIN_PIXELS && !DISABLED.load(Ordering::Relaxed)
+}
+
+/// Turns the kernel off (or back on) for [`pays`]: A/B benchmarks.
+pub fn set_enabled(on: bool) {
+    DISABLED.store(!on, Ordering::Relaxed);
+}
+
+/// `G g Gᵀ` of one 3x3 filter `g` (row-major), with G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]]
+/// (the per-filter form of [`transformed_filters`]).
+#[cfg(test)]
 fn filter_transform(g: &[f32]) -> [f32; COEFFS] {
     let rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
     let mut gg = [[0.0f32; 3]; 4];
@@ -47,7 +69,9 @@ fn filter_transform(g: &[f32]) -> [f32; COEFFS] {
     u
 }
 
-/// `Bᵀ d B` of one 4x4 input block `d`, with Bᵀ = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]].
+/// `Bᵀ d B` of one 4x4 input block `d` (the per-block form of what [`transform_image`] does
+/// a row of blocks at a time), with Bᵀ = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]].
+#[cfg(test)]
 fn input_transform(d: &[[f32; 4]; 4]) -> [f32; COEFFS] {
     let combine = |a: [f32; 4]| [a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]];
     let mut bd = [[0.0f32; 4]; 4];
@@ -64,7 +88,8 @@ fn input_transform(d: &[[f32; 4]; 4]) -> [f32; COEFFS] {
     v
 }
 
-/// `Aᵀ m A` of one block's 16 coefficients, with Aᵀ = [[1,1,1,0], [0,1,-1,-1]]: the 2x2 outputs.
+/// `Aᵀ m A` of one block's 16 coefficients (the per-block form of [`untransform_image`]), with Aᵀ = [[1,1,1,0], [0,1,-1,-1]]: the 2x2 outputs.
+#[cfg(test)]
 fn output_transform(m: &[f32; COEFFS]) -> [[f32; 2]; 2] {
     let fold = |a: [f32; 4]| [a[0] + a[1] + a[2], a[1] - a[2] - a[3]];
     let mut am = [[0.0f32; 4]; 2];
@@ -76,19 +101,49 @@ fn output_transform(m: &[f32; COEFFS]) -> [[f32; 2]; 2] {
     [fold(am[0]), fold(am[1])]
 }
 
-/// The filters `weight` ([c_out, c_in, 3, 3]) transformed: [16][c_out][c_in], one GEMM
-/// operand per coefficient.
+/// The filters `weight` ([c_out, c_in, 3, 3]) transformed: [c_out][16][c_in], so that
+/// coefficient `f`'s GEMM operand is rows `f * c_in..` with a row stride of `16 * c_in`,
+/// and output channels transform in parallel. Per output channel, each of the 9 taps is
+/// gathered across the input channels first, so `G g Gᵀ` runs as vector arithmetic.
 fn transformed_filters(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; COEFFS * c_out * c_in];
-    for o in 0..c_out {
-        for c in 0..c_in {
-            let t = filter_transform(&weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9]);
-            for (f, value) in t.into_iter().enumerate() {
-                u[(f * c_out + o) * c_in + c] = value;
-            }
+    let mut u = vec![0.0f32; c_out * COEFFS * c_in];
+    u.par_chunks_mut(COEFFS * c_in)
+        .zip(weight.par_chunks(9 * c_in))
+        .for_each(|(u, filters)| transform_filters_of_one_output(filters, c_in, u));
+    u
+}
+
+/// `G g Gᵀ` of the `c_in` filters ([c_in, 3, 3]) of one output channel into `u` ([16][c_in]).
+fn transform_filters_of_one_output(filters: &[f32], c_in: usize, u: &mut [f32]) {
+    let mut taps = [(); 9].map(|_| vec![0.0f32; c_in]);
+    for (t, tap) in taps.iter_mut().enumerate() {
+        for (c, value) in tap.iter_mut().enumerate() {
+            *value = filters[c * 9 + t];
         }
     }
-    u
+    // G g: 4 rows by 3 columns, each a vector over the input channels.
+    let mut gg = [(); 12].map(|_| vec![0.0f32; c_in]);
+    for j in 0..3 {
+        let (a, b, c) = (&taps[j], &taps[3 + j], &taps[6 + j]);
+        for k in 0..c_in {
+            gg[j][k] = a[k];
+            gg[3 + j][k] = 0.5 * (a[k] + b[k] + c[k]);
+            gg[6 + j][k] = 0.5 * (a[k] - b[k] + c[k]);
+            gg[9 + j][k] = c[k];
+        }
+    }
+    for (i, rows) in u.chunks_mut(4 * c_in).enumerate() {
+        let (a, b, c) = (&gg[3 * i], &gg[3 * i + 1], &gg[3 * i + 2]);
+        let (f0, rest) = rows.split_at_mut(c_in);
+        let (f1, rest) = rest.split_at_mut(c_in);
+        let (f2, f3) = rest.split_at_mut(c_in);
+        for k in 0..c_in {
+            f0[k] = a[k];
+            f1[k] = 0.5 * (a[k] + b[k] + c[k]);
+            f2[k] = 0.5 * (a[k] - b[k] + c[k]);
+            f3[k] = c[k];
+        }
+    }
 }
 
 /// Blocks down and across an `h` x `w` map.
@@ -97,29 +152,46 @@ fn blocks(s: &DenseShape) -> (usize, usize) {
 }
 
 /// Writes the transformed blocks of one image `x` ([c_in, h, w]) into columns
-/// `first..first + blocks` of `v` ([16][c_in][columns]).
+/// `first..first + blocks` of `v` ([16][c_in][columns]). Row by row of blocks: `Bᵀ` combines
+/// four padded input rows over their whole width, then `B` combines each block's columns,
+/// so both passes run along contiguous rows.
 fn transform_image(x: &[f32], s: &DenseShape, v: &mut [f32], columns: usize, first: usize) {
     let (bh, bw) = blocks(s);
-    let at = |plane: &[f32], r: isize, q: isize| {
-        if r < 0 || q < 0 || r as usize >= s.h || q as usize >= s.w {
-            0.0
-        } else {
-            plane[r as usize * s.w + q as usize]
-        }
-    };
+    // Index q + 1 of a padded row holds input column q; the rest stays zero.
+    let width = 2 * bw + 2;
+    let mut padded = [(); 4].map(|_| vec![0.0f32; width]);
+    let mut combined = [(); 4].map(|_| vec![0.0f32; width]);
     for c in 0..s.c_in {
         let plane = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
         for i in 0..bh {
-            for j in 0..bw {
-                let mut d = [[0.0f32; 4]; 4];
-                for (a, row) in d.iter_mut().enumerate() {
-                    for (b, value) in row.iter_mut().enumerate() {
-                        *value = at(plane, (2 * i + a) as isize - 1, (2 * j + b) as isize - 1);
-                    }
+            for (a, row) in padded.iter_mut().enumerate() {
+                match (2 * i + a).checked_sub(1).filter(|&r| r < s.h) {
+                    Some(r) => row[1..=s.w].copy_from_slice(&plane[r * s.w..(r + 1) * s.w]),
+                    None => row.fill(0.0),
                 }
-                let column = first + i * bw + j;
-                for (f, value) in input_transform(&d).into_iter().enumerate() {
-                    v[(f * s.c_in + c) * columns + column] = value;
+            }
+            let [p0, p1, p2, p3] = &padded;
+            let [t0, t1, t2, t3] = &mut combined;
+            for q in 0..width {
+                t0[q] = p0[q] - p2[q];
+                t1[q] = p1[q] + p2[q];
+                t2[q] = p2[q] - p1[q];
+                t3[q] = p1[q] - p3[q];
+            }
+            let column = first + i * bw;
+            for (a, t) in combined.iter().enumerate() {
+                let at = |b: usize| ((a * 4 + b) * s.c_in + c) * columns + column;
+                for (j, o) in v[at(0)..at(0) + bw].iter_mut().enumerate() {
+                    *o = t[2 * j] - t[2 * j + 2];
+                }
+                for (j, o) in v[at(1)..at(1) + bw].iter_mut().enumerate() {
+                    *o = t[2 * j + 1] + t[2 * j + 2];
+                }
+                for (j, o) in v[at(2)..at(2) + bw].iter_mut().enumerate() {
+                    *o = t[2 * j + 2] - t[2 * j + 1];
+                }
+                for (j, o) in v[at(3)..at(3) + bw].iter_mut().enumerate() {
+                    *o = t[2 * j + 1] - t[2 * j + 3];
                 }
             }
         }
@@ -127,25 +199,36 @@ fn transform_image(x: &[f32], s: &DenseShape, v: &mut [f32], columns: usize, fir
 }
 
 /// Folds columns `first..` of `m` ([16][c_out][columns]) into one image's output `y`
-/// ([c_out, h, w]).
+/// ([c_out, h, w]), a row of blocks at a time: `Aᵀ` over the coefficient rows, contiguous
+/// along the blocks, then `A` into the two output rows.
 fn untransform_image(m: &[f32], s: &DenseShape, columns: usize, first: usize, y: &mut [f32]) {
     let (bh, bw) = blocks(s);
+    let mut folded = [(); 8].map(|_| vec![0.0f32; bw]);
     for o in 0..s.c_out {
         let plane = &mut y[o * s.h * s.w..(o + 1) * s.h * s.w];
         for i in 0..bh {
-            for j in 0..bw {
-                let column = first + i * bw + j;
-                let mut coeffs = [0.0f32; COEFFS];
-                for (f, value) in coeffs.iter_mut().enumerate() {
-                    *value = m[(f * s.c_out + o) * columns + column];
+            let column = first + i * bw;
+            let coeff = |f: usize| {
+                let at = (f * s.c_out + o) * columns + column;
+                &m[at..at + bw]
+            };
+            for b in 0..4 {
+                let (m0, m1, m2, m3) = (coeff(b), coeff(4 + b), coeff(8 + b), coeff(12 + b));
+                let (top, bottom) = folded.split_at_mut(4);
+                for j in 0..bw {
+                    top[b][j] = m0[j] + m1[j] + m2[j];
+                    bottom[b][j] = m1[j] - m2[j] - m3[j];
                 }
-                let out = output_transform(&coeffs);
-                for (a, row) in out.iter().enumerate() {
-                    for (b, value) in row.iter().enumerate() {
-                        let (r, q) = (2 * i + a, 2 * j + b);
-                        if r < s.h && q < s.w {
-                            plane[r * s.w + q] = *value;
-                        }
+            }
+            for (r, rows) in folded.chunks(4).enumerate() {
+                let Some(out) = plane.get_mut((2 * i + r) * s.w..(2 * i + r + 1) * s.w) else {
+                    continue;
+                };
+                for j in 0..bw {
+                    let (a0, a1, a2, a3) = (rows[0][j], rows[1][j], rows[2][j], rows[3][j]);
+                    out[2 * j] = a0 + a1 + a2;
+                    if 2 * j + 1 < s.w {
+                        out[2 * j + 1] = a1 - a2 - a3;
                     }
                 }
             }
@@ -179,18 +262,19 @@ fn forward_chunk(x: &[f32], u: &[f32], s: &DenseShape, y: &mut [f32], parallelis
     }
     let mut m = vec![0.0f32; COEFFS * s.c_out * columns];
     for f in 0..COEFFS {
-        let (uf, vf) = (f * s.c_out * s.c_in, f * s.c_in * columns);
+        let vf = f * s.c_in * columns;
         let mf = &mut m[f * s.c_out * columns..(f + 1) * s.c_out * columns];
-        // SAFETY: U_f is c_out x c_in, V_f is c_in x columns and M_f is c_out x columns,
-        // each row-major inside its own buffer; M does not overlap U or V.
+        // SAFETY: U_f is c_out rows of c_in values starting at f * c_in with a row stride
+        // of 16 * c_in, V_f is c_in x columns and M_f is c_out x columns, row-major, each
+        // inside its own buffer; M does not overlap U or V.
         unsafe {
             matmul(
                 (s.c_out, columns, s.c_in),
                 mf.as_mut_ptr(),
                 columns,
                 false,
-                u[uf..].as_ptr(),
-                (s.c_in, 1),
+                u[f * s.c_in..].as_ptr(),
+                (COEFFS * s.c_in, 1),
                 v[vf..].as_ptr(),
                 (columns, 1),
                 parallelism,
@@ -302,7 +386,7 @@ mod tests {
             let x = random(s.n * s.c_in * s.h * s.w, i as u64);
             let w = random(s.c_out * s.c_in * 9, 40 + i as u64);
             let dy = random(s.n * s.c_out * s.h * s.w, 80 + i as u64);
-            let want_y = crate::dense::forward(&x, &w, s);
+            let want_y = crate::dense::forward(&x, &w, s); // im2col + GEMM
             let want_dx = crate::dense::backward_input(&dy, &w, s);
             // One image per chunk, every image in one chunk, and the default.
             for budget in [0, usize::MAX, V_BUDGET] {
@@ -344,6 +428,18 @@ mod tests {
                 assert!((got - want).abs() < 1e-5, "y[{r}][{q}] {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn it_takes_3x3_stride_1_maps_of_8x8_and_up_unless_turned_off() {
+        assert!(pays(&DenseShape::k3(32, 512, 512, (8, 8), 1)));
+        assert!(pays(&DenseShape::k3(1, 3, 4, (16, 4), 1)));
+        assert!(!pays(&DenseShape::k3(32, 1024, 1024, (4, 4), 1)));
+        assert!(!pays(&DenseShape::k3(32, 64, 128, (64, 64), 2)));
+        set_enabled(false);
+        let off = pays(&DenseShape::k3(32, 512, 512, (8, 8), 1));
+        set_enabled(true);
+        assert!(!off);
     }
 
     #[test]

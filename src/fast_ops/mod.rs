@@ -39,6 +39,7 @@ use dermclass_kernels::bn::{self, Act, BnShape};
 use dermclass_kernels::dense::{self, DenseShape};
 use dermclass_kernels::dw::{self, DwShape};
 use dermclass_kernels::pw::{self, PwShape};
+use dermclass_kernels::winograd;
 use profile::{Phase, time};
 
 /// Custom operations of the fast CPU path. Implemented for `Flex` and `Autodiff<Flex>`;
@@ -148,6 +149,15 @@ pub fn enabled() -> bool {
             on
         }
     }
+}
+
+/// Whether the dense convolution `s` runs through Winograd's F(2x2, 3x3) rather than
+/// im2col: where the kernel [`winograd::pays`], unless the environment sets
+/// `DERMCLASS_WINOGRAD=0` (A/B runs of whole training steps).
+fn winograd_pays(s: &DenseShape) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DERMCLASS_WINOGRAD").map_or(true, |v| v != "0"))
+        && winograd::pays(s)
 }
 
 /// Turns the fast kernels on or off for the whole process (benchmarks and A/B tests).
@@ -403,7 +413,11 @@ impl MobileKernels for Flex {
         let s = dense_shape(&x.shape, &weight.shape, geometry);
         let (ho, wo) = s.out_hw();
         let y = time(Phase::DenseForward, || {
-            dense::forward(x.data(), weight.data(), s)
+            if winograd_pays(&s) {
+                winograd::forward(x.data(), weight.data(), s)
+            } else {
+                dense::forward(x.data(), weight.data(), s)
+            }
         });
         flex(y, [s.n, s.c_out, ho, wo])
     }
@@ -504,7 +518,11 @@ impl Backward<Flex, 2> for DenseBackward {
         });
         register_grad(grads, node_x, &x.shape, || {
             time(Phase::DenseInputGrad, || {
-                dense::backward_input(dy.data(), weight.data(), s)
+                if winograd_pays(&s) {
+                    winograd::backward_input(dy.data(), weight.data(), s)
+                } else {
+                    dense::backward_input(dy.data(), weight.data(), s)
+                }
             })
         });
     }
