@@ -10,7 +10,7 @@ use dermclass_kernels::dense::{self, DenseShape};
 use dermclass_kernels::pw::{self, PwShape};
 
 mod common;
-use common::median_ms;
+use common::{median_ms, random};
 
 /// (name, c_in, c_out, input side, kernel, stride, padding)
 type Layer = (&'static str, usize, usize, usize, usize, usize, usize);
@@ -52,18 +52,6 @@ fn row(name: &str, flop: f64, runs: usize, passes: [&dyn Fn(); 3]) {
         cell(bi),
         cell(bw)
     );
-}
-
-fn random(len: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
 }
 
 fn main() {

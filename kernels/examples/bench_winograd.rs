@@ -8,7 +8,7 @@ use dermclass_kernels::dense::{self, DenseShape};
 use dermclass_kernels::winograd;
 
 mod common;
-use common::median_ms;
+use common::{median_ms, random};
 
 /// (name, channels, side)
 const LAYERS: [(&str, usize, usize); 8] = [
@@ -21,18 +21,6 @@ const LAYERS: [(&str, usize, usize); 8] = [
     ("resnet 3x3 256->256 @8", 256, 8),
     ("resnet 3x3 512->512 @4", 512, 4),
 ];
-
-fn random(len: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
