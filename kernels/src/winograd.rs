@@ -29,7 +29,7 @@ const MIN_BLOCKS: usize = 256;
 
 /// Maps of at least this many pixels per image take this kernel: on smaller ones the 16
 /// transformed filters per pair of channels cost about what the multiplications save
-/// (`bench_winograd` at batch 32: 0.8-1.0x the dense kernel at 4x4, 1.3-2x from 8x8).
+/// (`bench_winograd` at batch 32: 0.8-1.15x the dense kernel at 4x4, 1.1-1.9x from 8x8).
 const MIN_PIXELS: usize = 64;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
