@@ -253,7 +253,7 @@ fn matmul_rows(
 /// Runs `chunk(out, first_image, parallelism)` over the chunks of `per_chunk` images of
 /// `out` (`out_plane` values per image): in parallel over chunks when there are at least as
 /// many as threads, otherwise one after another with parallel GEMMs.
-fn for_each_chunk(
+pub(crate) fn for_each_chunk(
     out: &mut [f32],
     out_plane: usize,
     per_chunk: usize,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::dense::DenseShape;
+use crate::dense::{DenseShape, for_each_chunk};
 use crate::gemm::matmul;
 
 /// Transform coefficients per block (4x4).
@@ -302,28 +302,11 @@ fn forward_in_chunks(x: &[f32], weight: &[f32], s: DenseShape, budget: usize) ->
     let (plane_in, plane_out) = (s.c_in * s.h * s.w, s.c_out * s.h * s.w);
     let mut y = vec![0.0f32; s.n * plane_out];
     let per_chunk = images_per_chunk(&s, budget);
-    let threads = rayon::current_num_threads();
-    let chunks = s.n.div_ceil(per_chunk);
-    let run = |(i, out): (usize, &mut [f32]), parallelism| {
-        let first = i * per_chunk;
+    for_each_chunk(&mut y, plane_out, per_chunk, |out, first, parallelism| {
         let images = out.len() / plane_out;
         let x = &x[first * plane_in..(first + images) * plane_in];
         forward_chunk(x, &u, &s, out, parallelism);
-    };
-    if threads > 1 && chunks >= threads {
-        y.par_chunks_mut(per_chunk * plane_out)
-            .enumerate()
-            .for_each(|chunk| run(chunk, Parallelism::None));
-    } else {
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        for chunk in y.chunks_mut(per_chunk * plane_out).enumerate() {
-            run(chunk, parallelism);
-        }
-    }
+    });
     y
 }
 
