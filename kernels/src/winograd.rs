@@ -45,7 +45,8 @@ pub fn pays(s: &DenseShape) -> bool {
     applies(s) && s.h * s.w >= MIN_PIXELS && !DISABLED.load(Ordering::Relaxed)
 }
 
-/// Turns the kernel off (or back on) for [`pays`]: A/B benchmarks.
+/// Turns the kernel off (or back on) for [`pays`]: A/B benchmarks, and the library's
+/// `DERMCLASS_WINOGRAD=0`.
 pub fn set_enabled(on: bool) {
     DISABLED.store(!on, Ordering::Relaxed);
 }

@@ -152,12 +152,16 @@ pub fn enabled() -> bool {
 }
 
 /// Whether the dense convolution `s` runs through Winograd's F(2x2, 3x3) rather than
-/// im2col: where the kernel [`winograd::pays`], unless the environment sets
-/// `DERMCLASS_WINOGRAD=0` (A/B runs of whole training steps).
+/// im2col: where [`winograd::pays`]. The kernel's own switch is the only state; the
+/// environment's `DERMCLASS_WINOGRAD=0` (A/B runs of whole training steps) turns it off once.
 fn winograd_pays(s: &DenseShape) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("DERMCLASS_WINOGRAD").map_or(true, |v| v != "0"))
-        && winograd::pays(s)
+    static FROM_ENV: std::sync::Once = std::sync::Once::new();
+    FROM_ENV.call_once(|| {
+        if std::env::var("DERMCLASS_WINOGRAD").is_ok_and(|v| v == "0") {
+            winograd::set_enabled(false);
+        }
+    });
+    winograd::pays(s)
 }
 
 /// Turns the fast kernels on or off for the whole process (benchmarks and A/B tests).
