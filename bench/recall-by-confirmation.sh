@@ -11,10 +11,11 @@ done
 awk -F, '
 FNR==1 { f++ ; next }
 f==1 { gsub(/"/,""); t[$1]=$3; next }                                 # LesionGroupings: image,lesion_id,type
-f==2 { for(i=2;i<=8;i++) if($i==1.0||$i=="1.0"||$i=="1") y[$1]=i-1; next }  # GroundTruth one-hot
-f==3 { best=2; for(i=3;i<=8;i++) if($i>$best) best=i; p=best-1; c=y[$1]; k=c SUBSEP t[$1];
+f==2 { for(i=2;i<=8;i++) if($i+0==1) y[$1]=i-1; next }                    # GroundTruth one-hot
+f==3 { if(!($1 in y)) { print FILENAME ": " $1 " is not in the ground truth" > "/dev/stderr"; bad=1; exit 1 }
+       best=2; for(i=3;i<=8;i++) if($i>$best) best=i; p=best-1; c=y[$1]; k=c SUBSEP t[$1];
        n[k]++; h[k]+=(p==c); N[c]++; H[c]+=(p==c) }
-END { split("MEL NV BCC AKIEC BKL DF VASC",C," ");
+END { if(bad) exit 1; split("MEL NV BCC AKIEC BKL DF VASC",C," ");
       for(c=1;c<=7;c++){ s=s+H[c]/N[c]; printf "%-6s all %4d/%4d = %.2f", C[c], H[c], N[c], H[c]/N[c];
         for(k in n){ split(k,a,SUBSEP); if(a[1]==c) printf " | %s %d/%d = %.2f", a[2], h[k], n[k], h[k]/n[k] }
         printf "\n" }
